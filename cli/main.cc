@@ -1,0 +1,50 @@
+// rhythm: the command-line tool (one-machine cluster, evaluation, inspection). main.cc only
+// reads flags and dispatches to a subcommand.
+#include <iostream>
+
+#include "cli/selfcheck.h"
+#include "common/config.h"
+#include "common/flags.h"
+#include "common/startup.h"
+
+namespace {
+
+constexpr char kCommands[] =
+    "  selfcheck   check that LibTorch (threads, BLAS), protobuf, gRPC and Prometheus work\n"
+    "              together on this machine; exits non-zero if a check fails\n"
+    "  config      print the resolved configuration (defaults + --config + --set) as YAML\n";
+
+int SelfCheck(const rhythm::v1::RhythmConfig& config) {
+  using Outcome = rhythm::cli::CheckResult::Outcome;
+  int failures = 0;
+  for (const auto& r : rhythm::cli::RunSelfCheck(config)) {
+    const char* tag = r.outcome == Outcome::kOk ? "ok  " : r.outcome == Outcome::kWarn ? "WARN" : "FAIL";
+    if (r.outcome == Outcome::kFail) ++failures;
+    std::cout << "selfcheck " << tag << "  " << r.name << ": " << r.detail << "\n";
+  }
+  std::cout << (failures == 0 ? "selfcheck passed\n" : "selfcheck FAILED\n");
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace rhythm::common;
+  CommonFlags flags;
+  FlagParser parser("rhythm <command> [--config FILE] [--set KEY=VALUE ...]",
+                    "rhythm: reinforcement-learning post-training with attention-structured\n"
+                    "credit assignment (preplan-and-anchor, arXiv 2510.13554).");
+  parser.AddSection("Commands", kCommands);
+  RegisterCommonFlags(parser, flags);
+  Startup start = ParseStartup("rhythm", parser, flags, argc, argv, 1, 1);
+  if (start.exit) return start.exit_code;
+  const std::string command = start.positionals.empty() ? "" : start.positionals[0];
+  if (command == "selfcheck") return SelfCheck(start.config);
+  if (command == "config") {
+    std::cout << ConfigToYaml(start.config);
+    return 0;
+  }
+  std::cerr << "rhythm: " << (command.empty() ? "no command given" : "unknown command '" + command + "'")
+            << "; see rhythm --help\n";
+  return 2;
+}

@@ -1,0 +1,86 @@
+#include "common/runtime.h"
+
+#include <link.h>
+#include <sched.h>
+#include <stdlib.h>
+
+#include <string>
+
+#include "ATen/Parallel.h"
+#include "absl/strings/match.h"
+#include "common/logging.h"
+#include "torch/version.h"
+
+namespace rhythm::common {
+namespace {
+
+// dl_iterate_phdr callback: records the first loaded object whose name contains "libblas".
+int FindBlas(struct dl_phdr_info* info, size_t, void* data) {
+  auto* out = static_cast<std::string*>(data);
+  if (info->dlpi_name != nullptr && absl::StrContains(info->dlpi_name, "libblas")) {
+    char resolved[PATH_MAX];
+    *out = realpath(info->dlpi_name, resolved) != nullptr ? resolved : info->dlpi_name;
+    return 1;
+  }
+  return 0;
+}
+
+LogSeverity ToSeverity(v1::LogLevel level) {
+  switch (level) {
+    case v1::LOG_LEVEL_DEBUG:
+      return LogSeverity::kDebug;
+    case v1::LOG_LEVEL_WARNING:
+      return LogSeverity::kWarning;
+    case v1::LOG_LEVEL_ERROR:
+      return LogSeverity::kError;
+    default:
+      return LogSeverity::kInfo;
+  }
+}
+
+}  // namespace
+
+int CoresAvailable() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
+  return 1;
+}
+
+std::string ClassifyBlas(const std::string& path) {
+  if (path.empty()) return "unknown";
+  if (absl::StrContains(path, "openblas-openmp")) return "openblas-openmp";
+  if (absl::StrContains(path, "openblas-pthread") || absl::StrContains(path, "openblas-serial")) {
+    return "openblas-pthread";
+  }
+  if (absl::StrContains(path, "/blas/")) return "reference";
+  return "unknown";
+}
+
+RuntimeInfo InitRuntime(const v1::RuntimeConfig& config) {
+  SetMinLogLevel(ToSeverity(config.log_level()));
+  RuntimeInfo info;
+  info.cores_available = CoresAvailable();
+  const int threads = config.torch_threads() > 0 ? config.torch_threads() : info.cores_available;
+  at::set_num_threads(threads);
+  info.torch_threads = at::get_num_threads();
+  dl_iterate_phdr(FindBlas, &info.blas_library);
+  info.blas_kind = ClassifyBlas(info.blas_library);
+  info.torch_version = TORCH_VERSION;
+  RHYTHM_LOG(Info) << "runtime: torch " << info.torch_version << ", " << info.torch_threads
+                   << " intra-op threads (" << info.cores_available << " cores available), BLAS "
+                   << info.blas_kind << " (" << info.blas_library << ")";
+  if (info.blas_kind == "reference") {
+    RHYTHM_LOG(Warning) << "runtime: LibTorch is using the reference BLAS, which makes training "
+                           "9-23x slower; install libopenblas0-openmp";
+  } else if (info.blas_kind == "openblas-pthread") {
+    RHYTHM_LOG(Warning) << "runtime: the pthread OpenBLAS fights torch's OpenMP threads "
+                           "(generation ~4x slower); install libopenblas0-openmp instead";
+  } else if (info.blas_kind == "unknown") {
+    RHYTHM_LOG(Warning) << "runtime: could not identify the BLAS library ('"
+                        << info.blas_library << "'); performance may suffer";
+  }
+  return info;
+}
+
+}  // namespace rhythm::common

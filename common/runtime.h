@@ -1,0 +1,39 @@
+// Process start-up for every rhythm binary: torch threads, log level, and the BLAS check.
+//
+// LibTorch starts with one intra-op thread on these machines, and Debian's LibTorch runs on the
+// reference BLAS (9-23x slower training) unless OpenBLAS-openmp is the libblas.so.3 alternative
+// (../shared/design/TOOLCHAIN.md §2-3). InitRuntime sets the thread count explicitly, finds the
+// BLAS library actually loaded, logs both, and warns when the BLAS is not OpenBLAS-openmp.
+// Call once from main, after the config is loaded and before any torch work or thread start.
+#pragma once
+
+#include <string>
+
+#include "rhythm/v1/config.pb.h"
+
+namespace rhythm::common {
+
+struct RuntimeInfo {
+  // Intra-op threads torch now uses.
+  int torch_threads = 0;
+  // CPUs this process may run on (sched_getaffinity).
+  int cores_available = 0;
+  // Resolved path of the loaded libblas.so.3 (e.g. .../openblas-openmp/libblas.so.3), or "".
+  std::string blas_library;
+  // What kind of BLAS that is: "openblas-openmp", "openblas-pthread", "reference", "unknown".
+  std::string blas_kind;
+  // LibTorch's version string.
+  std::string torch_version;
+};
+
+// Applies `config` (threads, log level) and returns what is in effect. Logs one INFO line and a
+// WARNING when the BLAS is slow or oversubscribes threads.
+RuntimeInfo InitRuntime(const v1::RuntimeConfig& config);
+
+// CPUs available to this process.
+int CoresAvailable();
+
+// Classifies a resolved BLAS library path (see RuntimeInfo::blas_kind).
+std::string ClassifyBlas(const std::string& resolved_path);
+
+}  // namespace rhythm::common
