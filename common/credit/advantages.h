@@ -1,0 +1,41 @@
+// Group advantages (paper-method.md §6.1 Eq. 6, ARCHITECTURE.md §4.1) and advantage shaping
+// (Eq. 13). Pure functions on tensors; no I/O. Thread-safe.
+#pragma once
+
+#include "ATen/core/Tensor.h"
+#include "absl/status/statusor.h"
+#include "rhythm/v1/config.pb.h"
+
+namespace rhythm::common::credit {
+
+struct GroupAdvantageOptions {
+  v1::AdvantageEstimator estimator = v1::ADVANTAGE_ESTIMATOR_GRPO;
+  // Added to the group std (GRPO only).
+  double eps = 1e-6;
+};
+
+struct GroupAdvantages {
+  // float32 [B, G]: one advantage per response, the same for all its tokens.
+  //   grpo:    (r - mean) / (std + eps), std the unbiased sample std (as TRL and veRL)
+  //   dr_grpo: r - mean
+  //   rloo:    r - mean of the other G-1 rewards = G/(G-1) * (r - mean)
+  // A group whose rewards are all equal, or with G = 1, gets advantage 0 everywhere.
+  at::Tensor advantages;
+  // bool [B]: the group's rewards are all equal (DAPO dynamic sampling drops these).
+  at::Tensor zero_variance;
+};
+
+// rewards: float [B, G], one row per group of G responses to one prompt. INVALID_ARGUMENT for a
+// wrong shape, an empty batch or a non-finite reward (naming its group and sample).
+absl::StatusOr<GroupAdvantages> ComputeGroupAdvantages(const at::Tensor& rewards,
+                                                       const GroupAdvantageOptions& options);
+
+// Shaped advantages A~_t = gamma_t * A (gamma detached). With shape_negative = false (the
+// paper's v1), responses with A < 0 keep gamma = 1.
+//   gamma:     float [B, T] (padding positions are multiplied too; mask them in the loss)
+//   advantage: float [B]
+//   returns    float32 [B, T]
+at::Tensor ShapeAdvantages(const at::Tensor& gamma, const at::Tensor& advantage,
+                           bool shape_negative);
+
+}  // namespace rhythm::common::credit
