@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "cli/selfcheck.h"
+#include "cli/shape.h"
 #include "common/config.h"
 #include "common/flags.h"
 #include "common/startup.h"
@@ -12,7 +13,10 @@ namespace {
 constexpr char kCommands[] =
     "  selfcheck   check that LibTorch (threads, BLAS), protobuf, gRPC and Prometheus work\n"
     "              together on this machine; exits non-zero if a check fails\n"
-    "  config      print the resolved configuration (defaults + --config + --set) as YAML\n";
+    "  config      print the resolved configuration (defaults + --config + --set) as YAML\n"
+    "  shape       token-level credit for a JSONL file of responses:\n"
+    "              rhythm shape --input FILE.jsonl [--strategy S] [--q 0.4] [--gamma 1.5]\n"
+    "                           [--alpha 0.5] [--k 3] [--seed N] [--output FILE]\n";
 
 int SelfCheck(const rhythm::v1::RhythmConfig& config) {
   using Outcome = rhythm::cli::CheckResult::Outcome;
@@ -36,10 +40,13 @@ int main(int argc, char** argv) {
                     "credit assignment (preplan-and-anchor, arXiv 2510.13554).");
   parser.AddSection("Commands", kCommands);
   RegisterCommonFlags(parser, flags);
+  rhythm::cli::ShapeFlags shape_flags;
+  rhythm::cli::RegisterShapeFlags(parser, shape_flags);
   Startup start = ParseStartup("rhythm", parser, flags, argc, argv, 1, 1);
   if (start.exit) return start.exit_code;
   const std::string command = start.positionals.empty() ? "" : start.positionals[0];
   if (command == "selfcheck") return SelfCheck(start.config);
+  if (command == "shape") return rhythm::cli::RunShape(shape_flags, start.config);
   if (command == "config") {
     std::cout << ConfigToYaml(start.config);
     return 0;

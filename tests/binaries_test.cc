@@ -79,6 +79,43 @@ TEST(RhythmTool, SelfCheckPasses) {
   EXPECT_EQ(r.out.find("FAIL"), std::string::npos) << r.out;
 }
 
+TEST(RhythmTool, ShapeReportsMalformedLinesAndShapesTheRest) {
+  const std::string input = WriteTemp(
+      "shape.jsonl",
+      R"({"group": 1, "reward": 1, "waad": [1,5,2,2,6,1,1,3,3,2], "fai": [0.1,0.5,0.9,0.2,0.3,0.8,0.05,0.7,null,null], "entropy": [0,0,0,0,0,0,0,0,0,0]})"
+      "\n"
+      R"({"group": 1, "reward": 0, "waad": [1,2], "fai": [0.3], "entropy": [1,1]})"
+      "\n"
+      R"({"group": 1, "reward": 0, "waad": [1,2,3], "fai": [0.3,null,null], "entropy": [1,1,1]})"
+      "\n");
+  const std::string output = ::testing::TempDir() + "/shaped.jsonl";
+  ProcessResult r = RunProcess({BinaryPath("rhythm"), "shape", "--input", input, "--output",
+                                output, "--strategy", "coupled", "--q", "0.4"});
+  EXPECT_EQ(r.exit_code, 1) << "malformed lines make the exit code 1\n" << r.err;
+  EXPECT_NE(r.err.find("line 2: fai: has 1 values, waad has 2"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("2 responses shaped (coupled), 1 malformed"), std::string::npos) << r.err;
+  std::ifstream shaped(output);
+  std::string first, second, third;
+  std::getline(shaped, first);
+  std::getline(shaped, second);
+  EXPECT_FALSE(std::getline(shaped, third)) << "one output line per valid input line";
+  EXPECT_NE(first.find("\"anchor\":[2,5,7]"), std::string::npos) << first;
+  EXPECT_NE(second.find("\"line\":3"), std::string::npos) << second;
+}
+
+TEST(RhythmTool, ShapeValidatesItsShortcutsLikeConfigKeys) {
+  ProcessResult r = RunProcess({BinaryPath("rhythm"), "shape", "--input", "x", "--q", "2"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("credit.quantile = 2 is out of range [0, 1]"), std::string::npos)
+      << r.err;
+  r = RunProcess({BinaryPath("rhythm"), "shape", "--input", "x", "--strategy", "greedy"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("credit.strategy: unknown value 'greedy'"), std::string::npos) << r.err;
+  r = RunProcess({BinaryPath("rhythm"), "shape", "--input", "/nonexistent.jsonl"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("cannot read '/nonexistent.jsonl'"), std::string::npos) << r.err;
+}
+
 TEST(RhythmTool, UnknownCommandIsAnError) {
   ProcessResult r = RunProcess({BinaryPath("rhythm"), "trian"});
   EXPECT_EQ(r.exit_code, 2);
