@@ -1,0 +1,229 @@
+#include "common/rollout/attention_summary.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "ATen/ATen.h"
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "common/torch_status.h"
+
+namespace rhythm::common::rollout {
+
+std::vector<int64_t> DefaultTapLayers(int64_t num_layers) {
+  const double lo = static_cast<double>(num_layers / 3);
+  const double hi = static_cast<double>((2 * num_layers) / 3);
+  std::vector<int64_t> out;
+  for (int i = 0; i < 5; ++i) {
+    const int64_t layer = std::llround(lo + (hi - lo) * i / 4.0);
+    if (out.empty() || out.back() != layer) out.push_back(std::min(layer, num_layers - 1));
+  }
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+absl::StatusOr<TapOptions> ResolveTapOptions(const TapOptions& options, int64_t num_layers) {
+  TapOptions out = options;
+  if (out.layers.empty()) out.layers = DefaultTapLayers(num_layers);
+  std::vector<int64_t> sorted = out.layers;
+  std::sort(sorted.begin(), sorted.end());
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    if (sorted[i] < 0 || sorted[i] >= num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("tap layer ", sorted[i],
+                                                     " is outside the model's layers [0, ",
+                                                     num_layers, ")"));
+    }
+    if (i > 0 && sorted[i] == sorted[i - 1]) {
+      return absl::InvalidArgumentError(absl::StrCat("tap layer ", sorted[i], " listed twice"));
+    }
+  }
+  out.layers = sorted;
+  if (out.window < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("window = ", out.window, " must be >= 1"));
+  }
+  if (out.band_lo < 0 || out.band_hi < out.band_lo) {
+    return absl::InvalidArgumentError(absl::StrCat("FAI band [", out.band_lo, ", ", out.band_hi,
+                                                   "] must satisfy 0 <= lo <= hi"));
+  }
+  if (!(out.head_quantile > 0 && out.head_quantile <= 0.5)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("head_quantile = ", out.head_quantile, " must be in (0, 0.5]"));
+  }
+  return out;
+}
+
+void SplitHeads(const std::vector<double>& distance, double quantile,
+                std::vector<int64_t>* local, std::vector<int64_t>* global) {
+  const int64_t n = static_cast<int64_t>(distance.size());
+  const int64_t k = std::min<int64_t>(n, std::max<int64_t>(1, std::llround(quantile * n)));
+  std::vector<int64_t> idx(n);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::vector<int64_t> asc = idx, desc = idx;
+  std::stable_sort(asc.begin(), asc.end(),
+                   [&](int64_t a, int64_t b) { return distance[a] < distance[b]; });
+  std::stable_sort(desc.begin(), desc.end(),
+                   [&](int64_t a, int64_t b) { return distance[a] > distance[b]; });
+  local->assign(asc.begin(), asc.begin() + k);
+  global->assign(desc.begin(), desc.begin() + k);
+  std::sort(local->begin(), local->end());
+  std::sort(global->begin(), global->end());
+}
+
+SummaryAccumulator::SummaryAccumulator(const TapOptions& resolved, int64_t batch,
+                                       int64_t heads_per_layer, int64_t prompt_slots,
+                                       int64_t max_new_tokens, at::Device device)
+    : options_(resolved),
+      batch_(batch),
+      heads_per_layer_(heads_per_layer),
+      prompt_slots_(prompt_slots),
+      max_new_(max_new_tokens) {
+  const auto opts = at::TensorOptions().dtype(at::kFloat).device(device);
+  const int64_t capacity = prompt_slots + max_new_tokens;
+  const int64_t k = static_cast<int64_t>(resolved.layers.size()) * heads_per_layer;
+  // Row i holds, for a query in slot S-1 and key slot s = i - (capacity - S), the distance
+  // S-1-s and min(that, W): one narrow() per step gives the weights for any S.
+  const at::Tensor rev = at::arange(capacity - 1, -1, -1, opts);
+  weights_ = at::stack({rev, rev.clamp_max(static_cast<double>(resolved.window))}, 1);
+  distance_ = at::zeros({batch, k}, opts);
+  waad_ = at::zeros({batch, k, max_new_tokens}, opts);
+  fai_sum_ = at::zeros({batch, k, max_new_tokens}, opts);
+}
+
+void SummaryAccumulator::AddRows(const std::vector<at::Tensor>& probs, int64_t q,
+                                 const at::Tensor& row_mask) {
+  // [B, K, S]: all tapped heads of all tapped layers at once, so the cost is a few ops per step
+  // whatever the number of layers.
+  const at::Tensor a = (probs.size() == 1 ? probs[0] : at::cat(probs, 1)).squeeze(2);
+  const int64_t s = a.size(-1);
+  const at::Tensor dw = at::matmul(a, weights_.narrow(0, weights_.size(0) - s, s));  // [B, K, 2]
+  const at::Tensor m = row_mask.to(at::kFloat).view({batch_, 1});
+  distance_.add_(dw.select(2, 0) * m);
+  waad_.select(2, q).copy_(dw.select(2, 1));
+  const int64_t last_key = q - options_.band_lo;
+  if (last_key >= 0) {
+    const int64_t first_key = std::max<int64_t>(0, q - options_.band_hi);
+    const int64_t len = last_key - first_key + 1;
+    fai_sum_.narrow(2, first_key, len)
+        .add_(a.narrow(2, prompt_slots_ + first_key, len) * m.unsqueeze(-1));
+  }
+}
+
+int64_t SummaryAccumulator::StateBytes() const {
+  return (distance_.numel() + waad_.numel() + fai_sum_.numel() + weights_.numel()) *
+         static_cast<int64_t>(sizeof(float));
+}
+
+std::vector<AttentionSummary> SummaryAccumulator::Finish(
+    const std::vector<int64_t>& response_lengths) const {
+  const at::Tensor dist = distance_.to(at::kCPU, at::kDouble).contiguous();
+  const at::Tensor waad = waad_.to(at::kCPU, at::kDouble).contiguous();
+  const at::Tensor fai = fai_sum_.to(at::kCPU, at::kDouble).contiguous();
+  const int64_t k = dist.size(1);
+  const double* dp = dist.data_ptr<double>();
+  const double* wp = waad.data_ptr<double>();
+  const double* fp = fai.data_ptr<double>();
+  std::vector<AttentionSummary> out(batch_);
+  for (int64_t b = 0; b < batch_; ++b) {
+    AttentionSummary& s = out[b];
+    const int64_t n = response_lengths[b];
+    s.tap_layers = options_.layers;
+    s.heads_per_layer = heads_per_layer_;
+    s.head_distance.resize(k);
+    for (int64_t h = 0; h < k; ++h) s.head_distance[h] = n > 0 ? dp[b * k + h] / n : 0.0;
+    SplitHeads(s.head_distance, options_.head_quantile, &s.local_heads, &s.global_heads);
+    s.waad.resize(n);
+    s.fai.resize(n);
+    for (int64_t j = 0; j < n; ++j) {
+      double w = 0, f = 0;
+      for (int64_t h : s.local_heads) w += wp[(b * k + h) * max_new_ + j];
+      for (int64_t h : s.global_heads) f += fp[(b * k + h) * max_new_ + j];
+      s.waad[j] = static_cast<float>(w / s.local_heads.size());
+      const int64_t rows =
+          std::min(n - 1, j + options_.band_hi) - (j + options_.band_lo) + 1;
+      s.fai[j] = rows > 0 ? static_cast<float>(f / s.global_heads.size() / rows)
+                          : std::numeric_limits<float>::quiet_NaN();
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<AttentionSummary> ReferenceSummary(const model::Transformer& model,
+                                                  const std::vector<int32_t>& prompt,
+                                                  const std::vector<int32_t>& response,
+                                                  const TapOptions& options) {
+  RHYTHM_ASSIGN_OR_RETURN(TapOptions o, ResolveTapOptions(options, model.config().num_layers));
+  if (response.empty()) return absl::InvalidArgumentError("reference summary: empty response");
+  std::vector<int64_t> ids(prompt.begin(), prompt.end());
+  ids.insert(ids.end(), response.begin(), response.end());
+  const int64_t total = static_cast<int64_t>(ids.size());
+  const int64_t p = static_cast<int64_t>(prompt.size());
+  const int64_t n = static_cast<int64_t>(response.size());
+  RHYTHM_ASSIGN_OR_RETURN(
+      model::ForwardOutput fwd,
+      model.Forward(at::tensor(ids, at::kLong).unsqueeze(0), at::ones({1, total}), o.layers));
+  const int64_t heads = model.config().num_heads;
+  // maps[tap][head]: the full N x N map, as the paper materialises it.
+  std::vector<at::Tensor> maps;
+  std::vector<at::TensorAccessor<double, 3>> acc;
+  for (const at::Tensor& m : fwd.attention) {
+    maps.push_back(m[0].to(at::kCPU, at::kDouble).contiguous());
+    acc.push_back(maps.back().accessor<double, 3>());
+  }
+  AttentionSummary s;
+  s.tap_layers = o.layers;
+  s.heads_per_layer = heads;
+  const int64_t k = static_cast<int64_t>(maps.size()) * heads;
+  auto A = [&](int64_t flat, int64_t t, int64_t src) {
+    return acc[flat / heads][flat % heads][t][src];
+  };
+  // d_h over response rows, every key.
+  s.head_distance.assign(k, 0.0);
+  for (int64_t h = 0; h < k; ++h) {
+    double sum = 0;
+    for (int64_t t = p; t < total; ++t) {
+      for (int64_t src = 0; src <= t; ++src) sum += A(h, t, src) * static_cast<double>(t - src);
+    }
+    s.head_distance[h] = sum / n;
+  }
+  // Head split by counting how many heads rank before each one.
+  s.local_heads.clear();
+  s.global_heads.clear();
+  const int64_t take = std::min<int64_t>(k, std::max<int64_t>(1, std::llround(o.head_quantile * k)));
+  for (int64_t h = 0; h < k; ++h) {
+    int64_t before_low = 0, before_high = 0;
+    for (int64_t g = 0; g < k; ++g) {
+      const double dg = s.head_distance[g], dh = s.head_distance[h];
+      if (dg < dh || (dg == dh && g < h)) ++before_low;
+      if (dg > dh || (dg == dh && g < h)) ++before_high;
+    }
+    if (before_low < take) s.local_heads.push_back(h);
+    if (before_high < take) s.global_heads.push_back(h);
+  }
+  // Averaged maps of each group, then the formulas.
+  s.waad.assign(n, 0.0f);
+  s.fai.assign(n, 0.0f);
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t t = p + j;
+    double w = 0;
+    for (int64_t src = 0; src <= t; ++src) {
+      double a = 0;
+      for (int64_t h : s.local_heads) a += A(h, t, src);
+      a /= static_cast<double>(s.local_heads.size());
+      w += a * static_cast<double>(std::min<int64_t>(t - src, o.window));
+    }
+    s.waad[j] = static_cast<float>(w);
+    double f = 0;
+    int64_t rows = 0;
+    for (int64_t row = t + o.band_lo; row <= std::min(total - 1, t + o.band_hi); ++row) {
+      double a = 0;
+      for (int64_t h : s.global_heads) a += A(h, row, t);
+      f += a / static_cast<double>(s.global_heads.size());
+      ++rows;
+    }
+    s.fai[j] = rows > 0 ? static_cast<float>(f / rows) : std::numeric_limits<float>::quiet_NaN();
+  }
+  return s;
+}
+
+}  // namespace rhythm::common::rollout
