@@ -2,6 +2,7 @@
 // reads flags and dispatches to a subcommand.
 #include <iostream>
 
+#include "cli/generate.h"
 #include "cli/selfcheck.h"
 #include "cli/shape.h"
 #include "common/config.h"
@@ -16,7 +17,14 @@ constexpr char kCommands[] =
     "  config      print the resolved configuration (defaults + --config + --set) as YAML\n"
     "  shape       token-level credit for a JSONL file of responses:\n"
     "              rhythm shape --input FILE.jsonl [--strategy S] [--q 0.4] [--gamma 1.5]\n"
-    "                           [--alpha 0.5] [--k 3] [--seed N] [--output FILE]\n";
+    "                           [--alpha 0.5] [--k 3] [--seed N] [--output FILE]\n"
+    "  generate    sample from a model with attention summaries:\n"
+    "              rhythm generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3)\n"
+    "                [--max-new-tokens N] [--temperature T] [--seed S] [--samples G]\n"
+    "                [--tap-layers 1,4,7] [--window 10] [--fai-band 10,100]\n"
+    "                [--head-quantile 0.3] [--json] [--reference]\n"
+    "  init-model  write a random tiny model with the character tokenizer:\n"
+    "              rhythm init-model --out DIR [--set model.tiny.num_layers=4 ...]\n";
 
 int SelfCheck(const rhythm::v1::RhythmConfig& config) {
   using Outcome = rhythm::cli::CheckResult::Outcome;
@@ -42,11 +50,24 @@ int main(int argc, char** argv) {
   RegisterCommonFlags(parser, flags);
   rhythm::cli::ShapeFlags shape_flags;
   rhythm::cli::RegisterShapeFlags(parser, shape_flags);
+  rhythm::cli::GenerateFlags generate_flags;
+  rhythm::cli::RegisterGenerateFlags(parser, generate_flags);
+  std::string seed;
+  parser.AddString("seed", "N", "= runtime.seed: sampling and the random credit strategy",
+                   &seed);
   Startup start = ParseStartup("rhythm", parser, flags, argc, argv, 1, 1);
   if (start.exit) return start.exit_code;
+  if (!seed.empty()) {
+    if (absl::Status s = ApplyOverride("runtime.seed=" + seed, start.config); !s.ok()) {
+      std::cerr << "rhythm: " << s.message() << "\n";
+      return 2;
+    }
+  }
   const std::string command = start.positionals.empty() ? "" : start.positionals[0];
   if (command == "selfcheck") return SelfCheck(start.config);
   if (command == "shape") return rhythm::cli::RunShape(shape_flags, start.config);
+  if (command == "generate") return rhythm::cli::RunGenerate(generate_flags, start.config);
+  if (command == "init-model") return rhythm::cli::RunInitModel(generate_flags, start.config);
   if (command == "config") {
     std::cout << ConfigToYaml(start.config);
     return 0;

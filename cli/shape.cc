@@ -27,15 +27,13 @@ void RegisterShapeFlags(common::FlagParser& parser, ShapeFlags& flags) {
                    &flags.alpha);
   parser.AddString("k", "K", "shape: look-back for introductory tokens (= credit.lookback)",
                    &flags.k);
-  parser.AddString("seed", "N", "shape: seed of the random strategy (= runtime.seed)",
-                   &flags.seed);
 }
 
 int RunShape(const ShapeFlags& flags, v1::RhythmConfig config) {
   const std::pair<const char*, const std::string*> shortcuts[] = {
       {"credit.strategy", &flags.strategy}, {"credit.quantile", &flags.q},
       {"credit.gamma_amp", &flags.gamma},   {"credit.alpha", &flags.alpha},
-      {"credit.lookback", &flags.k},        {"runtime.seed", &flags.seed}};
+      {"credit.lookback", &flags.k}};
   for (const auto& [key, value] : shortcuts) {
     if (value->empty()) continue;
     if (absl::Status s = common::ApplyOverride(std::string(key) + "=" + *value, config);

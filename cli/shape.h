@@ -13,12 +13,12 @@ namespace rhythm::cli {
 struct ShapeFlags {
   std::string input;
   std::string output = "-";
-  std::string strategy, q, gamma, alpha, k, seed;
+  std::string strategy, q, gamma, alpha, k;
 };
 
-// Registers --input, --output and the shortcuts --strategy --q --gamma --alpha --k --seed (each
-// is the config key credit.strategy, credit.quantile, credit.gamma_amp, credit.alpha,
-// credit.lookback, runtime.seed, with the same validation).
+// Registers --input, --output and the shortcuts --strategy --q --gamma --alpha --k (each is the
+// config key credit.strategy, credit.quantile, credit.gamma_amp, credit.alpha, credit.lookback,
+// with the same validation). The random strategy's seed is runtime.seed (--seed in main).
 void RegisterShapeFlags(common::FlagParser& parser, ShapeFlags& flags);
 
 // Runs the job; prints a one-line summary and every malformed line to stderr. Returns the exit

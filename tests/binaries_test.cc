@@ -1,8 +1,11 @@
 // The three binaries as a user runs them: --help is complete, --version answers, a bad config
 // is one line naming the key with a non-zero exit, and `rhythm selfcheck` passes.
+#include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/subprocess.h"
 
 namespace rhythm::testing {
@@ -114,6 +117,78 @@ TEST(RhythmTool, ShapeValidatesItsShortcutsLikeConfigKeys) {
   r = RunProcess({BinaryPath("rhythm"), "shape", "--input", "/nonexistent.jsonl"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("cannot read '/nonexistent.jsonl'"), std::string::npos) << r.err;
+}
+
+TEST(RhythmTool, InitModelThenGenerateOnlineSummariesEqualTheReference) {
+  const std::string dir = ::testing::TempDir() + "/tiny_model";
+  std::filesystem::remove_all(dir);
+  ProcessResult init = RunProcess({BinaryPath("rhythm"), "init-model", "--out", dir, "--set",
+                                   "model.tiny.num_layers=3", "--seed", "4"});
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  std::vector<std::string> args = {BinaryPath("rhythm"), "generate", "--model", dir,
+                                   "--prompt", "7*8=", "--max-new-tokens", "24", "--samples",
+                                   "2", "--fai-band", "2,8", "--window", "4", "--seed", "9",
+                                   "--json"};
+  ProcessResult online = RunProcess(args);
+  ASSERT_EQ(online.exit_code, 0) << online.err;
+  args.push_back("--reference");
+  ProcessResult reference = RunProcess(args);
+  ASSERT_EQ(reference.exit_code, 0) << reference.err;
+  std::istringstream a(online.out), b(reference.out);
+  std::string la, lb;
+  int samples = 0;
+  while (std::getline(a, la) && std::getline(b, lb)) {
+    const nlohmann::json ja = nlohmann::json::parse(la), jb = nlohmann::json::parse(lb);
+    for (const char* key : {"prompt_ids", "response_ids", "logprobs", "entropy", "waad", "fai",
+                            "local_heads", "global_heads", "tap_layers", "text"}) {
+      ASSERT_TRUE(ja.contains(key)) << key;
+    }
+    EXPECT_EQ(ja["summary_source"], "online");
+    EXPECT_EQ(jb["summary_source"], "reference");
+    EXPECT_EQ(ja["response_ids"], jb["response_ids"]) << "same seed, same tokens";
+    EXPECT_EQ(ja["local_heads"], jb["local_heads"]);
+    EXPECT_EQ(ja["global_heads"], jb["global_heads"]);
+    EXPECT_EQ(ja["tap_layers"], nlohmann::json({1, 2}));
+    ASSERT_EQ(ja["waad"].size(), ja["response_ids"].size());
+    for (size_t j = 0; j < ja["waad"].size(); ++j) {
+      EXPECT_NEAR(ja["waad"][j].get<double>(), jb["waad"][j].get<double>(), 1e-4);
+      EXPECT_EQ(ja["fai"][j].is_null(), jb["fai"][j].is_null()) << j;
+      if (!ja["fai"][j].is_null()) {
+        EXPECT_NEAR(ja["fai"][j].get<double>(), jb["fai"][j].get<double>(), 1e-4);
+      }
+    }
+    ++samples;
+  }
+  EXPECT_EQ(samples, 2);
+}
+
+TEST(RhythmTool, GenerateRejectsBadArguments) {
+  const std::string dir = ::testing::TempDir() + "/tiny_model_args";
+  std::filesystem::remove_all(dir);
+  ASSERT_EQ(RunProcess({BinaryPath("rhythm"), "init-model", "--out", dir}).exit_code, 0);
+  struct Case {
+    std::vector<std::string> extra;
+    std::string want;
+  } cases[] = {
+      {{"--prompt", "1", "--prompt-ids", "1"}, "exactly one of --prompt"},
+      {{"--prompt-ids", "1,x"}, "'x' is not a token id"},
+      {{"--prompt-ids", "1,5000"}, "token 1 = 5000 is outside the vocabulary"},
+      {{"--prompt", "1", "--fai-band", "10"}, "--fai-band '10' must be LO,HI"},
+      {{"--prompt", "1", "--tap-layers", "0,9"}, "tap layer 9 is outside"},
+      {{"--prompt", "1", "--temperature", "-1"}, "generation.temperature = -1 is out of range"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {BinaryPath("rhythm"), "generate", "--model", dir};
+    args.insert(args.end(), c.extra.begin(), c.extra.end());
+    ProcessResult r = RunProcess(args);
+    EXPECT_NE(r.exit_code, 0) << c.want;
+    EXPECT_NE(r.err.find(c.want), std::string::npos) << r.err;
+  }
+  ProcessResult missing =
+      RunProcess({BinaryPath("rhythm"), "generate", "--model", "/nonexistent", "--prompt", "1"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("/nonexistent/config.json: cannot read"), std::string::npos)
+      << missing.err;
 }
 
 TEST(RhythmTool, UnknownCommandIsAnError) {

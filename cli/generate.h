@@ -1,0 +1,31 @@
+// `rhythm generate`: sample from a Hugging Face model directory with the rollout engine and
+// print the text, or with --json one object per sample including the attention summary.
+// `rhythm init-model`: write a randomly initialised tiny model (model.tiny in the config) with
+// rhythm's character tokenizer, as a Hugging Face directory; rhythm's own tasks start from it.
+#pragma once
+
+#include <string>
+
+#include "common/flags.h"
+#include "rhythm/v1/config.pb.h"
+
+namespace rhythm::cli {
+
+struct GenerateFlags {
+  std::string model, prompt, prompt_ids, max_new_tokens, temperature, samples, tap_layers,
+      window, fai_band, head_quantile, out;
+  bool json = false;
+  bool reference = false;
+};
+
+// Registers the flags of `generate` and `init-model` (--model, --prompt, --prompt-ids,
+// --max-new-tokens, --temperature, --samples, --tap-layers, --window, --fai-band,
+// --head-quantile, --json, --reference, --out). Numeric shortcuts are config keys and are
+// validated as such.
+void RegisterGenerateFlags(common::FlagParser& parser, GenerateFlags& flags);
+
+// Exit code 0 on success, 2 for bad arguments, 1 when generation fails.
+int RunGenerate(const GenerateFlags& flags, v1::RhythmConfig config);
+int RunInitModel(const GenerateFlags& flags, const v1::RhythmConfig& config);
+
+}  // namespace rhythm::cli
