@@ -1,0 +1,118 @@
+#include "learner/batch_assembler.h"
+
+#include <limits>
+
+namespace rhythm::learner {
+
+int64_t BatchAssembler::OldestVersion(const Group& group) {
+  int64_t oldest = std::numeric_limits<int64_t>::max();
+  for (const v1::Rollout& r : group) {
+    for (const v1::VersionSpan& s : r.version_spans()) oldest = std::min(oldest, s.version());
+  }
+  return oldest == std::numeric_limits<int64_t>::max() ? 0 : oldest;
+}
+
+BatchAssembler::AddResult BatchAssembler::Add(v1::Rollout rollout) {
+  absl::MutexLock lock(&mu_);
+  const uint64_t group_id = rollout.group_id();
+  if (complete_.count(group_id)) return AddResult::kDuplicateSample;
+  auto& samples = partial_[group_id];
+  if (samples.count(rollout.sample_index())) return AddResult::kDuplicateSample;
+  const uint32_t group_size = rollout.group_size();
+  samples.emplace(rollout.sample_index(), std::move(rollout));
+  ++queued_;
+  if (samples.size() < group_size) return AddResult::kQueued;
+  Group group;
+  for (auto& [index, r] : samples) group.push_back(std::move(r));
+  partial_.erase(group_id);
+  complete_.emplace(group_id, std::move(group));
+  return AddResult::kGroupComplete;
+}
+
+int64_t BatchAssembler::DropGroup(uint64_t group_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = partial_.find(group_id);
+  if (it == partial_.end()) return 0;
+  const int64_t n = static_cast<int64_t>(it->second.size());
+  queued_ -= n;
+  partial_.erase(it);
+  ++counters_.dropped_expired;
+  return n;
+}
+
+void BatchAssembler::DropStaleLocked(int64_t current_version) {
+  for (auto it = complete_.begin(); it != complete_.end();) {
+    const Group& g = it->second;
+    bool drop = false;
+    if (current_version - OldestVersion(g) > options_.max_staleness) {
+      ++counters_.dropped_stale;
+      drop = true;
+    } else if (options_.drop_zero_variance) {
+      bool all_equal = true;
+      for (const v1::Rollout& r : g) {
+        all_equal = all_equal && r.verifier().reward() == g.front().verifier().reward();
+      }
+      if (all_equal) {
+        ++counters_.dropped_zero_variance;
+        drop = true;
+      }
+    }
+    if (drop) {
+      queued_ -= static_cast<int64_t>(g.size());
+      it = complete_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+std::optional<std::vector<Group>> BatchAssembler::NextBatch(int64_t current_version,
+                                                            absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  const absl::Time deadline = absl::Now() + timeout;
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return closed_ || static_cast<int64_t>(complete_.size()) >= options_.batch_groups;
+  };
+  while (true) {
+    DropStaleLocked(current_version);
+    if (closed_) return std::nullopt;
+    if (static_cast<int64_t>(complete_.size()) >= options_.batch_groups) break;
+    if (!mu_.AwaitWithDeadline(absl::Condition(&ready), deadline)) return std::nullopt;
+  }
+  std::vector<Group> batch;
+  while (static_cast<int64_t>(batch.size()) < options_.batch_groups) {
+    auto it = complete_.begin();
+    queued_ -= static_cast<int64_t>(it->second.size());
+    batch.push_back(std::move(it->second));
+    complete_.erase(it);
+  }
+  ++counters_.batches;
+  return batch;
+}
+
+void BatchAssembler::Close() {
+  absl::MutexLock lock(&mu_);
+  closed_ = true;
+}
+
+int64_t BatchAssembler::queued() const {
+  absl::MutexLock lock(&mu_);
+  return queued_;
+}
+
+BatchAssembler::Counters BatchAssembler::counters() const {
+  absl::MutexLock lock(&mu_);
+  return counters_;
+}
+
+std::vector<v1::Rollout> BatchAssembler::Snapshot() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::Rollout> out;
+  for (const auto& [id, samples] : partial_) {
+    for (const auto& [i, r] : samples) out.push_back(r);
+  }
+  for (const auto& [id, g] : complete_) out.insert(out.end(), g.begin(), g.end());
+  return out;
+}
+
+}  // namespace rhythm::learner

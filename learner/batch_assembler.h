@@ -1,0 +1,72 @@
+// BatchAssembler: turns ingested rollouts into training batches of complete groups.
+//
+// Rollouts are keyed by group (= lease) id; a group is complete when it holds group_size
+// distinct samples. NextBatch hands out `batch_groups` complete groups, dropping (and counting)
+// groups older than max_staleness policy versions and, if configured, groups whose rewards are
+// all equal (no learning signal). Everything queued can be snapshotted for a checkpoint.
+// Thread-safe; NextBatch blocks until a batch is ready or Close() is called.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "rhythm/v1/rollout.pb.h"
+
+namespace rhythm::learner {
+
+using Group = std::vector<v1::Rollout>;  // sorted by sample_index
+
+class BatchAssembler {
+ public:
+  struct Options {
+    int64_t batch_groups = 8;
+    int64_t max_staleness = 2;
+    bool drop_zero_variance = true;
+  };
+  struct Counters {
+    int64_t dropped_stale = 0;
+    int64_t dropped_zero_variance = 0;
+    int64_t dropped_expired = 0;
+    int64_t batches = 0;
+  };
+  enum class AddResult { kQueued, kGroupComplete, kDuplicateSample };
+
+  explicit BatchAssembler(const Options& options) : options_(options) {}
+
+  AddResult Add(v1::Rollout rollout);
+  // Drops a partial group whose lease expired. Returns the rollouts dropped.
+  int64_t DropGroup(uint64_t group_id);
+
+  // Blocks until batch_groups fresh complete groups exist (then removes and returns them) or
+  // until Close() / `timeout` (then nullopt). Staleness is judged against `current_version`,
+  // the oldest token version of a group counting.
+  std::optional<std::vector<Group>> NextBatch(int64_t current_version, absl::Duration timeout);
+
+  void Close();
+  // Rollouts held (partial and complete groups).
+  int64_t queued() const;
+  Counters counters() const;
+  // Every held rollout, for a checkpoint.
+  std::vector<v1::Rollout> Snapshot() const;
+
+  // The oldest policy version that generated any token of the group.
+  static int64_t OldestVersion(const Group& group);
+
+ private:
+  void DropStaleLocked(int64_t current_version) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Options options_;
+  mutable absl::Mutex mu_;
+  std::map<uint64_t, std::map<uint32_t, v1::Rollout>> partial_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, Group> complete_ ABSL_GUARDED_BY(mu_);  // ordered by group id: FIFO-ish
+  int64_t queued_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  Counters counters_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace rhythm::learner

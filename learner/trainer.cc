@@ -1,0 +1,327 @@
+#include "learner/trainer.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "ATen/ATen.h"
+#include "absl/strings/str_cat.h"
+#include "common/credit/advantages.h"
+#include "common/credit/policy_loss.h"
+#include "common/credit/token_credit.h"
+#include "common/status.h"
+#include "common/torch_status.h"
+#include "learner/rollout_validation.h"
+
+namespace rhythm::learner {
+namespace {
+
+namespace credit = common::credit;
+
+// One response, ready for the loss.
+struct Sequence {
+  std::vector<int64_t> ids;  // prompt + response
+  int64_t prompt_len = 0;
+  int64_t response_len = 0;
+  at::Tensor shaped;          // float [T]
+  at::Tensor behaviour;       // float [T]
+  at::Tensor preplan, anchor; // float [T] masks
+  at::Tensor old_logprobs;    // float [T], filled before the updates
+};
+
+// Padded [n, L] ids and mask, and [n, Tmax] gather indices for the response tokens.
+struct MicroBatch {
+  at::Tensor ids, mask, positions, targets, response_mask;
+  int64_t tmax = 0;
+};
+
+MicroBatch Pack(const std::vector<Sequence*>& seqs) {
+  MicroBatch mb;
+  int64_t len = 0;
+  for (const Sequence* s : seqs) {
+    len = std::max<int64_t>(len, s->ids.size());
+    mb.tmax = std::max(mb.tmax, s->response_len);
+  }
+  const int64_t n = static_cast<int64_t>(seqs.size());
+  std::vector<int64_t> ids(n * len, 0), pos(n * mb.tmax, 0), tgt(n * mb.tmax, 0);
+  std::vector<float> mask(n * len, 0.f), rmask(n * mb.tmax, 0.f);
+  for (int64_t i = 0; i < n; ++i) {
+    const Sequence& s = *seqs[i];
+    for (size_t j = 0; j < s.ids.size(); ++j) {
+      ids[i * len + j] = s.ids[j];
+      mask[i * len + j] = 1.f;
+    }
+    for (int64_t j = 0; j < s.response_len; ++j) {
+      pos[i * mb.tmax + j] = s.prompt_len - 1 + j;  // the logits that predicted token j
+      tgt[i * mb.tmax + j] = s.ids[s.prompt_len + j];
+      rmask[i * mb.tmax + j] = 1.f;
+    }
+  }
+  mb.ids = at::tensor(ids, at::kLong).view({n, len});
+  mb.mask = at::tensor(mask, at::kFloat).view({n, len});
+  mb.positions = at::tensor(pos, at::kLong).view({n, mb.tmax});
+  mb.targets = at::tensor(tgt, at::kLong).view({n, mb.tmax});
+  mb.response_mask = at::tensor(rmask, at::kFloat).view({n, mb.tmax});
+  return mb;
+}
+
+// Per-token [n, Tmax] tensor from per-sequence [T_i] tensors, zero padded.
+at::Tensor Stack(const std::vector<Sequence*>& seqs, at::Tensor Sequence::*field, int64_t tmax) {
+  std::vector<at::Tensor> rows;
+  for (const Sequence* s : seqs) {
+    const at::Tensor& t = s->*field;
+    rows.push_back(at::constant_pad_nd(t.to(at::kFloat), {0, tmax - t.size(0)}, 0));
+  }
+  return at::stack(rows);
+}
+
+// log pi(token) for every response position, and the policy entropy there: [n, Tmax] each.
+std::pair<at::Tensor, at::Tensor> ResponseLogprobs(const common::model::Transformer& model,
+                                                   const MicroBatch& mb, bool want_entropy) {
+  const at::Tensor logits = model.Forward(mb.ids, mb.mask).value().logits;  // [n, L, V]
+  const int64_t v = logits.size(-1);
+  const at::Tensor picked =
+      logits.gather(1, mb.positions.unsqueeze(-1).expand({-1, -1, v}));  // [n, Tmax, V]
+  const at::Tensor logp = at::log_softmax(picked, -1);
+  const at::Tensor token_logp = logp.gather(-1, mb.targets.unsqueeze(-1)).squeeze(-1);
+  at::Tensor entropy;
+  if (want_entropy) entropy = -(logp.exp() * logp).sum(-1);
+  return {token_logp, entropy};
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(common::model::Transformer& model,
+                                                         const v1::TrainerConfig& trainer,
+                                                         const v1::CreditConfig& credit,
+                                                         uint64_t seed, int64_t version) {
+  if (trainer.kl_coef() > 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "trainer.kl_coef = ", trainer.kl_coef(),
+        ": a KL penalty needs a reference policy, which the learner does not keep yet"));
+  }
+  return std::unique_ptr<Trainer>(new Trainer(model, trainer, credit, seed, version));
+}
+
+Trainer::Trainer(common::model::Transformer& model, const v1::TrainerConfig& trainer,
+                 const v1::CreditConfig& credit, uint64_t seed, int64_t version)
+    : model_(model), config_(trainer), credit_(credit), seed_(seed), version_(version) {
+  model_.SetRequiresGrad(true);
+  for (const auto& [name, p] : model_.NamedParameters()) {
+    names_.push_back(name);
+    params_.push_back(p);
+    exp_avg_.push_back(at::zeros_like(p, at::kFloat));
+    exp_avg_sq_.push_back(at::zeros_like(p, at::kFloat));
+  }
+}
+
+void Trainer::AdamWStep(double lr) {
+  at::NoGradGuard no_grad;
+  ++optimizer_steps_;
+  const double b1 = config_.adam_beta1(), b2 = config_.adam_beta2(), eps = 1e-8;
+  const double c1 = 1 - std::pow(b1, optimizer_steps_), c2 = 1 - std::pow(b2, optimizer_steps_);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    at::Tensor& p = params_[i];
+    if (!p.grad().defined()) continue;
+    const at::Tensor g = p.grad().to(at::kFloat);
+    exp_avg_[i].mul_(b1).add_(g, 1 - b1);
+    exp_avg_sq_[i].mul_(b2).addcmul_(g, g, 1 - b2);
+    const at::Tensor update = (exp_avg_[i] / c1) / ((exp_avg_sq_[i] / c2).sqrt() + eps);
+    if (config_.weight_decay() > 0) p.mul_(1 - lr * config_.weight_decay());
+    p.sub_((lr * update).to(p.scalar_type()));
+  }
+}
+
+absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
+  const auto start = std::chrono::steady_clock::now();
+  StepStats stats;
+  std::vector<Sequence> seqs;
+  double reward_sum = 0, correct = 0, entropy_sum = 0, staleness = 0;
+  int64_t entropy_tokens = 0;
+
+  // 1. Advantages and gamma, per group and per response.
+  for (const Group& g : batch) {
+    std::vector<double> rewards;
+    for (const v1::Rollout& r : g) rewards.push_back(r.verifier().reward());
+    credit::GroupAdvantageOptions adv_opts{credit_.advantage(), credit_.advantage_eps()};
+    RHYTHM_ASSIGN_OR_RETURN(
+        credit::GroupAdvantages adv,
+        credit::ComputeGroupAdvantages(
+            at::tensor(rewards, at::kDouble).view({1, static_cast<int64_t>(g.size())}), adv_opts));
+    staleness += static_cast<double>(version_ - BatchAssembler::OldestVersion(g));
+    for (size_t i = 0; i < g.size(); ++i) {
+      const v1::Rollout& r = g[i];
+      Sequence s;
+      s.prompt_len = r.prompt_token_ids_size();
+      s.response_len = r.response_token_ids_size();
+      s.ids.assign(r.prompt_token_ids().begin(), r.prompt_token_ids().end());
+      s.ids.insert(s.ids.end(), r.response_token_ids().begin(), r.response_token_ids().end());
+      const std::vector<float> entropy(r.entropy().begin(), r.entropy().end());
+      s.behaviour = at::tensor(std::vector<float>(r.behaviour_logprobs().begin(),
+                                                  r.behaviour_logprobs().end()));
+      at::Tensor gamma = at::ones({s.response_len});
+      s.preplan = at::zeros({s.response_len});
+      s.anchor = at::zeros({s.response_len});
+      if (r.has_summary()) {
+        credit::TokenCreditOptions o;
+        o.strategy = credit_.strategy();
+        o.quantile = credit_.quantile();
+        o.gamma_amp = credit_.gamma_amp();
+        o.alpha = credit_.alpha();
+        o.lookback = credit_.lookback();
+        o.seed = credit::MixSeed(seed_, r.rollout_id() ^ std::hash<std::string>()(r.run_id()));
+        RHYTHM_ASSIGN_OR_RETURN(
+            credit::TokenCredit c,
+            credit::ComputeTokenCredit({at::tensor(DecodeFp16(r.summary().waad_f16())),
+                                        at::tensor(DecodeFp16(r.summary().fai_f16())),
+                                        at::tensor(entropy)},
+                                       o));
+        gamma = c.gamma;
+        for (int64_t t : c.preplan) s.preplan[t] = 1.0;
+        for (int64_t t : c.anchor) s.anchor[t] = 1.0;
+      } else {
+        ++stats.missing_summaries;
+      }
+      s.shaped = credit::ShapeAdvantages(gamma.unsqueeze(0), adv.advantages[0][i].view({1}),
+                                         credit_.shape_negative())[0];
+      reward_sum += r.verifier().reward();
+      correct += r.verifier().correct() ? 1 : 0;
+      for (float e : entropy) entropy_sum += e;
+      entropy_tokens += s.response_len;
+      stats.tokens += s.response_len;
+      seqs.push_back(std::move(s));
+    }
+  }
+  stats.sequences = static_cast<int64_t>(seqs.size());
+  if (seqs.empty()) return absl::InvalidArgumentError("empty batch");
+
+  absl::Status status = common::TorchCall("training step", [&]() {
+    const int64_t micro = std::max<int64_t>(1, config_.micro_batch_size());
+    // 2. Old log-probs under the weights that start this step.
+    {
+      at::NoGradGuard no_grad;
+      for (size_t i = 0; i < seqs.size(); i += micro) {
+        std::vector<Sequence*> chunk;
+        for (size_t j = i; j < std::min(seqs.size(), i + micro); ++j) chunk.push_back(&seqs[j]);
+        const MicroBatch mb = Pack(chunk);
+        const at::Tensor old = ResponseLogprobs(model_, mb, false).first;
+        for (size_t j = 0; j < chunk.size(); ++j) {
+          chunk[j]->old_logprobs = old[j].narrow(0, 0, chunk[j]->response_len).clone();
+        }
+      }
+    }
+    // 3. Mini-batch updates.
+    const int64_t n = static_cast<int64_t>(seqs.size());
+    const int64_t chunks = std::min<int64_t>(n, std::max(1, config_.mini_batches()));
+    credit::PolicyLossOptions loss_opts;
+    loss_opts.clip_eps_low = config_.clip_eps_low();
+    loss_opts.clip_eps_high = config_.clip_eps_high();
+    loss_opts.tis_cap = config_.tis_cap();
+    loss_opts.aggregation = config_.loss_aggregation();
+    loss_opts.entropy_coef = config_.entropy_coef();
+    double weight_total = 0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t begin = n * c / chunks, end = n * (c + 1) / chunks;
+      int64_t chunk_tokens = 0;
+      for (int64_t i = begin; i < end; ++i) chunk_tokens += seqs[i].response_len;
+      for (at::Tensor& p : params_) p.mutable_grad() = at::Tensor();
+      for (int64_t i = begin; i < end; i += micro) {
+        std::vector<Sequence*> mbs;
+        int64_t mb_tokens = 0;
+        for (int64_t j = i; j < std::min(end, i + micro); ++j) {
+          mbs.push_back(&seqs[j]);
+          mb_tokens += seqs[j].response_len;
+        }
+        const MicroBatch mb = Pack(mbs);
+        auto [logp, entropy] = ResponseLogprobs(model_, mb, config_.entropy_coef() > 0);
+        credit::PolicyLossInputs in;
+        in.logprobs = logp;
+        in.old_logprobs = Stack(mbs, &Sequence::old_logprobs, mb.tmax);
+        in.advantages = Stack(mbs, &Sequence::shaped, mb.tmax);
+        in.behaviour_logprobs = Stack(mbs, &Sequence::behaviour, mb.tmax);
+        in.mask = mb.response_mask;
+        in.entropy = entropy;
+        in.preplan_mask = Stack(mbs, &Sequence::preplan, mb.tmax);
+        in.anchor_mask = Stack(mbs, &Sequence::anchor, mb.tmax);
+        credit::PolicyLossResult r = credit::ComputePolicyLoss(in, loss_opts).value();
+        // Weight each micro-batch so the accumulated gradient is the chunk's aggregate.
+        const double w = config_.loss_aggregation() == v1::LOSS_AGGREGATION_TOKEN_MEAN
+                             ? static_cast<double>(mb_tokens) / chunk_tokens
+                             : static_cast<double>(mbs.size()) / (end - begin);
+        (r.loss * w).backward();
+        const double tw = static_cast<double>(mb_tokens);
+        weight_total += tw;
+        stats.loss += r.loss.item<double>() * tw;
+        stats.clip_fraction += r.clip_fraction * tw;
+        stats.mean_ratio += r.mean_ratio * tw;
+        stats.approx_kl += r.approx_kl * tw;
+        stats.preplan_token_fraction += r.preplan_token_fraction * tw;
+        stats.anchor_token_fraction += r.anchor_token_fraction * tw;
+        stats.preplan_credit_fraction += r.preplan_credit_fraction * tw;
+        stats.anchor_credit_fraction += r.anchor_credit_fraction * tw;
+      }
+      // Global-norm clipping, then AdamW with linear warm-up.
+      double sq = 0;
+      for (const at::Tensor& p : params_) {
+        if (p.grad().defined()) sq += p.grad().to(at::kFloat).pow(2).sum().item<double>();
+      }
+      stats.grad_norm = std::sqrt(sq);
+      if (config_.grad_clip() > 0 && stats.grad_norm > config_.grad_clip()) {
+        const double scale = config_.grad_clip() / (stats.grad_norm + 1e-12);
+        for (at::Tensor& p : params_) {
+          if (p.grad().defined()) p.mutable_grad().mul_(scale);
+        }
+      }
+      const double warm = config_.warmup_steps() > 0
+                              ? std::min(1.0, static_cast<double>(optimizer_steps_ + 1) /
+                                                  config_.warmup_steps())
+                              : 1.0;
+      stats.lr = config_.lr() * warm;
+      AdamWStep(stats.lr);
+    }
+    for (double* v : {&stats.loss, &stats.clip_fraction, &stats.mean_ratio, &stats.approx_kl,
+                      &stats.preplan_token_fraction, &stats.anchor_token_fraction,
+                      &stats.preplan_credit_fraction, &stats.anchor_credit_fraction}) {
+      *v /= std::max(weight_total, 1.0);
+    }
+  });
+  RHYTHM_RETURN_IF_ERROR(status);
+  ++version_;
+  stats.version = version_;
+  stats.reward_mean = reward_sum / stats.sequences;
+  stats.accuracy = correct / stats.sequences;
+  stats.entropy_mean = entropy_tokens > 0 ? entropy_sum / entropy_tokens : 0;
+  stats.response_length_mean = static_cast<double>(stats.tokens) / stats.sequences;
+  stats.staleness_mean = staleness / batch.size();
+  stats.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return stats;
+}
+
+common::model::TensorMap Trainer::OptimizerState() const {
+  common::model::TensorMap out;
+  for (size_t i = 0; i < names_.size(); ++i) {
+    out[names_[i] + ".exp_avg"] = exp_avg_[i];
+    out[names_[i] + ".exp_avg_sq"] = exp_avg_sq_[i];
+  }
+  return out;
+}
+
+absl::Status Trainer::RestoreOptimizerState(const common::model::TensorMap& state,
+                                            int64_t optimizer_steps, int64_t version) {
+  for (size_t i = 0; i < names_.size(); ++i) {
+    for (auto [suffix, dst] : {std::pair{".exp_avg", &exp_avg_[i]},
+                               std::pair{".exp_avg_sq", &exp_avg_sq_[i]}}) {
+      auto it = state.find(names_[i] + suffix);
+      if (it == state.end() || it->second.sizes() != dst->sizes()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("optimizer state: missing or misshapen '", names_[i], suffix, "'"));
+      }
+      dst->copy_(it->second);
+    }
+  }
+  optimizer_steps_ = optimizer_steps;
+  version_ = version;
+  return absl::OkStatus();
+}
+
+}  // namespace rhythm::learner

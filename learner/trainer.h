@@ -1,0 +1,83 @@
+// Trainer: one policy-gradient step per batch of complete groups, with the paper's token-level
+// credit.
+//
+//   groups ─ rewards ─ group advantages (GRPO / Dr.GRPO / RLOO)
+//          ─ summaries (WAAD, FAI, entropy) ─ gamma per token (strategy) ─┐
+//          ─ shaped advantages A~ = gamma * A ◀───────────────────────────┘
+//          ─ old log-probs: the current weights, recomputed once, no grad
+//          ─ for each of `mini_batches` chunks: micro-batches (forward, clipped loss, backward,
+//            gradients accumulate) ─ global-norm clip ─ AdamW (warm-up) ─ next chunk
+//          ─ version + 1
+// AdamW is written here on ATen (decoupled weight decay, bias correction) so its state is plain
+// named tensors for checkpoints and torch/optim never enters the build.
+// Not thread-safe: one trainer thread owns it and the model's parameters.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/model/transformer.h"
+#include "learner/batch_assembler.h"
+#include "rhythm/v1/config.pb.h"
+
+namespace rhythm::learner {
+
+struct StepStats {
+  int64_t version = 0;  // the version after this step
+  int64_t sequences = 0;
+  int64_t tokens = 0;   // response tokens trained on
+  double loss = 0;
+  double clip_fraction = 0;
+  double mean_ratio = 0;
+  double approx_kl = 0;
+  double grad_norm = 0;  // before clipping, last mini-batch
+  double lr = 0;
+  double reward_mean = 0;
+  double accuracy = 0;   // fraction of responses the verifier judged correct
+  double entropy_mean = 0;
+  double response_length_mean = 0;
+  double staleness_mean = 0;  // current version - oldest token version, per group
+  double preplan_token_fraction = 0, anchor_token_fraction = 0;
+  double preplan_credit_fraction = 0, anchor_credit_fraction = 0;
+  int64_t missing_summaries = 0;  // responses trained with gamma = 1 for lack of a summary
+  double seconds = 0;
+};
+
+class Trainer {
+ public:
+  // `model` must outlive the trainer; the trainer sets requires_grad on its parameters.
+  // INVALID_ARGUMENT for settings it cannot honour (kl_coef > 0 needs a reference policy,
+  // which is not implemented yet).
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(common::model::Transformer& model,
+                                                         const v1::TrainerConfig& trainer,
+                                                         const v1::CreditConfig& credit,
+                                                         uint64_t seed, int64_t version);
+
+  absl::StatusOr<StepStats> Step(const std::vector<Group>& batch);
+
+  int64_t version() const { return version_; }
+  int64_t optimizer_steps() const { return optimizer_steps_; }
+
+  // AdamW moments by "<param>.exp_avg" / "<param>.exp_avg_sq", for checkpoints.
+  common::model::TensorMap OptimizerState() const;
+  absl::Status RestoreOptimizerState(const common::model::TensorMap& state,
+                                     int64_t optimizer_steps, int64_t version);
+
+ private:
+  Trainer(common::model::Transformer& model, const v1::TrainerConfig& trainer,
+          const v1::CreditConfig& credit, uint64_t seed, int64_t version);
+  void AdamWStep(double lr);
+
+  common::model::Transformer& model_;
+  const v1::TrainerConfig config_;
+  const v1::CreditConfig credit_;
+  const uint64_t seed_;
+  int64_t version_;
+  int64_t optimizer_steps_ = 0;
+  std::vector<std::string> names_;
+  std::vector<at::Tensor> params_, exp_avg_, exp_avg_sq_;
+};
+
+}  // namespace rhythm::learner
