@@ -1,6 +1,7 @@
 #include "common/tasks/task.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/tasks/arithmetic.h"
 #include "common/tasks/countdown.h"
 
 namespace rhythm::common::tasks {
@@ -20,9 +21,9 @@ absl::StatusOr<std::unique_ptr<Task>> CreateTask(const v1::TaskConfig& config, u
     case v1::TASK_KIND_COUNTDOWN:
       return CreateCountdownTask(config.countdown(), heldout, seed);
     case v1::TASK_KIND_ARITHMETIC:
+      return CreateArithmeticTask(config.arithmetic(), heldout, seed);
     case v1::TASK_KIND_JSONL:
-      return absl::UnimplementedError(
-          absl::StrCat("task.kind ", v1::TaskKind_Name(config.kind()), " is not built yet"));
+      return absl::UnimplementedError("task.kind TASK_KIND_JSONL is not built yet");
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("task.kind ", v1::TaskKind_Name(config.kind()), " (", config.kind(),
