@@ -4,7 +4,7 @@
 // Formats (default difficulty: 3 numbers in [1, 20], targets in [1, 100]):
 //   prompt     "<n1> <n2> ... -> <target>\n"     e.g. "3 7 20 -> 27\n"     (13 characters)
 //   answer     "<n1>,<n2>,...|<target>"          e.g. "3,7,20|27"
-//   reference  the shortest expression found     e.g. "20+7"               (no newline)
+//   reference  the shortest expression found     e.g. "7+20"               (no newline)
 // The numbers are listed in the order drawn (unsorted) and may repeat.
 //
 // Rules for a completion:

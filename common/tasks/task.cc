@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/tasks/arithmetic.h"
 #include "common/tasks/countdown.h"
+#include "common/tasks/jsonl_task.h"
 
 namespace rhythm::common::tasks {
 
@@ -23,7 +24,7 @@ absl::StatusOr<std::unique_ptr<Task>> CreateTask(const v1::TaskConfig& config, u
     case v1::TASK_KIND_ARITHMETIC:
       return CreateArithmeticTask(config.arithmetic(), heldout, seed);
     case v1::TASK_KIND_JSONL:
-      return absl::UnimplementedError("task.kind TASK_KIND_JSONL is not built yet");
+      return CreateJsonlTask(config);
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("task.kind ", v1::TaskKind_Name(config.kind()), " (", config.kind(),

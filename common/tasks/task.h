@@ -3,7 +3,7 @@
 // README. A task hands out problems (a prompt, the text its verifier needs, and one correct
 // completion) and scores completions with a verifier. Three kinds (TaskConfig.kind):
 //
-//   countdown   prompt "3 7 20 -> 27\n"        answer "3,7,20|27"   reference "20+7"
+//   countdown   prompt "3 7 20 -> 27\n"        answer "3,7,20|27"   reference "7+20"
 //               The completion is an arithmetic expression over the offered numbers (each at
 //               most as often as offered), + - * / and parentheses, equal to the target in exact
 //               rational arithmetic. Details and rewards (1.0 / 0.1 format / 0.0): countdown.h.
