@@ -36,9 +36,10 @@ class RolloutLogTest : public ::testing::Test {
     dir_ = (fs::path(::testing::TempDir()) /
             absl::StrCat("rollout_log_test_", ::getpid(), "_", info->name()))
                .string();
-    fs::remove_all(dir_);
+    root_ = dir_;
+    fs::remove_all(root_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { fs::remove_all(root_); }
 
   RolloutLog::Options Opts(int64_t segment_bytes = int64_t{64} << 20) const {
     RolloutLog::Options o;
@@ -64,7 +65,8 @@ class RolloutLogTest : public ::testing::Test {
     return files;
   }
 
-  std::string dir_;
+  std::string dir_;   // the log's directory; a test may point it below root_
+  std::string root_;  // removed after the test
 };
 
 std::vector<std::pair<uint64_t, std::string>> ReplayAll(const RolloutLog& log,
