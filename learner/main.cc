@@ -1,28 +1,118 @@
 // rhythm-learner: the process every actor talks to. main.cc only reads flags and wires objects.
-//
-// The gRPC services, trainer and checkpointer land with the Learner issue; today the binary
-// loads and validates its configuration, sets up the runtime and says what is missing.
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
 #include "common/config.h"
 #include "common/flags.h"
 #include "common/logging.h"
+#include "common/metrics_server.h"
+#include "common/model/hf_checkpoint.h"
 #include "common/runtime.h"
 #include "common/startup.h"
+#include "common/tasks/task.h"
+#include "common/tokenizer/char_tokenizer.h"
+#include "common/tokenizer/tokenizer.h"
+#include "learner/learner_server.h"
+#include "prometheus/registry.h"
+
+namespace {
+
+volatile std::sig_atomic_t g_stop = 0;
+void OnSignal(int) { g_stop = 1; }
+
+int Fail(const std::string& message, int code = 1) {
+  std::cerr << "rhythm-learner: " << message << "\n";
+  return code;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  using namespace rhythm::common;
-  CommonFlags flags;
-  FlagParser parser(
-      "rhythm-learner [--config FILE] [--set KEY=VALUE ...]",
+  using namespace rhythm;
+  common::CommonFlags flags;
+  std::string resume_dir, dump_dir;
+  common::FlagParser parser(
+      "rhythm-learner [--config FILE] [--set KEY=VALUE ...] [--resume RUN_DIR]",
       "The rhythm learner: leases prompts to actors, ingests their rollouts exactly once,\n"
       "shapes token advantages from attention summaries, trains the policy and publishes\n"
-      "new weights. Exits 2 on a bad flag or configuration, with one line naming it.");
-  RegisterCommonFlags(parser, flags);
-  Startup start = ParseStartup("rhythm-learner", parser, flags, argc, argv, 1, 0);
+      "new weights. Prints 'rhythm-learner: listening on PORT metrics PORT' once serving.\n"
+      "SIGTERM or Ctrl-C writes a final checkpoint and exits 0. Exits 2 on a bad flag or\n"
+      "configuration, with one line naming it.");
+  common::RegisterCommonFlags(parser, flags);
+  parser.AddString("resume", "RUN_DIR",
+                   "continue the run in RUN_DIR (= learner.run_dir) from its last checkpoint "
+                   "and rollout log",
+                   &resume_dir);
+  parser.AddString("dump-rollouts", "DIR",
+                   "also write every trained batch to DIR in rhythm shape's JSONL format",
+                   &dump_dir);
+  common::Startup start = common::ParseStartup("rhythm-learner", parser, flags, argc, argv, 1, 0);
   if (start.exit) return start.exit_code;
+  v1::RhythmConfig config = start.config;
+  if (!resume_dir.empty()) config.mutable_learner()->set_run_dir(resume_dir);
 
-  InitRuntime(start.config.runtime());
-  RHYTHM_LOG(Info) << "rhythm-learner configuration:\n" << ConfigToYaml(start.config);
-  RHYTHM_LOG(Error) << "rhythm-learner: the learner service is not built yet (Learner issue); "
-                       "the configuration above is valid";
-  return 3;
+  common::InitRuntime(config.runtime());
+  RHYTHM_LOG(Info) << "rhythm-learner configuration:\n" << common::ConfigToYaml(config);
+  absl::StatusOr<std::unique_ptr<common::tasks::Task>> task =
+      common::tasks::CreateTask(config.task(), config.runtime().seed());
+  if (!task.ok()) return Fail(std::string(task.status().message()), 2);
+  for (const std::string& w : (*task)->warnings()) RHYTHM_LOG(Warning) << w;
+
+  std::unique_ptr<common::Tokenizer> tokenizer;
+  std::unique_ptr<common::model::Transformer> model;
+  if (!config.model().path().empty()) {
+    auto loaded = common::model::LoadHfModel(config.model().path());
+    if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
+    model = *std::move(loaded);
+    auto tok = common::LoadTokenizer(config.model().path());
+    if (!tok.ok()) return Fail(std::string(tok.status().message()));
+    tokenizer = *std::move(tok);
+  } else {
+    tokenizer = common::CharTokenizer::CreateDefault();
+    auto random = common::model::Transformer::RandomInit(
+        common::model::FromTinyConfig(config.model().tiny(), tokenizer->vocab_size(),
+                                      common::CharTokenizer::kBosId, tokenizer->eos_id()),
+        config.runtime().seed());
+    if (!random.ok()) return Fail(std::string(random.status().message()), 2);
+    model = *std::move(random);
+  }
+
+  learner::LearnerServerOptions options;
+  options.config = config;
+  options.resume = !resume_dir.empty();
+  options.dump_rollouts_dir = dump_dir;
+  options.model = std::move(model);
+  const common::tasks::Task* t = task->get();
+  const common::Tokenizer* tok = tokenizer.get();
+  options.prompts = [t, tok](uint64_t index) {
+    const common::tasks::Problem p = t->TrainProblem(index);
+    learner::PromptSpec spec{p.id, p.prompt, {}, p.answer};
+    for (int32_t id : tok->Encode(p.prompt).value_or(std::vector<int32_t>{})) {
+      spec.token_ids.push_back(static_cast<uint32_t>(id));
+    }
+    return spec;
+  };
+  options.write_tokenizer = [tok](const std::string& dir) { return tok->Save(dir); };
+  options.registry = std::make_shared<prometheus::Registry>();
+
+  std::unique_ptr<common::MetricsServer> metrics;
+  if (!config.learner().metrics_address().empty()) {
+    auto m = common::MetricsServer::Start(config.learner().metrics_address(), options.registry);
+    if (!m.ok()) return Fail(std::string(m.status().message()));
+    metrics = *std::move(m);
+  }
+  auto server = learner::LearnerServer::Create(std::move(options));
+  if (!server.ok()) return Fail(std::string(server.status().message()));
+  if (absl::Status s = (*server)->Start(); !s.ok()) return Fail(std::string(s.message()));
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+  std::cout << "rhythm-learner: listening on " << (*server)->port() << " metrics "
+            << (metrics ? metrics->port() : 0) << std::endl;
+
+  while (!g_stop && !(*server)->done()) absl::SleepFor(absl::Milliseconds(50));
+  absl::Status s = (*server)->Shutdown();
+  if (!s.ok()) return Fail(std::string(s.message()));
+  RHYTHM_LOG(Info) << "rhythm-learner: stopped at version " << (*server)->version();
+  return 0;
 }

@@ -1,5 +1,7 @@
 #include "learner/prompt_leases.h"
 
+#include <algorithm>
+
 namespace rhythm::learner {
 
 PromptLeases::PromptLeases(PromptSource source, const Options& options, common::Clock& clock)
@@ -18,10 +20,40 @@ v1::PromptLease PromptLeases::MakeLease(uint64_t prompt_index) {
 }
 
 std::vector<v1::PromptLease> PromptLeases::Lease(const std::string& actor_id, uint32_t max) {
+  std::vector<v1::PromptLease> out;
+  for (Granted& g : Grant(actor_id, max)) out.push_back(std::move(g.lease));
+  return out;
+}
+
+void PromptLeases::ApplyGrant(uint64_t prompt_index, const std::string& actor_id,
+                              const v1::PromptLease& lease) {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_.Now();
+  outstanding_[lease.lease_id()] = {prompt_index, actor_id, now + options_.lease_timeout, lease};
+  last_heartbeat_[actor_id] = now;
+  next_lease_id_ = std::max(next_lease_id_, lease.lease_id() + 1);
+  if (prompt_index >= next_index_) {
+    next_index_ = prompt_index + 1;
+  } else {
+    auto it = std::find(reissue_.begin(), reissue_.end(), prompt_index);
+    if (it != reissue_.end()) reissue_.erase(it);
+  }
+}
+
+void PromptLeases::ApplyExpiry(uint64_t lease_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = outstanding_.find(lease_id);
+  if (it == outstanding_.end()) return;
+  reissue_.push_back(it->second.prompt_index);
+  outstanding_.erase(it);
+}
+
+std::vector<PromptLeases::Granted> PromptLeases::Grant(const std::string& actor_id,
+                                                        uint32_t max) {
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_.Now();
   last_heartbeat_[actor_id] = now;
-  std::vector<v1::PromptLease> out;
+  std::vector<Granted> out;
   while (out.size() < max) {
     uint64_t index;
     if (!reissue_.empty()) {
@@ -34,7 +66,7 @@ std::vector<v1::PromptLease> PromptLeases::Lease(const std::string& actor_id, ui
     const absl::Time deadline = now + options_.lease_timeout;
     lease.set_deadline_unix_s(absl::ToDoubleSeconds(deadline - absl::UnixEpoch()));
     outstanding_[lease.lease_id()] = {index, actor_id, deadline, lease};
-    out.push_back(std::move(lease));
+    out.push_back({index, std::move(lease)});
   }
   return out;
 }

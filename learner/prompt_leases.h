@@ -42,6 +42,18 @@ class PromptLeases {
 
   // Up to `max` leases for `actor_id`: re-issued prompts first, then fresh ones.
   std::vector<v1::PromptLease> Lease(const std::string& actor_id, uint32_t max);
+  // The same, with each lease's prompt index (what the learner's log records).
+  struct Granted {
+    uint64_t prompt_index;
+    v1::PromptLease lease;
+  };
+  std::vector<Granted> Grant(const std::string& actor_id, uint32_t max);
+
+  // Replaying the learner's log after a restart: a logged grant makes the lease outstanding
+  // again (fresh deadline) and moves the cursor past it; a logged expiry re-queues its prompt.
+  void ApplyGrant(uint64_t prompt_index, const std::string& actor_id,
+                  const v1::PromptLease& lease);
+  void ApplyExpiry(uint64_t lease_id);
 
   // The lease if it is outstanding (for validating incoming rollouts).
   std::optional<v1::PromptLease> Find(uint64_t lease_id) const;

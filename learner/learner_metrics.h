@@ -1,0 +1,47 @@
+// The learner's Prometheus metrics: one struct built from a registry in main (tests pass a
+// fresh registry). Names follow rhythm_learner_<quantity>_<unit>; counters end in _total.
+#pragma once
+
+#include <memory>
+
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "rhythm/v1/learner_service.pb.h"
+
+namespace rhythm::learner {
+
+struct LearnerMetrics {
+  explicit LearnerMetrics(prometheus::Registry& registry);
+
+  prometheus::Counter& rollouts_received;
+  prometheus::Counter& rollouts_accepted;
+  prometheus::Counter& rollouts_duplicate;
+  prometheus::Family<prometheus::Counter>& rollouts_rejected;  // label reason
+  prometheus::Counter& Rejected(v1::RejectReason reason);
+  prometheus::Gauge& queue_depth;
+  prometheus::Histogram& staleness;
+  prometheus::Family<prometheus::Counter>& groups_dropped;  // label reason
+  prometheus::Counter& steps;
+  prometheus::Histogram& step_seconds;
+  prometheus::Gauge& tokens_per_second;
+  prometheus::Gauge& loss;
+  prometheus::Gauge& reward_mean;
+  prometheus::Gauge& accuracy;
+  prometheus::Gauge& clip_fraction;
+  prometheus::Gauge& approx_kl;
+  prometheus::Gauge& entropy;
+  prometheus::Gauge& preplan_credit_fraction;
+  prometheus::Gauge& anchor_credit_fraction;
+  prometheus::Gauge& policy_version;
+  prometheus::Histogram& checkpoint_seconds;
+  prometheus::Counter& weight_publish_bytes;
+  prometheus::Histogram& weight_publish_seconds;
+  prometheus::Gauge& actors_connected;
+  prometheus::Gauge& leases_outstanding;
+  prometheus::Counter& leases_expired;
+  prometheus::Gauge& rollout_log_bytes;
+};
+
+}  // namespace rhythm::learner

@@ -1,0 +1,671 @@
+#include "learner/learner_server.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/crc32c.h"
+#include "common/logging.h"
+#include "common/model/flat_weights.h"
+#include "common/status.h"
+#include "grpcpp/grpcpp.h"
+#include "learner/checkpoint.h"
+#include "learner/rollout_validation.h"
+#include "nlohmann/json.hpp"
+#include "rhythm/v1/checkpoint.pb.h"
+
+namespace rhythm::learner {
+namespace {
+
+// The learner's log is its write-ahead log: rollouts, and the lease events that must survive a
+// crash so that replay rebuilds exactly the state the actors were told about.
+constexpr char kRolloutRecord = 'R';
+constexpr char kGrantRecord = 'G';
+constexpr char kExpiryRecord = 'E';
+
+std::string Record(char type, const google::protobuf::Message& m) {
+  std::string out(1, type);
+  m.AppendToString(&out);
+  return out;
+}
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+// Internal outcome for a rollout that did not become durable: its ack is never sent, so the
+// actor keeps it and resends.
+v1::RolloutAck NotDurable(uint64_t rollout_id) {
+  v1::RolloutAck ack;
+  ack.set_rollout_id(rollout_id);
+  ack.set_code(static_cast<int>(absl::StatusCode::kUnavailable));
+  return ack;
+}
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+}  // namespace
+
+std::string LearnerServer::RolloutKey(const v1::Rollout& r) {
+  return absl::StrCat(r.actor_id(), "/", r.run_id(), "/", r.rollout_id());
+}
+
+LearnerServer::LearnerServer(LearnerServerOptions options)
+    : options_(std::move(options)),
+      clock_(options_.clock ? *options_.clock : common::RealClock::Get()),
+      ingest_queue_(static_cast<size_t>(options_.config.learner().queue_capacity())) {}
+
+LearnerServer::~LearnerServer() { Shutdown().IgnoreError(); }
+
+absl::StatusOr<std::unique_ptr<LearnerServer>> LearnerServer::Create(
+    LearnerServerOptions options) {
+  if (!options.registry) options.registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<LearnerServer> s(new LearnerServer(std::move(options)));
+  RHYTHM_RETURN_IF_ERROR(s->Init());
+  return s;
+}
+
+absl::Status LearnerServer::Init() {
+  const v1::RhythmConfig& c = options_.config;
+  metrics_ = std::make_unique<LearnerMetrics>(*options_.registry);
+  const std::string run_dir = c.learner().run_dir();
+  std::error_code ec;
+  std::filesystem::create_directories(run_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat(run_dir, ": ", ec.message()));
+  RolloutLog::Options log_options;
+  log_options.dir = run_dir + "/rollout_log";
+  RHYTHM_ASSIGN_OR_RETURN(log_, RolloutLog::Open(log_options));
+  PromptLeases::Options lease_options;
+  lease_options.group_size = static_cast<uint32_t>(c.trainer().group_size());
+  lease_options.lease_timeout = absl::Seconds(c.learner().lease_timeout_s());
+  lease_options.heartbeat_timeout = absl::Seconds(c.learner().heartbeat_timeout_s());
+  leases_ = std::make_unique<PromptLeases>(options_.prompts, lease_options, clock_);
+  assembler_ = std::make_unique<BatchAssembler>(BatchAssembler::Options{
+      c.trainer().batch_groups(), c.trainer().max_staleness(),
+      c.credit().drop_zero_variance_groups()});
+
+  int64_t version = 0, optimizer_steps = 0;
+  common::model::TensorMap optimizer;
+  if (options_.resume) {
+    absl::StatusOr<LoadedCheckpoint> ck = LoadLatestCheckpoint(run_dir);
+    if (ck.ok()) {
+      const v1::LearnerCheckpoint& st = ck->contents.state;
+      model_ = std::move(ck->model);
+      optimizer = std::move(ck->contents.optimizer);
+      version = st.version();
+      optimizer_steps = st.optimizer_steps();
+      PromptLeases::State ls;
+      ls.next_index = st.next_prompt_index();
+      ls.next_lease_id = st.next_lease_id();
+      ls.reissue.assign(st.reissue_prompts().begin(), st.reissue_prompts().end());
+      for (const v1::OutstandingLease& o : st.outstanding()) {
+        ls.outstanding.push_back({o.prompt_index(), o.actor_id(), o.lease()});
+      }
+      leases_->Restore(ls);
+      absl::MutexLock lock(&state_mu_);
+      seen_.insert(st.seen_rollouts().begin(), st.seen_rollouts().end());
+      for (const v1::Rollout& r : st.queued()) assembler_->Add(r);
+      log_seq_ = st.log_seq();
+      RHYTHM_LOG(Info) << "learner: resumed " << ck->dir << " (version " << version << ", "
+                       << st.queued_size() << " queued rollouts)";
+    } else if (ck.status().code() != absl::StatusCode::kNotFound) {
+      return ck.status();
+    }
+  }
+  if (!model_) model_ = std::move(options_.model);
+  if (!model_) return absl::InvalidArgumentError("learner: no model");
+  RHYTHM_ASSIGN_OR_RETURN(trainer_, Trainer::Create(*model_, c.trainer(), c.credit(),
+                                                    c.runtime().seed(), version));
+  if (!optimizer.empty()) {
+    RHYTHM_RETURN_IF_ERROR(trainer_->RestoreOptimizerState(optimizer, optimizer_steps, version));
+  }
+  version_ = version;
+  // Replay what the log holds beyond the checkpoint (everything, without one).
+  int64_t replayed = 0;
+  {
+    absl::MutexLock lock(&state_mu_);
+    RHYTHM_RETURN_IF_ERROR(log_->Replay(log_seq_, [&](uint64_t seq, absl::string_view rec) {
+      if (rec.empty()) return absl::DataLossError(absl::StrCat("rollout log record ", seq, " is empty"));
+      const absl::string_view payload = rec.substr(1);
+      if (rec[0] == kRolloutRecord) {
+        v1::Rollout r;
+        if (!r.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+          return absl::DataLossError(absl::StrCat("rollout log record ", seq, " is unreadable"));
+        }
+        const std::string key = RolloutKey(r);
+        if (!seen_.count(key)) ApplyDurable(std::move(r), key);
+        ++replayed;
+      } else {
+        v1::OutstandingLease o;
+        if (!o.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+          return absl::DataLossError(absl::StrCat("rollout log record ", seq, " is unreadable"));
+        }
+        if (rec[0] == kGrantRecord) leases_->ApplyGrant(o.prompt_index(), o.actor_id(), o.lease());
+        if (rec[0] == kExpiryRecord) leases_->ApplyExpiry(o.lease().lease_id());
+      }
+      log_seq_ = seq;
+      return absl::OkStatus();
+    }));
+  }
+  if (replayed > 0) RHYTHM_LOG(Info) << "learner: replayed " << replayed << " logged rollouts";
+  metrics_->policy_version.Set(static_cast<double>(version));
+  PublishWeights();
+  return absl::OkStatus();
+}
+
+absl::Status LearnerServer::Start() {
+  const v1::LearnerConfig& lc = options_.config.learner();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(lc.address(), grpc::InsecureServerCredentials(), &port_);
+  // gRPC's own limit is set above ours so an oversized rollout reaches validation and gets a
+  // named rejection on a stream that stays open; only messages over twice the limit kill the
+  // stream (RESOURCE_EXHAUSTED).
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(std::min<int64_t>(2 * static_cast<int64_t>(lc.max_message_bytes()),
+                                         std::numeric_limits<int>::max())));
+  builder.SetMaxSendMessageSize(lc.max_message_bytes());
+  builder.RegisterService(this);
+  server_ = builder.BuildAndStart();
+  if (!server_ || port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("learner: cannot listen on '", lc.address(), "'"));
+  }
+  threads_.emplace_back([this] { IngestLoop(); });
+  threads_.emplace_back([this] { TrainLoop(); });
+  threads_.emplace_back([this] { HousekeepingLoop(); });
+  RHYTHM_LOG(Info) << "learner: serving on port " << port_ << ", version " << version_.load();
+  return absl::OkStatus();
+}
+
+void LearnerServer::WaitUntilDone() {
+  while (!done_.load() && !stopping_.load()) absl::SleepFor(absl::Milliseconds(50));
+}
+
+absl::Status LearnerServer::Shutdown() {
+  {
+    absl::MutexLock lock(&shutdown_mu_);
+    if (shut_down_) return absl::OkStatus();
+    shut_down_ = true;
+  }
+  stopping_ = true;
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  ingest_queue_.Close();
+  assembler_->Close();
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+  absl::Status s = server_ ? WriteCheckpointNow() : absl::OkStatus();
+  if (server_) server_->Wait();
+  return s;
+}
+
+bool LearnerServer::QueueHasRoom() const {
+  return assembler_->queued() + static_cast<int64_t>(ingest_queue_.size()) <
+         options_.config.learner().queue_capacity();
+}
+
+void LearnerServer::ApplyDurable(v1::Rollout rollout, const std::string& key) {
+  seen_.insert(key);
+  const uint64_t group = rollout.group_id();
+  if (assembler_->Add(std::move(rollout)) == BatchAssembler::AddResult::kGroupComplete) {
+    leases_->Complete(group);
+  }
+}
+
+void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::RolloutAck&)> done) {
+  metrics_->rollouts_received.Increment();
+  v1::RolloutAck ack;
+  ack.set_rollout_id(rollout.rollout_id());
+  auto reject = [&](v1::RejectReason reason, const std::string& message) {
+    metrics_->Rejected(reason).Increment();
+    ack.set_code(static_cast<int>(absl::StatusCode::kInvalidArgument));
+    ack.set_error_message(message);
+    ack.set_reject_reason(reason);
+    done(ack);
+  };
+  ValidationResult v = ValidateRollout(
+      rollout, {model_->config().vocab_size, version_.load(),
+                options_.config.learner().max_message_bytes()});
+  if (!v.ok()) return reject(v.reason, std::string(v.status.message()));
+  const std::string key = RolloutKey(rollout);
+  {
+    absl::MutexLock lock(&state_mu_);
+    if (seen_.count(key) || in_flight_.count(key)) {
+      metrics_->rollouts_duplicate.Increment();
+      ack.set_duplicate(true);
+      done(ack);
+      return;
+    }
+    std::optional<v1::PromptLease> lease = leases_->Find(rollout.group_id());
+    if (!lease) {
+      return reject(v1::REJECT_REASON_UNKNOWN_LEASE,
+                    absl::StrCat("rollout ", rollout.rollout_id(), ": group_id = ",
+                                 rollout.group_id(), " is not an outstanding lease"));
+    }
+    if (lease->group_size() != rollout.group_size()) {
+      return reject(v1::REJECT_REASON_MALFORMED,
+                    absl::StrCat("rollout ", rollout.rollout_id(), ": group_size = ",
+                                 rollout.group_size(), " but the lease has ",
+                                 lease->group_size()));
+    }
+    in_flight_.insert(key);
+  }
+  const uint64_t id = rollout.rollout_id();
+  std::function<void(const v1::RolloutAck&)> done_if_refused = done;
+  if (!ingest_queue_.Push(Pending{std::move(rollout), key, std::move(done)})) {
+    {
+      absl::MutexLock lock(&state_mu_);
+      in_flight_.erase(key);
+    }
+    done_if_refused(NotDurable(id));  // shutting down: not acked, the actor will resend
+  }
+}
+
+void LearnerServer::IngestLoop() {
+  const size_t group = static_cast<size_t>(options_.config.learner().fsync_group());
+  while (true) {
+    std::optional<Pending> first = ingest_queue_.Pop();
+    if (!first) return;
+    std::vector<Pending> batch;
+    batch.push_back(std::move(*first));
+    while (batch.size() < group) {
+      std::optional<Pending> more = ingest_queue_.PopWithTimeout(absl::ZeroDuration());
+      if (!more) break;
+      batch.push_back(std::move(*more));
+    }
+    std::vector<std::string> records;
+    std::vector<uint64_t> ids;
+    for (const Pending& p : batch) {
+      records.push_back(Record(kRolloutRecord, p.rollout));
+      ids.push_back(p.rollout.rollout_id());
+    }
+    absl::Status status;
+    {
+      absl::MutexLock lock(&state_mu_);
+      absl::StatusOr<uint64_t> seq = log_->AppendAndSync(records);
+      status = seq.status();
+      for (Pending& p : batch) {
+        in_flight_.erase(p.key);
+        if (status.ok()) ApplyDurable(std::move(p.rollout), p.key);
+      }
+      if (status.ok()) log_seq_ = *seq;
+    }
+    if (!status.ok()) {
+      // Not durable, so not acked: the actors keep them and resend to a healthy learner.
+      RHYTHM_LOG(Error) << "learner: rollout log append failed, not acking " << batch.size()
+                        << " rollouts: " << status;
+      for (Pending& p : batch) p.done(NotDurable(p.rollout.rollout_id()));
+      continue;
+    }
+    metrics_->rollouts_accepted.Increment(static_cast<double>(batch.size()));
+    for (size_t i = 0; i < batch.size(); ++i) {
+      v1::RolloutAck ack;
+      ack.set_rollout_id(ids[i]);
+      batch[i].done(ack);
+    }
+  }
+}
+
+void LearnerServer::PublishWeights() {
+  const auto start = std::chrono::steady_clock::now();
+  const v1::TransportConfig& t = options_.config.transport();
+  common::model::FlatWeights flat = common::model::FlattenWeights(*model_, t.wire_dtype());
+  auto pub = std::make_shared<PublishedWeights>();
+  pub->chunk_bytes = t.chunk_bytes();
+  v1::WeightVersion& a = pub->announcement;
+  a.set_version(version_.load());
+  a.set_total_bytes(flat.bytes.size());
+  a.set_wire_dtype(flat.dtype);
+  for (v1::TensorSpec& spec : flat.tensors) *a.add_tensors() = std::move(spec);
+  a.mutable_source()->set_transport(v1::TRANSPORT_KIND_GRPC);
+  a.mutable_source()->set_rank(-1);
+  a.set_crc32c(common::Crc32c(flat.bytes));
+  for (size_t off = 0; off < flat.bytes.size(); off += pub->chunk_bytes) {
+    const size_t len = std::min<size_t>(pub->chunk_bytes, flat.bytes.size() - off);
+    pub->chunk_crc.push_back(common::Crc32c(flat.bytes.data() + off, len));
+  }
+  a.set_num_chunks(static_cast<uint32_t>(pub->chunk_crc.size()));
+  pub->bytes = std::move(flat.bytes);
+  metrics_->weight_publish_bytes.Increment(static_cast<double>(pub->bytes.size()));
+  {
+    absl::MutexLock lock(&weights_mu_);
+    weights_[a.version()] = pub;
+    while (static_cast<int>(weights_.size()) > options_.config.learner().keep_versions()) {
+      weights_.erase(weights_.begin());
+    }
+  }
+  metrics_->weight_publish_seconds.Observe(Seconds(start));
+}
+
+void LearnerServer::DumpBatch(const std::vector<Group>& batch, int64_t step) {
+  std::filesystem::create_directories(options_.dump_rollouts_dir);
+  std::ofstream out(absl::StrFormat("%s/step-%08d.jsonl", options_.dump_rollouts_dir, step));
+  for (const Group& g : batch) {
+    for (const v1::Rollout& r : g) {
+      nlohmann::json j;
+      j["group"] = r.group_id();
+      j["reward"] = r.verifier().reward();
+      nlohmann::json waad = nlohmann::json::array(), fai = nlohmann::json::array();
+      if (r.has_summary()) {
+        for (float x : DecodeFp16(r.summary().waad_f16())) waad.push_back(x);
+        for (float x : DecodeFp16(r.summary().fai_f16())) {
+          fai.push_back(std::isnan(x) ? nlohmann::json(nullptr) : nlohmann::json(x));
+        }
+      }
+      j["waad"] = waad;
+      j["fai"] = fai;
+      j["entropy"] = std::vector<float>(r.entropy().begin(), r.entropy().end());
+      j["logprobs"] =
+          std::vector<float>(r.behaviour_logprobs().begin(), r.behaviour_logprobs().end());
+      j["rollout_id"] = r.rollout_id();
+      j["actor_id"] = r.actor_id();
+      out << j.dump() << "\n";
+    }
+  }
+}
+
+void LearnerServer::TrainLoop() {
+  const v1::RhythmConfig& c = options_.config;
+  while (!stopping_.load()) {
+    std::optional<std::vector<Group>> batch =
+        assembler_->NextBatch(version_.load(), absl::Milliseconds(200));
+    if (!batch) continue;
+    for (const Group& g : *batch) {
+      metrics_->staleness.Observe(
+          static_cast<double>(version_.load() - BatchAssembler::OldestVersion(g)));
+    }
+    if (!options_.dump_rollouts_dir.empty()) DumpBatch(*batch, trainer_->version() + 1);
+    absl::StatusOr<StepStats> s = trainer_->Step(*batch);
+    if (!s.ok()) {
+      RHYTHM_LOG(Error) << "learner: training step failed: " << s.status();
+      continue;
+    }
+    version_ = s->version;
+    PublishWeights();
+    const int64_t steps = ++steps_done_;
+    metrics_->steps.Increment();
+    metrics_->step_seconds.Observe(s->seconds);
+    metrics_->tokens_per_second.Set(s->tokens / std::max(s->seconds, 1e-9));
+    metrics_->loss.Set(s->loss);
+    metrics_->reward_mean.Set(s->reward_mean);
+    metrics_->accuracy.Set(s->accuracy);
+    metrics_->clip_fraction.Set(s->clip_fraction);
+    metrics_->approx_kl.Set(s->approx_kl);
+    metrics_->entropy.Set(s->entropy_mean);
+    metrics_->preplan_credit_fraction.Set(s->preplan_credit_fraction);
+    metrics_->anchor_credit_fraction.Set(s->anchor_credit_fraction);
+    metrics_->policy_version.Set(static_cast<double>(s->version));
+    RHYTHM_LOG(Info) << absl::StrFormat(
+        "learner: step %d version %d reward %.3f acc %.3f loss %.4f clip %.3f kl %.5f "
+        "tokens/s %.0f staleness %.2f",
+        steps, s->version, s->reward_mean, s->accuracy, s->loss, s->clip_fraction, s->approx_kl,
+        s->tokens / std::max(s->seconds, 1e-9), s->staleness_mean);
+    const int every = c.learner().checkpoint_every();
+    if (every > 0 && steps % every == 0) {
+      if (absl::Status cs = WriteCheckpointNow(); !cs.ok()) {
+        RHYTHM_LOG(Error) << "learner: checkpoint failed: " << cs;
+      }
+    }
+    if (c.trainer().steps() > 0 && s->version >= c.trainer().steps()) {
+      done_ = true;
+      return;
+    }
+  }
+}
+
+absl::Status LearnerServer::WriteCheckpointNow() {
+  const auto start = std::chrono::steady_clock::now();
+  CheckpointContents contents;
+  v1::LearnerCheckpoint& st = contents.state;
+  st.set_version(trainer_->version());
+  st.set_optimizer_steps(trainer_->optimizer_steps());
+  {
+    // One consistent cut: every logged record up to log_seq_ is reflected in what is copied.
+    absl::MutexLock lock(&state_mu_);
+    st.set_log_seq(log_seq_);
+    const PromptLeases::State ls = leases_->Snapshot();
+    st.set_next_prompt_index(ls.next_index);
+    st.set_next_lease_id(ls.next_lease_id);
+    for (uint64_t p : ls.reissue) st.add_reissue_prompts(p);
+    for (const PromptLeases::OutstandingLease& o : ls.outstanding) {
+      v1::OutstandingLease* out = st.add_outstanding();
+      out->set_prompt_index(o.prompt_index);
+      out->set_actor_id(o.actor_id);
+      *out->mutable_lease() = o.lease;
+    }
+    for (const std::string& k : seen_) st.add_seen_rollouts(k);
+    for (v1::Rollout& r : assembler_->Snapshot()) *st.add_queued() = std::move(r);
+  }
+  st.set_created_unix_ms(absl::ToUnixMillis(clock_.Now()));
+  contents.optimizer = trainer_->OptimizerState();
+  absl::StatusOr<std::string> dir = WriteCheckpoint(options_.config.learner().run_dir(), *model_,
+                                                    contents, options_.write_tokenizer);
+  if (!dir.ok()) return dir.status();
+  absl::StatusOr<int> trimmed = log_->Trim(st.log_seq());
+  if (!trimmed.ok()) RHYTHM_LOG(Warning) << "learner: log trim failed: " << trimmed.status();
+  metrics_->checkpoint_seconds.Observe(Seconds(start));
+  metrics_->rollout_log_bytes.Set(static_cast<double>(log_->bytes_on_disk()));
+  RHYTHM_LOG(Info) << "learner: checkpoint " << *dir << " (log seq " << st.log_seq() << ", "
+                   << st.queued_size() << " queued)";
+  return absl::OkStatus();
+}
+
+void LearnerServer::HousekeepingLoop() {
+  for (bool first = true; !stopping_.load(); first = false) {
+    if (!first) absl::SleepFor(absl::Milliseconds(200));
+    {
+      absl::MutexLock lock(&state_mu_);
+      std::vector<uint64_t> expired = leases_->ExpireStale();
+      std::vector<std::string> records;
+      for (uint64_t id : expired) {
+        v1::OutstandingLease o;
+        o.mutable_lease()->set_lease_id(id);
+        records.push_back(Record(kExpiryRecord, o));
+        assembler_->DropGroup(id);
+      }
+      if (!records.empty()) {
+        absl::StatusOr<uint64_t> seq = log_->AppendAndSync(records);
+        if (seq.ok()) log_seq_ = *seq;
+        metrics_->leases_expired.Increment(static_cast<double>(expired.size()));
+        RHYTHM_LOG(Info) << "learner: " << expired.size() << " leases expired, re-issuing";
+      }
+    }
+    metrics_->queue_depth.Set(static_cast<double>(assembler_->queued()));
+    metrics_->leases_outstanding.Set(static_cast<double>(leases_->outstanding()));
+    const BatchAssembler::Counters c = assembler_->counters();
+    metrics_->groups_dropped.Add({{"reason", "stale"}}).Increment(
+        c.dropped_stale - metrics_->groups_dropped.Add({{"reason", "stale"}}).Value());
+    metrics_->groups_dropped.Add({{"reason", "zero_variance"}}).Increment(
+        c.dropped_zero_variance -
+        metrics_->groups_dropped.Add({{"reason", "zero_variance"}}).Value());
+    metrics_->groups_dropped.Add({{"reason", "expired"}}).Increment(
+        c.dropped_expired - metrics_->groups_dropped.Add({{"reason", "expired"}}).Value());
+  }
+}
+
+// ---- gRPC handlers ------------------------------------------------------------------------
+
+grpc::Status LearnerServer::Register(grpc::ServerContext*, const v1::RegisterRequest* req,
+                                     v1::RegisterResponse* resp) {
+  if (req->actor_id().empty() || req->run_id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "actor_id and run_id are required");
+  }
+  {
+    absl::MutexLock lock(&state_mu_);
+    auto it = actor_runs_.find(req->actor_id());
+    if (it != actor_runs_.end() && it->second != req->run_id()) {
+      // The actor restarted: whatever it was generating is gone.
+      std::vector<std::string> records;
+      for (uint64_t id : leases_->ReleaseActor(req->actor_id())) {
+        v1::OutstandingLease o;
+        o.mutable_lease()->set_lease_id(id);
+        records.push_back(Record(kExpiryRecord, o));
+        assembler_->DropGroup(id);
+      }
+      if (!records.empty()) {
+        absl::StatusOr<uint64_t> seq = log_->AppendAndSync(records);
+        if (!seq.ok()) return ToGrpc(seq.status());
+        log_seq_ = *seq;
+      }
+    }
+    actor_runs_[req->actor_id()] = req->run_id();
+    metrics_->actors_connected.Set(static_cast<double>(actor_runs_.size()));
+  }
+  leases_->Heartbeat(req->actor_id());
+  *resp->mutable_config() = options_.config;
+  {
+    absl::MutexLock lock(&weights_mu_);
+    *resp->mutable_current() = weights_.rbegin()->second->announcement;
+  }
+  resp->set_learner_session(absl::StrCat(reinterpret_cast<uintptr_t>(this)));
+  return grpc::Status::OK;
+}
+
+grpc::Status LearnerServer::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+                                      v1::HeartbeatResponse* resp) {
+  {
+    absl::MutexLock lock(&state_mu_);
+    auto it = actor_runs_.find(req->actor_id());
+    resp->set_reregister(it == actor_runs_.end() || it->second != req->run_id());
+  }
+  leases_->Heartbeat(req->actor_id());
+  resp->set_latest_version(version_.load());
+  return grpc::Status::OK;
+}
+
+grpc::Status LearnerServer::LeasePrompts(grpc::ServerContext*, const v1::LeaseRequest* req,
+                                         v1::LeaseResponse* resp) {
+  if (stopping_.load() || done_.load() || !QueueHasRoom()) {
+    resp->set_retry_after_s(0.5);
+    return grpc::Status::OK;
+  }
+  absl::MutexLock lock(&state_mu_);
+  std::vector<PromptLeases::Granted> granted =
+      leases_->Grant(req->actor_id(), std::min<uint32_t>(req->max_prompts(), 64));
+  std::vector<std::string> records;
+  for (const PromptLeases::Granted& g : granted) {
+    v1::OutstandingLease o;
+    o.set_prompt_index(g.prompt_index);
+    o.set_actor_id(req->actor_id());
+    *o.mutable_lease() = g.lease;
+    records.push_back(Record(kGrantRecord, o));
+  }
+  if (!records.empty()) {
+    // A lease reaches the actor only once the learner will remember it after a crash.
+    absl::StatusOr<uint64_t> seq = log_->AppendAndSync(records);
+    if (!seq.ok()) return ToGrpc(seq.status());
+    log_seq_ = *seq;
+  }
+  for (PromptLeases::Granted& g : granted) *resp->add_leases() = std::move(g.lease);
+  return grpc::Status::OK;
+}
+
+grpc::Status LearnerServer::StreamRollouts(
+    grpc::ServerContext*,
+    grpc::ServerReaderWriter<v1::RolloutStreamResponse, v1::RolloutStreamRequest>* stream) {
+  v1::RolloutStreamRequest req;
+  if (!stream->Read(&req) || !req.has_hello()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "the first message on the stream must be hello");
+  }
+  // Acks are written by one writer thread (gRPC allows one reader and one writer at a time);
+  // credits go out with acks while the learner's queue has room, and are owed otherwise.
+  common::BoundedQueue<v1::RolloutAck> acks(1 << 16);
+  std::atomic<int64_t> owed{0};
+  std::thread writer([&] {
+    v1::RolloutStreamResponse first;
+    first.set_credit(static_cast<uint32_t>(options_.config.learner().credits_per_actor()));
+    stream->Write(first);
+    while (true) {
+      std::optional<v1::RolloutAck> ack = acks.PopWithTimeout(absl::Milliseconds(50));
+      if (ack && ack->code() == static_cast<int>(absl::StatusCode::kUnavailable)) continue;
+      if (ack) {
+        v1::RolloutStreamResponse out;
+        *out.mutable_ack() = *ack;
+        if (QueueHasRoom()) {
+          out.set_granted_credits(1);
+        } else {
+          ++owed;
+        }
+        if (!stream->Write(out)) break;
+        continue;
+      }
+      if (acks.closed()) break;
+      if (owed.load() > 0 && QueueHasRoom()) {
+        v1::RolloutStreamResponse out;
+        out.set_credit(static_cast<uint32_t>(owed.exchange(0)));
+        if (!stream->Write(out)) break;
+      }
+    }
+  });
+  // Acks may arrive after this handler returned (durability is asynchronous): they hold a
+  // shared handle to the queue's liveness and are dropped once the stream is gone.
+  auto alive = std::make_shared<std::atomic<bool>>(true);
+  auto pending = std::make_shared<std::atomic<int64_t>>(0);
+  while (!stopping_.load() && stream->Read(&req)) {
+    if (!req.has_rollout()) continue;
+    pending->fetch_add(1);
+    Submit(std::move(*req.mutable_rollout()), [&acks, alive, pending](const v1::RolloutAck& a) {
+      if (alive->load()) acks.TryPush(a);
+      pending->fetch_sub(1);
+    });
+  }
+  // Let in-flight rollouts finish becoming durable (every Submit ends in exactly one callback),
+  // so their acks go out on this stream while it is open.
+  while (pending->load() > 0) absl::SleepFor(absl::Milliseconds(5));
+  alive->store(false);
+  acks.Close();
+  writer.join();
+  return grpc::Status::OK;
+}
+
+grpc::Status LearnerServer::WatchVersions(grpc::ServerContext* ctx,
+                                          const v1::WatchVersionsRequest*,
+                                          grpc::ServerWriter<v1::WeightVersion>* writer) {
+  int64_t sent = -1;
+  while (!ctx->IsCancelled() && !stopping_.load()) {
+    std::shared_ptr<const PublishedWeights> latest;
+    {
+      absl::MutexLock lock(&weights_mu_);
+      latest = weights_.rbegin()->second;
+    }
+    if (latest->announcement.version() > sent) {
+      if (!writer->Write(latest->announcement)) break;
+      sent = latest->announcement.version();
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status LearnerServer::FetchWeights(grpc::ServerContext* ctx,
+                                         const v1::FetchWeightsRequest* req,
+                                         grpc::ServerWriter<v1::WeightChunk>* writer) {
+  std::shared_ptr<const PublishedWeights> w;
+  {
+    absl::MutexLock lock(&weights_mu_);
+    auto it = weights_.find(req->version());
+    if (it == weights_.end()) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          absl::StrCat("version ", req->version(), " is not kept; newest is ",
+                                       weights_.rbegin()->first));
+    }
+    w = it->second;
+  }
+  for (uint32_t i = req->first_chunk(); i < w->chunk_crc.size() && !ctx->IsCancelled(); ++i) {
+    const uint64_t off = static_cast<uint64_t>(i) * w->chunk_bytes;
+    v1::WeightChunk chunk;
+    chunk.set_version(w->announcement.version());
+    chunk.set_index(i);
+    chunk.set_offset(off);
+    chunk.set_data(w->bytes.substr(off, std::min<uint64_t>(w->chunk_bytes, w->bytes.size() - off)));
+    chunk.set_crc32c(w->chunk_crc[i]);
+    if (!writer->Write(chunk)) break;
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace rhythm::learner
