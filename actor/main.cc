@@ -1,30 +1,90 @@
 // rhythm-actor: generates rollouts on an inference machine and streams them to the learner.
 // main.cc only reads flags and wires objects.
-//
-// The rollout loop, tasks and learner client land with the Actor issue; today the binary loads
-// and validates its configuration, sets up the runtime and says what is missing.
+#include <unistd.h>
+
+#include <csignal>
+#include <iostream>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "actor/actor.h"
 #include "common/config.h"
 #include "common/flags.h"
 #include "common/logging.h"
+#include "common/metrics_server.h"
 #include "common/runtime.h"
 #include "common/startup.h"
+#include "grpcpp/grpcpp.h"
+
+namespace {
+
+rhythm::actor::Actor* g_actor = nullptr;
+void OnSignal(int) {
+  if (g_actor != nullptr) g_actor->Stop();
+}
+
+std::string RandomRunId() {
+  std::random_device rd;
+  return absl::StrCat(absl::Hex(static_cast<uint64_t>(rd()) << 32 | rd(), absl::kZeroPad16));
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  using namespace rhythm::common;
-  CommonFlags flags;
-  FlagParser parser(
+  using namespace rhythm;
+  common::CommonFlags flags;
+  common::FlagParser parser(
       "rhythm-actor [--config FILE] [--set KEY=VALUE ...]",
-      "A rhythm actor: leases prompts from the learner, generates G samples each with\n"
-      "attention summaries computed inside the decode loop, verifies them and streams the\n"
-      "rollouts to the learner. Run as many as you like. Exits 2 on a bad flag or\n"
-      "configuration, with one line naming it.");
-  RegisterCommonFlags(parser, flags);
-  Startup start = ParseStartup("rhythm-actor", parser, flags, argc, argv, 1, 0);
+      "A rhythm actor: leases prompts from the learner (actor.learner_address), generates G\n"
+      "samples each with attention summaries computed inside the decode loop, verifies them\n"
+      "and streams the rollouts to the learner, resending whatever is unacked after a\n"
+      "reconnect. Run as many as you like. SIGTERM finishes the current batch, flushes and\n"
+      "exits 0, printing 'rhythm-actor: sent N acked M rejected R resent S'. Exits 2 on a bad\n"
+      "flag or configuration, with one line naming it.");
+  common::RegisterCommonFlags(parser, flags);
+  common::Startup start = common::ParseStartup("rhythm-actor", parser, flags, argc, argv, 1, 0);
   if (start.exit) return start.exit_code;
+  const v1::RhythmConfig& config = start.config;
+  common::InitRuntime(config.runtime());
 
-  InitRuntime(start.config.runtime());
-  RHYTHM_LOG(Info) << "rhythm-actor configuration:\n" << ConfigToYaml(start.config);
-  RHYTHM_LOG(Error) << "rhythm-actor: the actor service is not built yet (Actor issue); "
-                       "the configuration above is valid";
-  return 3;
+  std::string actor_id = config.actor().actor_id();
+  if (actor_id.empty()) {
+    char host[256] = {0};
+    gethostname(host, sizeof(host) - 1);
+    actor_id = absl::StrCat(host, "-", getpid());
+  }
+  auto registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<common::MetricsServer> metrics;
+  if (!config.actor().metrics_address().empty()) {
+    auto m = common::MetricsServer::Start(config.actor().metrics_address(), registry);
+    if (!m.ok()) {
+      std::cerr << "rhythm-actor: " << m.status().message() << "\n";
+      return 1;
+    }
+    metrics = *std::move(m);
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  args.SetMaxSendMessageSize(64 << 20);
+  auto channel = grpc::CreateCustomChannel(config.actor().learner_address(),
+                                           grpc::InsecureChannelCredentials(), args);
+  auto stub = v1::Learner::NewStub(channel);
+  actor::Actor a(*stub, {config, actor_id, RandomRunId(), registry});
+  g_actor = &a;
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+  std::cout << "rhythm-actor: " << actor_id << " metrics " << (metrics ? metrics->port() : 0)
+            << std::endl;
+  absl::Status s = a.Run();
+  const bool flushed = a.Flush(absl::Seconds(10));
+  const actor::StreamerCounters c = a.counters();
+  std::cout << "rhythm-actor: sent " << c.sent << " acked " << c.acked << " rejected "
+            << c.rejected << " resent " << c.resent << " version " << a.version() << std::endl;
+  g_actor = nullptr;
+  if (!s.ok()) {
+    std::cerr << "rhythm-actor: " << s.message() << "\n";
+    return 1;
+  }
+  if (!flushed) RHYTHM_LOG(Warning) << "rhythm-actor: " << c.unacked << " rollouts left unacked";
+  return 0;
 }

@@ -9,6 +9,7 @@
 #include "common/crc32c.h"
 #include "common/logging.h"
 #include "common/model/flat_weights.h"
+#include "common/fp16.h"
 #include "common/status.h"
 #include "grpcpp/grpcpp.h"
 #include "learner/checkpoint.h"
@@ -350,8 +351,8 @@ void LearnerServer::DumpBatch(const std::vector<Group>& batch, int64_t step) {
       j["reward"] = r.verifier().reward();
       nlohmann::json waad = nlohmann::json::array(), fai = nlohmann::json::array();
       if (r.has_summary()) {
-        for (float x : DecodeFp16(r.summary().waad_f16())) waad.push_back(x);
-        for (float x : DecodeFp16(r.summary().fai_f16())) {
+        for (float x : common::DecodeFp16(r.summary().waad_f16())) waad.push_back(x);
+        for (float x : common::DecodeFp16(r.summary().fai_f16())) {
           fai.push_back(std::isnan(x) ? nlohmann::json(nullptr) : nlohmann::json(x));
         }
       }

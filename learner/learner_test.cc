@@ -4,6 +4,7 @@
 #include "ATen/ATen.h"
 #include "common/clock.h"
 #include "common/rollout/engine.h"
+#include "common/fp16.h"
 #include "gtest/gtest.h"
 #include "learner/batch_assembler.h"
 #include "learner/prompt_leases.h"
@@ -28,16 +29,16 @@ v1::Rollout ValidRollout(uint64_t id = 1, uint64_t group = 7, uint32_t sample = 
   for (float lp : {-0.5f, -1.0f, -2.0f}) r.add_behaviour_logprobs(lp);
   for (float e : {0.5f, 1.0f, 2.0f}) r.add_entropy(e);
   r.mutable_verifier()->set_reward(reward);
-  r.mutable_summary()->set_waad_f16(EncodeFp16({1.0f, 5.0f, 2.0f}));
-  r.mutable_summary()->set_fai_f16(EncodeFp16({0.2f, NAN, NAN}));
+  r.mutable_summary()->set_waad_f16(common::EncodeFp16({1.0f, 5.0f, 2.0f}));
+  r.mutable_summary()->set_fai_f16(common::EncodeFp16({0.2f, NAN, NAN}));
   return r;
 }
 
 TEST(Fp16, RoundTripsRepresentableValuesAndRounds) {
   const std::vector<float> exact = {0.0f, -0.0f, 1.0f, -2.5f, 65504.0f, 0.000061035156f,
                                     5.9604645e-08f, 1024.0f};
-  EXPECT_EQ(DecodeFp16(EncodeFp16(exact)), exact);
-  const std::vector<float> back = DecodeFp16(EncodeFp16({0.1f, 3.14159f, 1e6f, NAN}));
+  EXPECT_EQ(common::DecodeFp16(common::EncodeFp16(exact)), exact);
+  const std::vector<float> back = common::DecodeFp16(common::EncodeFp16({0.1f, 3.14159f, 1e6f, NAN}));
   EXPECT_NEAR(back[0], 0.1f, 1e-4);
   EXPECT_NEAR(back[1], 3.14159f, 2e-3);
   EXPECT_TRUE(std::isinf(back[2]));
@@ -47,9 +48,9 @@ TEST(Fp16, RoundTripsRepresentableValuesAndRounds) {
     std::string b(2, '\0');
     b[0] = static_cast<char>(h & 0xff);
     b[1] = static_cast<char>(h >> 8);
-    const float f = DecodeFp16(b)[0];
+    const float f = common::DecodeFp16(b)[0];
     if (std::isnan(f)) continue;
-    ASSERT_EQ(EncodeFp16({f}), b) << h;
+    ASSERT_EQ(common::EncodeFp16({f}), b) << h;
   }
 }
 
@@ -79,9 +80,9 @@ TEST(Validation, EveryBadCaseNamesFieldValueAndReason) {
        "behaviour_logprobs[0] = 0.5 must be finite and <= 0"},
       {[](v1::Rollout& r) { r.mutable_version_spans(0)->set_version(4); },
        v1::REJECT_REASON_FUTURE_VERSION, "version_spans[0].version = 4 but the newest version is 3"},
-      {[](v1::Rollout& r) { r.mutable_summary()->set_waad_f16(EncodeFp16({1, 2})); },
+      {[](v1::Rollout& r) { r.mutable_summary()->set_waad_f16(common::EncodeFp16({1, 2})); },
        v1::REJECT_REASON_SUMMARY_LENGTH, "summary.waad_f16 has 2 values, response_token_ids has 3"},
-      {[](v1::Rollout& r) { r.mutable_summary()->set_waad_f16(EncodeFp16({1, NAN, 2})); },
+      {[](v1::Rollout& r) { r.mutable_summary()->set_waad_f16(common::EncodeFp16({1, NAN, 2})); },
        v1::REJECT_REASON_NON_FINITE, "summary.waad[1] = nan"},
       {[](v1::Rollout& r) { r.set_sample_index(2); }, v1::REJECT_REASON_MALFORMED,
        "sample_index = 2 with group_size = 2"},
@@ -216,8 +217,8 @@ std::vector<Group> OnPolicyGroups(const common::model::Transformer& m, int group
     bool has7 = false;
     for (int32_t t : s.response_ids) has7 = has7 || t == 7;
     r.mutable_verifier()->set_reward(has7 ? 1.0 : 0.0);
-    r.mutable_summary()->set_waad_f16(EncodeFp16(s.summary->waad));
-    r.mutable_summary()->set_fai_f16(EncodeFp16(s.summary->fai));
+    r.mutable_summary()->set_waad_f16(common::EncodeFp16(s.summary->waad));
+    r.mutable_summary()->set_fai_f16(common::EncodeFp16(s.summary->fai));
     batch[s.prompt_index].push_back(std::move(r));
   }
   return batch;

@@ -27,9 +27,5 @@ struct ValidationResult {
 
 ValidationResult ValidateRollout(const v1::Rollout& rollout, const ValidationLimits& limits);
 
-// Decodes packed little-endian IEEE fp16 (AttentionSummary.waad_f16 / fai_f16) to floats.
-std::vector<float> DecodeFp16(const std::string& bytes);
-// Encodes floats as fp16 (round to nearest even; NaN stays NaN). For actors and tests.
-std::string EncodeFp16(const std::vector<float>& values);
 
 }  // namespace rhythm::learner

@@ -8,6 +8,7 @@
 #include "common/credit/advantages.h"
 #include "common/credit/policy_loss.h"
 #include "common/credit/token_credit.h"
+#include "common/fp16.h"
 #include "common/status.h"
 #include "common/torch_status.h"
 #include "learner/rollout_validation.h"
@@ -171,8 +172,8 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
         o.seed = credit::MixSeed(seed_, r.rollout_id() ^ std::hash<std::string>()(r.run_id()));
         RHYTHM_ASSIGN_OR_RETURN(
             credit::TokenCredit c,
-            credit::ComputeTokenCredit({at::tensor(DecodeFp16(r.summary().waad_f16())),
-                                        at::tensor(DecodeFp16(r.summary().fai_f16())),
+            credit::ComputeTokenCredit({at::tensor(common::DecodeFp16(r.summary().waad_f16())),
+                                        at::tensor(common::DecodeFp16(r.summary().fai_f16())),
                                         at::tensor(entropy)},
                                        o));
         gamma = c.gamma;

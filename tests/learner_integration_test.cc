@@ -9,6 +9,7 @@
 #include "common/crc32c.h"
 #include "common/metrics_server.h"
 #include "grpcpp/grpcpp.h"
+#include "common/fp16.h"
 #include "gtest/gtest.h"
 #include "learner/rollout_validation.h"
 #include "rhythm/v1/learner_service.grpc.pb.h"
@@ -99,8 +100,8 @@ v1::Rollout MakeRollout(const v1::PromptLease& lease, uint64_t id, uint32_t samp
     r.add_entropy(4.5f);
   }
   r.mutable_verifier()->set_reward(reward);
-  r.mutable_summary()->set_waad_f16(learner::EncodeFp16({1, 3, 1, 2, 1}));
-  r.mutable_summary()->set_fai_f16(learner::EncodeFp16({0.1f, NAN, NAN, NAN, NAN}));
+  r.mutable_summary()->set_waad_f16(common::EncodeFp16({1, 3, 1, 2, 1}));
+  r.mutable_summary()->set_fai_f16(common::EncodeFp16({0.1f, NAN, NAN, NAN, NAN}));
   return r;
 }
 

@@ -1,0 +1,388 @@
+#include "actor/actor.h"
+
+#include <chrono>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/backoff.h"
+#include "common/crc32c.h"
+#include "common/logging.h"
+#include "common/model/flat_weights.h"
+#include "common/model/hf_checkpoint.h"
+#include "common/rollout/engine.h"
+#include "common/status.h"
+#include "common/tokenizer/char_tokenizer.h"
+#include "grpcpp/grpcpp.h"
+#include "common/fp16.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+
+namespace rhythm::actor {
+namespace {
+
+using prometheus::Histogram;
+
+prometheus::Counter& Counter(prometheus::Registry& r, const char* name, const char* help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
+}
+prometheus::Gauge& Gauge(prometheus::Registry& r, const char* name, const char* help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(r).Add({});
+}
+prometheus::Histogram& Hist(prometheus::Registry& r, const char* name, const char* help,
+                            Histogram::BucketBoundaries b) {
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add({}, std::move(b));
+}
+
+absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat(what, ": ", s.error_message()));
+}
+
+std::unique_ptr<grpc::ClientContext> Context(double seconds) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+  return ctx;
+}
+
+double Since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+// The actor's Prometheus metrics (rhythm_actor_*).
+struct ActorMetrics {
+  explicit ActorMetrics(prometheus::Registry& r)
+      : tokens_per_second(Gauge(r, "rhythm_actor_tokens_per_second",
+                                "Tokens generated per second, last batch")),
+        rollouts_sent(Counter(r, "rhythm_actor_rollouts_sent_total", "Rollouts produced")),
+        rollouts_acked(Counter(r, "rhythm_actor_rollouts_acked_total",
+                               "Rollouts the learner acknowledged (durable)")),
+        rollouts_rejected(Counter(r, "rhythm_actor_rollouts_rejected_total",
+                                  "Rollouts the learner rejected as invalid")),
+        rollouts_resent(Gauge(r, "rhythm_actor_rollouts_resent",
+                              "Rollouts written again after a reconnect (running total)")),
+        unacked(Gauge(r, "rhythm_actor_unacked_rollouts", "Rollouts kept for resending")),
+        reward_mean(Gauge(r, "rhythm_actor_reward_mean", "Mean reward of the last batch")),
+        response_length(Hist(r, "rhythm_actor_response_length_tokens", "Response lengths",
+                             {4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096})),
+        policy_version(Gauge(r, "rhythm_actor_policy_version", "Version generating now")),
+        version_lag(Gauge(r, "rhythm_actor_version_lag", "Newest version - version in use")),
+        weight_swap_seconds(Hist(r, "rhythm_actor_weight_swap_seconds",
+                                 "Seconds to fetch and swap in a version",
+                                 {0.01, 0.05, 0.1, 0.5, 1, 5, 30})),
+        reconnects(Gauge(r, "rhythm_actor_reconnects", "Rollout-stream reconnects (total)")),
+        generation_seconds(Hist(r, "rhythm_actor_generation_seconds", "Seconds per batch",
+                                {0.1, 0.5, 1, 2, 5, 10, 30, 60, 120})),
+        verification_seconds(Hist(r, "rhythm_actor_verification_seconds",
+                                  "Seconds to verify a batch", {0.0001, 0.001, 0.01, 0.1, 1})) {}
+  prometheus::Gauge& tokens_per_second;
+  prometheus::Counter& rollouts_sent;
+  prometheus::Counter& rollouts_acked;
+  prometheus::Counter& rollouts_rejected;
+  prometheus::Gauge& rollouts_resent;
+  prometheus::Gauge& unacked;
+  prometheus::Gauge& reward_mean;
+  prometheus::Histogram& response_length;
+  prometheus::Gauge& policy_version;
+  prometheus::Gauge& version_lag;
+  prometheus::Histogram& weight_swap_seconds;
+  prometheus::Gauge& reconnects;
+  prometheus::Histogram& generation_seconds;
+  prometheus::Histogram& verification_seconds;
+};
+
+Actor::Actor(v1::Learner::Stub& stub, Options options)
+    : stub_(stub), options_(std::move(options)) {
+  if (!options_.registry) options_.registry = std::make_shared<prometheus::Registry>();
+  metrics_ = std::make_unique<ActorMetrics>(*options_.registry);
+  const v1::ActorConfig& a = options_.config.actor();
+  RolloutStreamer::Options so;
+  so.actor_id = options_.actor_id;
+  so.run_id = options_.run_id;
+  so.max_unacked = a.max_unacked();
+  so.backoff.initial = absl::Seconds(a.backoff_initial_s());
+  so.backoff.max = absl::Seconds(a.backoff_max_s());
+  so.seed = options_.config.runtime().seed();
+  streamer_ = std::make_unique<RolloutStreamer>(stub_, so, [this] { return Register(); });
+  streamer_->SetAckObserver([this](const v1::RolloutAck& ack) {
+    if (ack.code() == 0) {
+      metrics_->rollouts_acked.Increment();
+    } else {
+      metrics_->rollouts_rejected.Increment();
+    }
+  });
+}
+
+Actor::~Actor() {
+  stop_ = true;
+  if (heartbeat_.joinable()) heartbeat_.join();
+  streamer_->Close();
+}
+
+StreamerCounters Actor::counters() const { return streamer_->counters(); }
+
+bool Actor::Flush(absl::Duration timeout) { return streamer_->Flush(timeout); }
+
+absl::Status Actor::Register() {
+  v1::RegisterRequest req;
+  req.set_actor_id(options_.actor_id);
+  req.set_run_id(options_.run_id);
+  req.add_transports(v1::TRANSPORT_KIND_GRPC);
+  v1::RegisterResponse resp;
+  RHYTHM_RETURN_IF_ERROR(FromGrpc(stub_.Register(Context(10).get(), req, &resp), "register"));
+  learner_config_ = resp.config();
+  latest_version_ = resp.current().version();
+  reregister_ = false;
+  return absl::OkStatus();
+}
+
+absl::Status Actor::RegisterWithRetry() {
+  const v1::ActorConfig& a = options_.config.actor();
+  common::Backoff backoff({absl::Seconds(a.backoff_initial_s()), absl::Seconds(a.backoff_max_s()),
+                           2.0, 0.5},
+                          options_.config.runtime().seed());
+  while (!stop_.load()) {
+    absl::Status s = Register();
+    if (s.ok()) return s;
+    const absl::Duration wait = backoff.Next();
+    RHYTHM_LOG(Warning) << "actor: cannot reach the learner (" << s << "); retrying in " << wait;
+    absl::SleepFor(wait);
+  }
+  return absl::CancelledError("stopped before registering");
+}
+
+absl::Status Actor::BuildModel(const v1::RhythmConfig& c) {
+  if (!c.model().path().empty()) {
+    RHYTHM_ASSIGN_OR_RETURN(model_, common::model::LoadHfModel(c.model().path()));
+    RHYTHM_ASSIGN_OR_RETURN(tokenizer_, common::LoadTokenizer(c.model().path()));
+  } else {
+    tokenizer_ = common::CharTokenizer::CreateDefault();
+    RHYTHM_ASSIGN_OR_RETURN(
+        model_, common::model::Transformer::RandomInit(
+                    common::model::FromTinyConfig(c.model().tiny(), tokenizer_->vocab_size(),
+                                                  common::CharTokenizer::kBosId,
+                                                  tokenizer_->eos_id()),
+                    0));
+  }
+  RHYTHM_ASSIGN_OR_RETURN(task_, common::tasks::CreateTask(c.task(), c.runtime().seed()));
+  return absl::OkStatus();
+}
+
+absl::Status Actor::FetchWeights(const v1::WeightVersion& v) {
+  const auto start = std::chrono::steady_clock::now();
+  std::string buffer(v.total_bytes(), '\0');
+  uint32_t next = 0;
+  int attempts = 0;
+  while (next < v.num_chunks()) {
+    if (++attempts > 20) {
+      return absl::UnavailableError(absl::StrCat("weights: version ", v.version(),
+                                                 " did not arrive after 20 attempts"));
+    }
+    v1::FetchWeightsRequest req;
+    req.set_version(v.version());
+    req.set_first_chunk(next);  // resume where the last attempt stopped
+    auto ctx = Context(120);
+    auto reader = stub_.FetchWeights(ctx.get(), req);
+    v1::WeightChunk chunk;
+    while (reader->Read(&chunk)) {
+      if (chunk.index() != next || chunk.offset() + chunk.data().size() > buffer.size() ||
+          common::Crc32c(chunk.data()) != chunk.crc32c()) {
+        RHYTHM_LOG(Warning) << "actor: weights chunk " << chunk.index()
+                            << " is corrupt or out of order; fetching it again";
+        ctx->TryCancel();
+        break;
+      }
+      std::memcpy(buffer.data() + chunk.offset(), chunk.data().data(), chunk.data().size());
+      ++next;
+    }
+    const grpc::Status s = reader->Finish();
+    if (s.error_code() == grpc::StatusCode::NOT_FOUND) return FromGrpc(s, "weights");
+  }
+  if (common::Crc32c(buffer) != v.crc32c()) {
+    return absl::DataLossError(absl::StrCat("weights: version ", v.version(), " checksum mismatch"));
+  }
+  RHYTHM_RETURN_IF_ERROR(common::model::ApplyFlatWeights(
+      {v.tensors().begin(), v.tensors().end()}, buffer, v.wire_dtype(), *model_));
+  version_ = v.version();
+  metrics_->weight_swap_seconds.Observe(Since(start));
+  metrics_->policy_version.Set(static_cast<double>(v.version()));
+  RHYTHM_LOG(Info) << "actor: now generating with version " << v.version();
+  return absl::OkStatus();
+}
+
+void Actor::HeartbeatLoop() {
+  const absl::Duration every = absl::Seconds(options_.config.actor().heartbeat_interval_s());
+  while (!stop_.load()) {
+    v1::HeartbeatRequest req;
+    req.set_actor_id(options_.actor_id);
+    req.set_run_id(options_.run_id);
+    req.set_policy_version(version_.load());
+    req.set_unacked(static_cast<uint32_t>(streamer_->counters().unacked));
+    v1::HeartbeatResponse resp;
+    if (stub_.Heartbeat(Context(5).get(), req, &resp).ok()) {
+      latest_version_ = resp.latest_version();
+      if (resp.reregister()) reregister_ = true;
+    }
+    const StreamerCounters c = streamer_->counters();
+    metrics_->unacked.Set(static_cast<double>(c.unacked));
+    metrics_->reconnects.Set(static_cast<double>(c.reconnects));
+    metrics_->rollouts_resent.Set(static_cast<double>(c.resent));
+    metrics_->version_lag.Set(static_cast<double>(latest_version_.load() - version_.load()));
+    for (absl::Duration slept; slept < every && !stop_.load(); slept += absl::Milliseconds(50)) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+  }
+}
+
+absl::Status Actor::GenerateBatch() {
+  v1::LeaseRequest req;
+  req.set_actor_id(options_.actor_id);
+  req.set_run_id(options_.run_id);
+  req.set_max_prompts(static_cast<uint32_t>(options_.config.actor().prompts_per_batch()));
+  v1::LeaseResponse leases;
+  RHYTHM_RETURN_IF_ERROR(FromGrpc(stub_.LeasePrompts(Context(10).get(), req, &leases), "lease"));
+  if (leases.leases_size() == 0) {
+    absl::SleepFor(absl::Seconds(std::max(0.05, leases.retry_after_s())));
+    return absl::OkStatus();
+  }
+  const v1::GenerationConfig& g = learner_config_.generation();
+  common::rollout::GenerationOptions o;
+  o.sampling.temperature = g.temperature();
+  o.sampling.top_k = g.top_k();
+  o.sampling.top_p = g.top_p();
+  o.max_new_tokens = g.max_new_tokens();
+  o.samples_per_prompt = leases.leases(0).group_size();
+  o.seed = options_.config.runtime().seed() * 1000003 + batches_++;
+  o.stop_token_ids = {tokenizer_->eos_id()};
+  o.stop_strings.assign(g.stop_strings().begin(), g.stop_strings().end());
+  const common::Tokenizer* tok = tokenizer_.get();
+  o.decode = [tok](const std::vector<int32_t>& ids) { return tok->Decode(ids).value_or(""); };
+  o.pad_id = tokenizer_->pad_id();
+  o.tap.layers.assign(g.tap_layers().begin(), g.tap_layers().end());
+  o.tap.window = g.waad_window();
+  o.tap.band_lo = g.fai_band_lo();
+  o.tap.band_hi = g.fai_band_hi();
+  o.tap.head_quantile = g.head_quantile();
+  std::vector<std::vector<int32_t>> prompts;
+  for (const v1::PromptLease& l : leases.leases()) {
+    prompts.emplace_back(l.prompt_token_ids().begin(), l.prompt_token_ids().end());
+  }
+  const auto gen_start = std::chrono::steady_clock::now();
+  common::rollout::GenerationStats stats;
+  RHYTHM_ASSIGN_OR_RETURN(std::vector<common::rollout::GeneratedSample> samples,
+                          common::rollout::GenerationEngine(*model_).Generate(prompts, o, &stats));
+  const double gen_seconds = Since(gen_start);
+  metrics_->generation_seconds.Observe(gen_seconds);
+  metrics_->tokens_per_second.Set(stats.new_tokens / std::max(gen_seconds, 1e-9));
+
+  const auto verify_start = std::chrono::steady_clock::now();
+  double reward_sum = 0;
+  std::vector<v1::Rollout> rollouts;
+  for (const common::rollout::GeneratedSample& s : samples) {
+    const v1::PromptLease& lease = leases.leases(static_cast<int>(s.prompt_index));
+    std::vector<int32_t> body = s.response_ids;
+    if (!body.empty() && body.back() == tokenizer_->eos_id()) body.pop_back();
+    const std::string completion = tokenizer_->Decode(body).value_or("");
+    v1::Rollout r;
+    *r.mutable_verifier() = task_->Verify(lease.answer(), completion);
+    reward_sum += r.verifier().reward();
+    r.set_rollout_id(next_rollout_id_++);
+    r.set_actor_id(options_.actor_id);
+    r.set_run_id(options_.run_id);
+    r.set_prompt_id(lease.prompt_id());
+    r.set_group_id(lease.lease_id());
+    r.set_sample_index(static_cast<uint32_t>(s.sample_index));
+    r.set_group_size(lease.group_size());
+    v1::VersionSpan* span = r.add_version_spans();
+    span->set_begin(0);
+    span->set_version(version_.load());
+    for (int32_t t : s.prompt_ids) r.add_prompt_token_ids(static_cast<uint32_t>(t));
+    for (int32_t t : s.response_ids) r.add_response_token_ids(static_cast<uint32_t>(t));
+    for (float lp : s.logprobs) r.add_behaviour_logprobs(lp);
+    for (float e : s.entropy) r.add_entropy(e);
+    r.set_finish_reason(s.finish == common::rollout::FinishReason::kEos ? v1::FINISH_REASON_EOS
+                        : s.finish == common::rollout::FinishReason::kStopString
+                            ? v1::FINISH_REASON_STOP_STRING
+                            : v1::FINISH_REASON_LENGTH);
+    if (s.summary) {
+      v1::AttentionSummary* sum = r.mutable_summary();
+      sum->set_waad_f16(common::EncodeFp16(s.summary->waad));
+      sum->set_fai_f16(common::EncodeFp16(s.summary->fai));
+      std::string defined((s.summary->fai.size() + 7) / 8, '\0');
+      for (size_t i = 0; i < s.summary->fai.size(); ++i) {
+        if (!std::isnan(s.summary->fai[i])) defined[i / 8] |= static_cast<char>(1 << (i % 8));
+      }
+      sum->set_fai_defined(defined);
+      sum->set_window(static_cast<uint32_t>(o.tap.window));
+      sum->set_fai_band_lo(static_cast<uint32_t>(o.tap.band_lo));
+      sum->set_fai_band_hi(static_cast<uint32_t>(o.tap.band_hi));
+      for (int64_t l : s.summary->tap_layers) sum->add_tapped_layers(static_cast<uint32_t>(l));
+      sum->set_heads_per_layer(static_cast<uint32_t>(s.summary->heads_per_layer));
+      for (int64_t h : s.summary->local_heads) sum->add_local_heads(static_cast<uint32_t>(h));
+      for (int64_t h : s.summary->global_heads) sum->add_global_heads(static_cast<uint32_t>(h));
+    }
+    r.set_generation_seconds(gen_seconds);
+    metrics_->response_length.Observe(static_cast<double>(s.response_ids.size()));
+    rollouts.push_back(std::move(r));
+  }
+  metrics_->verification_seconds.Observe(Since(verify_start));
+  metrics_->reward_mean.Set(reward_sum / std::max<size_t>(1, samples.size()));
+  for (v1::Rollout& r : rollouts) {
+    RHYTHM_RETURN_IF_ERROR(streamer_->Send(std::move(r)));
+    metrics_->rollouts_sent.Increment();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Actor::Run() {
+  RHYTHM_RETURN_IF_ERROR(RegisterWithRetry());
+  RHYTHM_RETURN_IF_ERROR(BuildModel(learner_config_));
+  heartbeat_ = std::thread([this] { HeartbeatLoop(); });
+  common::Backoff backoff({absl::Seconds(options_.config.actor().backoff_initial_s()),
+                           absl::Seconds(options_.config.actor().backoff_max_s()), 2.0, 0.5},
+                          options_.config.runtime().seed() + 1);
+  while (!stop_.load()) {
+    if (reregister_.load()) {
+      if (!Register().ok()) {
+        absl::SleepFor(backoff.Next());
+        continue;
+      }
+    }
+    // Weights change only here, between batches.
+    if (latest_version_.load() > version_.load()) {
+      // The announcement (tensors, chunks, checksum) comes from the learner's WatchVersions.
+      v1::WatchVersionsRequest wreq;
+      wreq.set_actor_id(options_.actor_id);
+      auto ctx = Context(10);
+      auto watch = stub_.WatchVersions(ctx.get(), wreq);
+      v1::WeightVersion announced;
+      const bool got = watch->Read(&announced);
+      ctx->TryCancel();
+      watch->Finish();
+      absl::Status s = got ? FetchWeights(announced)
+                           : absl::UnavailableError("weights: no version announcement");
+      if (!s.ok()) {
+        if (s.code() == absl::StatusCode::kInvalidArgument) return s;  // model does not fit
+        RHYTHM_LOG(Warning) << "actor: " << s;
+        absl::SleepFor(backoff.Next());
+        continue;
+      }
+    }
+    absl::Status s = GenerateBatch();
+    if (s.code() == absl::StatusCode::kCancelled) break;
+    if (!s.ok()) {
+      if (s.code() == absl::StatusCode::kInvalidArgument) return s;
+      RHYTHM_LOG(Warning) << "actor: " << s;
+      absl::SleepFor(backoff.Next());
+      continue;
+    }
+    backoff.Reset();
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace rhythm::actor
