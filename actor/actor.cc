@@ -107,7 +107,11 @@ Actor::Actor(v1::Learner::Stub& stub, Options options)
   so.backoff.initial = absl::Seconds(a.backoff_initial_s());
   so.backoff.max = absl::Seconds(a.backoff_max_s());
   so.seed = options_.config.runtime().seed();
-  streamer_ = std::make_unique<RolloutStreamer>(stub_, so, [this] { return Register(); });
+  // After a broken stream the loop re-registers (one thread owns registration state).
+  streamer_ = std::make_unique<RolloutStreamer>(stub_, so, [this] {
+    reregister_ = true;
+    return absl::OkStatus();
+  });
   streamer_->SetAckObserver([this](const v1::RolloutAck& ack) {
     if (ack.code() == 0) {
       metrics_->rollouts_acked.Increment();
@@ -136,6 +140,8 @@ absl::Status Actor::Register() {
   RHYTHM_RETURN_IF_ERROR(FromGrpc(stub_.Register(Context(10).get(), req, &resp), "register"));
   learner_config_ = resp.config();
   latest_version_ = resp.current().version();
+  if (!learner_session_.empty() && resp.learner_session() != learner_session_) version_ = -1;
+  learner_session_ = resp.learner_session();
   reregister_ = false;
   return absl::OkStatus();
 }
@@ -353,7 +359,7 @@ absl::Status Actor::Run() {
       }
     }
     // Weights change only here, between batches.
-    if (latest_version_.load() > version_.load()) {
+    if (latest_version_.load() != version_.load()) {
       // The announcement (tensors, chunks, checksum) comes from the learner's WatchVersions.
       v1::WatchVersionsRequest wreq;
       wreq.set_actor_id(options_.actor_id);

@@ -74,6 +74,9 @@ class Actor {
   std::atomic<int64_t> version_{-1};
   std::atomic<int64_t> latest_version_{0};
   std::atomic<bool> reregister_{false};
+  // The learner's process identity: a new one (it restarted, maybe from an older checkpoint)
+  // means our weights' version number may name different weights, so fetch again.
+  std::string learner_session_;
   uint64_t next_rollout_id_ = 1;
   uint64_t batches_ = 0;
 };

@@ -66,6 +66,11 @@ int main(int argc, char** argv) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
+  // gRPC's own reconnect backoff grows to two minutes by default, during which calls fail fast
+  // with the old error; the actor has its own backoff, so keep the channel's short.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   auto channel = grpc::CreateCustomChannel(config.actor().learner_address(),
                                            grpc::InsecureChannelCredentials(), args);
   auto stub = v1::Learner::NewStub(channel);
@@ -81,7 +86,8 @@ int main(int argc, char** argv) {
   std::cout << "rhythm-actor: sent " << c.sent << " acked " << c.acked << " rejected "
             << c.rejected << " resent " << c.resent << " version " << a.version() << std::endl;
   g_actor = nullptr;
-  if (!s.ok()) {
+  // Stopped while still waiting for the learner is a clean stop too.
+  if (!s.ok() && s.code() != absl::StatusCode::kCancelled) {
     std::cerr << "rhythm-actor: " << s.message() << "\n";
     return 1;
   }

@@ -111,6 +111,7 @@ void RolloutStreamer::RunStream() {
       if (resp.kind_case() == v1::RolloutStreamResponse::kCredit) credits_ += resp.credit();
       if (resp.has_ack()) {
         const v1::RolloutAck& ack = resp.ack();
+        writes_.erase(ack.rollout_id());
         if (unacked_.erase(ack.rollout_id()) > 0) {
           if (ack.code() == 0) {
             ++counters_.acked;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -52,9 +53,13 @@ absl::StatusOr<std::string> WriteCheckpoint(
   const fs::path root = fs::path(run_dir) / "checkpoints";
   std::error_code ec;
   fs::create_directories(root, ec);
-  const std::string name = absl::StrFormat("ckpt-%08d", contents.state.version());
+  // Version and log position name the checkpoint: writing the same state twice (a final
+  // checkpoint right after a periodic one) never deletes the directory LATEST points at.
+  const std::string name =
+      absl::StrFormat("ckpt-%08d-%012d", contents.state.version(), contents.state.log_seq());
   const fs::path tmp = root / (name + ".tmp");
   const fs::path final_dir = root / name;
+  if (fs::exists(final_dir)) return final_dir.string();
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp, ec);
   if (ec) return absl::InternalError(absl::StrCat(tmp.string(), ": ", ec.message()));
@@ -66,7 +71,6 @@ absl::StatusOr<std::string> WriteCheckpoint(
   RHYTHM_RETURN_IF_ERROR(
       WriteFileSynced((tmp / "state.pb").string(), contents.state.SerializeAsString()));
   SyncDir(tmp);
-  fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(final_dir.string(), ": ", ec.message()));
   SyncDir(root);
@@ -95,9 +99,16 @@ absl::StatusOr<LoadedCheckpoint> LoadLatestCheckpoint(const std::string& run_dir
   std::getline(latest, name);
   LoadedCheckpoint out;
   out.dir = (root / name).string();
-  RHYTHM_ASSIGN_OR_RETURN(out.model, common::model::LoadHfModel(out.dir + "/model"));
-  RHYTHM_ASSIGN_OR_RETURN(out.contents.optimizer,
-                          common::model::ReadSafetensors(out.dir + "/optimizer.safetensors"));
+  // LATEST exists, so anything missing now is damage, never "no checkpoint".
+  auto damaged = [&](const absl::Status& s) {
+    return absl::DataLossError(absl::StrCat("checkpoint ", out.dir, ": ", s.message()));
+  };
+  auto model = common::model::LoadHfModel(out.dir + "/model");
+  if (!model.ok()) return damaged(model.status());
+  out.model = *std::move(model);
+  auto optimizer = common::model::ReadSafetensors(out.dir + "/optimizer.safetensors");
+  if (!optimizer.ok()) return damaged(optimizer.status());
+  out.contents.optimizer = *std::move(optimizer);
   std::ifstream state(out.dir + "/state.pb", std::ios::binary);
   std::stringstream bytes;
   bytes << state.rdbuf();

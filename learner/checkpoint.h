@@ -1,5 +1,5 @@
 // Learner checkpoints on disk, written atomically:
-//   <run_dir>/checkpoints/ckpt-<version, 8 digits>/
+//   <run_dir>/checkpoints/ckpt-<version, 8 digits>-<rollout-log position, 12 digits>/
 //       model/                  a Hugging Face directory (config.json, safetensors, tokenizer)
 //       optimizer.safetensors   AdamW moments by "<param>.exp_avg(_sq)"
 //       state.pb                rhythm.v1.LearnerCheckpoint (version, cursor, leases, seen
@@ -38,7 +38,8 @@ struct LoadedCheckpoint {
   CheckpointContents contents;
 };
 
-// Loads the checkpoint LATEST names. NOT_FOUND when there is none; errors name the file.
+// Loads the checkpoint LATEST names. NOT_FOUND only when there is no LATEST; a LATEST whose
+// checkpoint cannot be read is DATA_LOSS naming the file (never silently a fresh start).
 absl::StatusOr<LoadedCheckpoint> LoadLatestCheckpoint(const std::string& run_dir);
 
 }  // namespace rhythm::learner

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/crc32c.h"
@@ -59,7 +60,9 @@ std::string LearnerServer::RolloutKey(const v1::Rollout& r) {
 LearnerServer::LearnerServer(LearnerServerOptions options)
     : options_(std::move(options)),
       clock_(options_.clock ? *options_.clock : common::RealClock::Get()),
-      ingest_queue_(static_cast<size_t>(options_.config.learner().queue_capacity())) {}
+      ingest_queue_(static_cast<size_t>(options_.config.learner().queue_capacity())),
+      session_(absl::StrCat(absl::Hex(absl::Uniform<uint64_t>(absl::BitGen()),
+                                      absl::kZeroPad16))) {}
 
 LearnerServer::~LearnerServer() { Shutdown().IgnoreError(); }
 
@@ -90,6 +93,11 @@ absl::Status LearnerServer::Init() {
       c.trainer().batch_groups(), c.trainer().max_staleness(),
       c.credit().drop_zero_variance_groups()});
 
+  if (!options_.resume && log_->last_seq() > 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        run_dir, " already holds a run (its rollout log is not empty): pass --resume ", run_dir,
+        " to continue it, or use a new learner.run_dir"));
+  }
   int64_t version = 0, optimizer_steps = 0;
   common::model::TensorMap optimizer;
   if (options_.resume) {
@@ -120,8 +128,9 @@ absl::Status LearnerServer::Init() {
   }
   if (!model_) model_ = std::move(options_.model);
   if (!model_) return absl::InvalidArgumentError("learner: no model");
-  RHYTHM_ASSIGN_OR_RETURN(trainer_, Trainer::Create(*model_, c.trainer(), c.credit(),
-                                                    c.runtime().seed(), version));
+  RHYTHM_ASSIGN_OR_RETURN(trainer_,
+                          Trainer::Create(*model_, c.trainer(), c.credit(), c.runtime().seed(),
+                                          version, c.generation().temperature()));
   if (!optimizer.empty()) {
     RHYTHM_RETURN_IF_ERROR(trainer_->RestoreOptimizerState(optimizer, optimizer_steps, version));
   }
@@ -130,6 +139,11 @@ absl::Status LearnerServer::Init() {
   int64_t replayed = 0;
   {
     absl::MutexLock lock(&state_mu_);
+    if (log_->first_seq() > log_seq_ + 1 && log_->last_seq() >= log_->first_seq()) {
+      return absl::DataLossError(absl::StrCat(
+          "the rollout log starts at record ", log_->first_seq(), " but the checkpoint covers only ",
+          log_seq_, ": records in between are gone"));
+    }
     RHYTHM_RETURN_IF_ERROR(log_->Replay(log_seq_, [&](uint64_t seq, absl::string_view rec) {
       if (rec.empty()) return absl::DataLossError(absl::StrCat("rollout log record ", seq, " is empty"));
       const absl::string_view payload = rec.substr(1);
@@ -195,10 +209,11 @@ absl::Status LearnerServer::Shutdown() {
   stopping_ = true;
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   ingest_queue_.Close();
-  assembler_->Close();
+  if (assembler_) assembler_->Close();
   for (std::thread& t : threads_) t.join();
   threads_.clear();
-  absl::Status s = server_ ? WriteCheckpointNow() : absl::OkStatus();
+  // After a failure the in-memory state may be ahead of what is durable: no checkpoint.
+  absl::Status s = server_ && !failed_.load() ? WriteCheckpointNow() : absl::OkStatus();
   if (server_) server_->Wait();
   return s;
 }
@@ -211,6 +226,8 @@ bool LearnerServer::QueueHasRoom() const {
 void LearnerServer::ApplyDurable(v1::Rollout rollout, const std::string& key) {
   seen_.insert(key);
   const uint64_t group = rollout.group_id();
+  // The lease may have expired while the rollout was becoming durable: its group is dead.
+  if (!leases_->Find(group)) return;
   if (assembler_->Add(std::move(rollout)) == BatchAssembler::AddResult::kGroupComplete) {
     leases_->Complete(group);
   }
@@ -222,6 +239,10 @@ void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::Rol
   ack.set_rollout_id(rollout.rollout_id());
   auto reject = [&](v1::RejectReason reason, const std::string& message) {
     metrics_->Rejected(reason).Increment();
+    if (reason != v1::REJECT_REASON_UNKNOWN_LEASE) {
+      absl::MutexLock lock(&state_mu_);
+      ReleaseLeaseLocked(rollout.group_id());
+    }
     ack.set_code(static_cast<int>(absl::StatusCode::kInvalidArgument));
     ack.set_error_message(message);
     ack.set_reject_reason(reason);
@@ -233,35 +254,45 @@ void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::Rol
   if (!v.ok()) return reject(v.reason, std::string(v.status.message()));
   const std::string key = RolloutKey(rollout);
   {
-    absl::MutexLock lock(&state_mu_);
-    if (seen_.count(key) || in_flight_.count(key)) {
+    absl::ReleasableMutexLock lock(&state_mu_);
+    if (seen_.count(key)) {
       metrics_->rollouts_duplicate.Increment();
       ack.set_duplicate(true);
       done(ack);
       return;
     }
+    if (auto it = in_flight_.find(key); it != in_flight_.end()) {
+      metrics_->rollouts_duplicate.Increment();
+      it->second.push_back(std::move(done));  // answered when the original is durable
+      return;
+    }
     std::optional<v1::PromptLease> lease = leases_->Find(rollout.group_id());
     if (!lease) {
+      lock.Release();
       return reject(v1::REJECT_REASON_UNKNOWN_LEASE,
                     absl::StrCat("rollout ", rollout.rollout_id(), ": group_id = ",
                                  rollout.group_id(), " is not an outstanding lease"));
     }
     if (lease->group_size() != rollout.group_size()) {
+      lock.Release();
       return reject(v1::REJECT_REASON_MALFORMED,
                     absl::StrCat("rollout ", rollout.rollout_id(), ": group_size = ",
                                  rollout.group_size(), " but the lease has ",
                                  lease->group_size()));
     }
-    in_flight_.insert(key);
+    in_flight_[key];
   }
   const uint64_t id = rollout.rollout_id();
   std::function<void(const v1::RolloutAck&)> done_if_refused = done;
   if (!ingest_queue_.Push(Pending{std::move(rollout), key, std::move(done)})) {
+    std::vector<std::function<void(const v1::RolloutAck&)>> resends;
     {
       absl::MutexLock lock(&state_mu_);
+      resends = std::move(in_flight_[key]);
       in_flight_.erase(key);
     }
     done_if_refused(NotDurable(id));  // shutting down: not acked, the actor will resend
+    for (auto& r : resends) r(NotDurable(id));
   }
 }
 
@@ -284,21 +315,25 @@ void LearnerServer::IngestLoop() {
       ids.push_back(p.rollout.rollout_id());
     }
     absl::Status status;
+    std::vector<std::vector<std::function<void(const v1::RolloutAck&)>>> resends(batch.size());
     {
       absl::MutexLock lock(&state_mu_);
       absl::StatusOr<uint64_t> seq = log_->AppendAndSync(records);
       status = seq.status();
-      for (Pending& p : batch) {
-        in_flight_.erase(p.key);
-        if (status.ok()) ApplyDurable(std::move(p.rollout), p.key);
+      for (size_t i = 0; i < batch.size(); ++i) {
+        resends[i] = std::move(in_flight_[batch[i].key]);
+        in_flight_.erase(batch[i].key);
+        if (status.ok()) ApplyDurable(std::move(batch[i].rollout), batch[i].key);
       }
       if (status.ok()) log_seq_ = *seq;
     }
     if (!status.ok()) {
       // Not durable, so not acked: the actors keep them and resend to a healthy learner.
-      RHYTHM_LOG(Error) << "learner: rollout log append failed, not acking " << batch.size()
-                        << " rollouts: " << status;
-      for (Pending& p : batch) p.done(NotDurable(p.rollout.rollout_id()));
+      for (size_t i = 0; i < batch.size(); ++i) {
+        batch[i].done(NotDurable(ids[i]));
+        for (auto& r : resends[i]) r(NotDurable(ids[i]));
+      }
+      Fail(absl::InternalError(absl::StrCat("rollout log append failed: ", status.message())));
       continue;
     }
     metrics_->rollouts_accepted.Increment(static_cast<double>(batch.size()));
@@ -306,6 +341,8 @@ void LearnerServer::IngestLoop() {
       v1::RolloutAck ack;
       ack.set_rollout_id(ids[i]);
       batch[i].done(ack);
+      ack.set_duplicate(true);
+      for (auto& r : resends[i]) r(ack);
     }
   }
 }
@@ -381,8 +418,10 @@ void LearnerServer::TrainLoop() {
     if (!options_.dump_rollouts_dir.empty()) DumpBatch(*batch, trainer_->version() + 1);
     absl::StatusOr<StepStats> s = trainer_->Step(*batch);
     if (!s.ok()) {
-      RHYTHM_LOG(Error) << "learner: training step failed: " << s.status();
-      continue;
+      // The batch has left the queue and the weights may be half-updated: stop, and let a
+      // --resume restart from the last checkpoint and the log.
+      Fail(absl::InternalError(absl::StrCat("training step failed: ", s.status().message())));
+      return;
     }
     version_ = s->version;
     PublishWeights();
@@ -454,6 +493,29 @@ absl::Status LearnerServer::WriteCheckpointNow() {
   return absl::OkStatus();
 }
 
+void LearnerServer::Fail(const absl::Status& status) {
+  RHYTHM_LOG(Error) << "learner: stopping after an unrecoverable error (restart with --resume): "
+                    << status;
+  failed_ = true;
+  stopping_ = true;
+  done_ = true;
+}
+
+void LearnerServer::ReleaseLeaseLocked(uint64_t lease_id) {
+  if (!leases_->Find(lease_id)) return;
+  v1::OutstandingLease o;
+  o.mutable_lease()->set_lease_id(lease_id);
+  absl::StatusOr<uint64_t> seq = log_->AppendAndSync({Record(kExpiryRecord, o)});
+  if (!seq.ok()) {
+    Fail(seq.status());
+    return;
+  }
+  log_seq_ = *seq;
+  leases_->ApplyExpiry(lease_id);
+  assembler_->DropGroup(lease_id);
+  metrics_->leases_expired.Increment();
+}
+
 void LearnerServer::HousekeepingLoop() {
   for (bool first = true; !stopping_.load(); first = false) {
     if (!first) absl::SleepFor(absl::Milliseconds(200));
@@ -469,7 +531,11 @@ void LearnerServer::HousekeepingLoop() {
       }
       if (!records.empty()) {
         absl::StatusOr<uint64_t> seq = log_->AppendAndSync(records);
-        if (seq.ok()) log_seq_ = *seq;
+        if (!seq.ok()) {
+          Fail(seq.status());
+          return;
+        }
+        log_seq_ = *seq;
         metrics_->leases_expired.Increment(static_cast<double>(expired.size()));
         RHYTHM_LOG(Info) << "learner: " << expired.size() << " leases expired, re-issuing";
       }
@@ -521,7 +587,7 @@ grpc::Status LearnerServer::Register(grpc::ServerContext*, const v1::RegisterReq
     absl::MutexLock lock(&weights_mu_);
     *resp->mutable_current() = weights_.rbegin()->second->announcement;
   }
-  resp->set_learner_session(absl::StrCat(reinterpret_cast<uintptr_t>(this)));
+  resp->set_learner_session(session_);
   return grpc::Status::OK;
 }
 

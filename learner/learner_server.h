@@ -77,6 +77,9 @@ class LearnerServer final : public v1::Learner::Service {
   // Shutdown() is called.
   void WaitUntilDone();
   bool done() const { return done_.load(); }
+  // True when the learner stopped because of an error it cannot recover from in-process (a
+  // failed training step, a failed log append): restart it with --resume.
+  bool failed() const { return failed_.load(); }
   // Stops accepting work, finishes the current step, writes a final checkpoint, stops gRPC.
   // Idempotent.
   absl::Status Shutdown();
@@ -115,6 +118,11 @@ class LearnerServer final : public v1::Learner::Service {
   void ApplyDurable(v1::Rollout rollout, const std::string& key)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
   void PublishWeights();
+  // Gives up a lease whose group can no longer complete (a sample was rejected): logged, its
+  // partial group dropped, its prompt re-queued. Requires state_mu_.
+  void ReleaseLeaseLocked(uint64_t lease_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
+  // Stops the learner without a final checkpoint (the in-memory state cannot be trusted).
+  void Fail(const absl::Status& status);
   absl::Status WriteCheckpointNow();
   void DumpBatch(const std::vector<Group>& batch, int64_t step);
   bool QueueHasRoom() const;
@@ -132,6 +140,8 @@ class LearnerServer final : public v1::Learner::Service {
   std::atomic<int64_t> version_{0};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> done_{false};
+  std::atomic<bool> failed_{false};
+  const std::string session_;
   std::atomic<int64_t> steps_done_{0};
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
@@ -139,7 +149,10 @@ class LearnerServer final : public v1::Learner::Service {
 
   mutable absl::Mutex state_mu_;
   std::set<std::string> seen_ ABSL_GUARDED_BY(state_mu_);
-  std::set<std::string> in_flight_ ABSL_GUARDED_BY(state_mu_);
+  // Rollouts queued for durability, with the acks of resends that arrived meanwhile (answered
+  // once the original is durable, so a duplicate is never acked before the original is safe).
+  std::map<std::string, std::vector<std::function<void(const v1::RolloutAck&)>>> in_flight_
+      ABSL_GUARDED_BY(state_mu_);
   uint64_t log_seq_ ABSL_GUARDED_BY(state_mu_) = 0;
   std::map<std::string, std::string> actor_runs_ ABSL_GUARDED_BY(state_mu_);
 

@@ -113,6 +113,7 @@ int main(int argc, char** argv) {
   while (!g_stop && !(*server)->done()) absl::SleepFor(absl::Milliseconds(50));
   absl::Status s = (*server)->Shutdown();
   if (!s.ok()) return Fail(std::string(s.message()));
+  if ((*server)->failed()) return Fail("stopped after an error; restart with --resume");
   RHYTHM_LOG(Info) << "rhythm-learner: stopped at version " << (*server)->version();
   return 0;
 }

@@ -77,8 +77,10 @@ at::Tensor Stack(const std::vector<Sequence*>& seqs, at::Tensor Sequence::*field
 
 // log pi(token) for every response position, and the policy entropy there: [n, Tmax] each.
 std::pair<at::Tensor, at::Tensor> ResponseLogprobs(const common::model::Transformer& model,
-                                                   const MicroBatch& mb, bool want_entropy) {
-  const at::Tensor logits = model.Forward(mb.ids, mb.mask).value().logits;  // [n, L, V]
+                                                   const MicroBatch& mb, bool want_entropy,
+                                                   double temperature) {
+  at::Tensor logits = model.Forward(mb.ids, mb.mask).value().logits;  // [n, L, V]
+  if (temperature > 0 && temperature != 1.0) logits = logits / temperature;
   const int64_t v = logits.size(-1);
   const at::Tensor picked =
       logits.gather(1, mb.positions.unsqueeze(-1).expand({-1, -1, v}));  // [n, Tmax, V]
@@ -94,18 +96,26 @@ std::pair<at::Tensor, at::Tensor> ResponseLogprobs(const common::model::Transfor
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(common::model::Transformer& model,
                                                          const v1::TrainerConfig& trainer,
                                                          const v1::CreditConfig& credit,
-                                                         uint64_t seed, int64_t version) {
+                                                         uint64_t seed, int64_t version,
+                                                         double sampling_temperature) {
   if (trainer.kl_coef() > 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "trainer.kl_coef = ", trainer.kl_coef(),
         ": a KL penalty needs a reference policy, which the learner does not keep yet"));
   }
-  return std::unique_ptr<Trainer>(new Trainer(model, trainer, credit, seed, version));
+  return std::unique_ptr<Trainer>(
+      new Trainer(model, trainer, credit, seed, version, sampling_temperature));
 }
 
 Trainer::Trainer(common::model::Transformer& model, const v1::TrainerConfig& trainer,
-                 const v1::CreditConfig& credit, uint64_t seed, int64_t version)
-    : model_(model), config_(trainer), credit_(credit), seed_(seed), version_(version) {
+                 const v1::CreditConfig& credit, uint64_t seed, int64_t version,
+                 double temperature)
+    : model_(model),
+      config_(trainer),
+      credit_(credit),
+      seed_(seed),
+      temperature_(temperature),
+      version_(version) {
   model_.SetRequiresGrad(true);
   for (const auto& [name, p] : model_.NamedParameters()) {
     names_.push_back(name);
@@ -204,7 +214,7 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
         std::vector<Sequence*> chunk;
         for (size_t j = i; j < std::min(seqs.size(), i + micro); ++j) chunk.push_back(&seqs[j]);
         const MicroBatch mb = Pack(chunk);
-        const at::Tensor old = ResponseLogprobs(model_, mb, false).first;
+        const at::Tensor old = ResponseLogprobs(model_, mb, false, temperature_).first;
         for (size_t j = 0; j < chunk.size(); ++j) {
           chunk[j]->old_logprobs = old[j].narrow(0, 0, chunk[j]->response_len).clone();
         }
@@ -233,7 +243,7 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
           mb_tokens += seqs[j].response_len;
         }
         const MicroBatch mb = Pack(mbs);
-        auto [logp, entropy] = ResponseLogprobs(model_, mb, config_.entropy_coef() > 0);
+        auto [logp, entropy] = ResponseLogprobs(model_, mb, config_.entropy_coef() > 0, temperature_);
         credit::PolicyLossInputs in;
         in.logprobs = logp;
         in.old_logprobs = Stack(mbs, &Sequence::old_logprobs, mb.tmax);

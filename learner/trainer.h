@@ -53,7 +53,8 @@ class Trainer {
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(common::model::Transformer& model,
                                                          const v1::TrainerConfig& trainer,
                                                          const v1::CreditConfig& credit,
-                                                         uint64_t seed, int64_t version);
+                                                         uint64_t seed, int64_t version,
+                                                         double sampling_temperature = 1.0);
 
   absl::StatusOr<StepStats> Step(const std::vector<Group>& batch);
 
@@ -67,13 +68,16 @@ class Trainer {
 
  private:
   Trainer(common::model::Transformer& model, const v1::TrainerConfig& trainer,
-          const v1::CreditConfig& credit, uint64_t seed, int64_t version);
+          const v1::CreditConfig& credit, uint64_t seed, int64_t version, double temperature);
   void AdamWStep(double lr);
 
   common::model::Transformer& model_;
   const v1::TrainerConfig config_;
   const v1::CreditConfig credit_;
   const uint64_t seed_;
+  // The actors' sampling temperature: log-probs are taken at it, so importance ratios compare
+  // like with like (top-k / top-p filtering is not replayed).
+  const double temperature_;
   int64_t version_;
   int64_t optimizer_steps_ = 0;
   std::vector<std::string> names_;

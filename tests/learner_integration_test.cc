@@ -2,6 +2,7 @@
 // rollout stream (acks, duplicates, every invalid case, credits), a training step that advances
 // the version, weights download, /metrics, and kill -9 + --resume with nothing lost or doubled.
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -184,8 +185,8 @@ TEST(LearnerProcess, IngestsValidatesTrainsAndServesWeights) {
   EXPECT_EQ(reg.config().trainer().group_size(), 2);
   const int64_t vocab = 101;  // the character tokenizer
 
-  std::vector<v1::PromptLease> leases = Lease(l, "actor-1", 1);
-  ASSERT_EQ(leases.size(), 1u);
+  std::vector<v1::PromptLease> leases = Lease(l, "actor-1", 2);
+  ASSERT_EQ(leases.size(), 2u);
   EXPECT_EQ(leases[0].group_size(), 2u);
   EXPECT_FALSE(leases[0].prompt_text().empty());
   EXPECT_GT(leases[0].prompt_token_ids_size(), 0);
@@ -194,6 +195,8 @@ TEST(LearnerProcess, IngestsValidatesTrainsAndServesWeights) {
   Stream s(l, "actor-1");
   EXPECT_EQ(s.credits(), 4);
   // Every invalid case is acked with INVALID_ARGUMENT naming the field, and the stream goes on.
+  // (They use the second lease: a rejected sample means its group can never complete, so the
+  // learner gives that lease up for re-issue.)
   struct Bad {
     std::function<void(v1::Rollout&)> corrupt;
     std::string want;
@@ -213,7 +216,7 @@ TEST(LearnerProcess, IngestsValidatesTrainsAndServesWeights) {
   };
   uint64_t id = 100;
   for (const Bad& b : bad) {
-    v1::Rollout r = MakeRollout(leases[0], ++id, 0, 1.0);
+    v1::Rollout r = MakeRollout(leases[1], ++id, 0, 1.0);
     b.corrupt(r);
     s.Send(r);
     v1::RolloutAck ack = s.NextAck();
@@ -221,6 +224,10 @@ TEST(LearnerProcess, IngestsValidatesTrainsAndServesWeights) {
     EXPECT_EQ(ack.code(), 3) << b.want;
     EXPECT_NE(ack.error_message().find(b.want), std::string::npos) << ack.error_message();
   }
+  // The second lease was released: a valid sample for it is now refused.
+  s.Send(MakeRollout(leases[1], 50, 1, 1.0));
+  v1::RolloutAck released = s.NextAck();
+  EXPECT_EQ(released.reject_reason(), v1::REJECT_REASON_UNKNOWN_LEASE) << released.error_message();
   // A valid group: both acked, then a duplicate is acked as such.
   s.Send(MakeRollout(leases[0], 1, 0, 1.0));
   s.Send(MakeRollout(leases[0], 2, 1, 0.0));
@@ -267,10 +274,10 @@ TEST(LearnerProcess, IngestsValidatesTrainsAndServesWeights) {
   absl::StatusOr<std::string> m = common::ScrapeLocal(l.metrics_port);
   ASSERT_TRUE(m.ok());
   for (const char* name :
-       {"rhythm_learner_rollouts_received_total 11", "rhythm_learner_rollouts_accepted_total 2",
+       {"rhythm_learner_rollouts_received_total 12", "rhythm_learner_rollouts_accepted_total 2",
         "rhythm_learner_rollouts_duplicate_total 1",
         "rhythm_learner_rollouts_rejected_total{reason=\"non_finite\"} 2",
-        "rhythm_learner_rollouts_rejected_total{reason=\"unknown_lease\"} 1",
+        "rhythm_learner_rollouts_rejected_total{reason=\"unknown_lease\"} 2",
         "rhythm_learner_rollouts_rejected_total{reason=\"oversized\"} 1",
         "rhythm_learner_queue_depth_rollouts", "rhythm_learner_staleness_versions_bucket",
         "rhythm_learner_groups_dropped_total", "rhythm_learner_step_seconds_count 1",
@@ -285,7 +292,11 @@ TEST(LearnerProcess, IngestsValidatesTrainsAndServesWeights) {
   }
   s.Close();
   EXPECT_EQ(l.process.Stop(SIGTERM, 30), 0) << "SIGTERM: final checkpoint, exit 0";
-  EXPECT_TRUE(std::filesystem::exists(run + "/checkpoints/ckpt-00000001/model/config.json"));
+  std::ifstream latest(run + "/checkpoints/LATEST");
+  std::string name;
+  std::getline(latest, name);
+  EXPECT_EQ(name.rfind("ckpt-00000001-", 0), 0u) << name;
+  EXPECT_TRUE(std::filesystem::exists(run + "/checkpoints/" + name + "/model/config.json"));
 }
 
 TEST(LearnerProcess, KillNineThenResumeLosesNothingAndTrainsNothingTwice) {
