@@ -7,6 +7,7 @@
 #include "common/backoff.h"
 #include "common/crc32c.h"
 #include "common/logging.h"
+#include "common/metric_builders.h"
 #include "common/model/flat_weights.h"
 #include "common/model/hf_checkpoint.h"
 #include "common/rollout/engine.h"
@@ -21,18 +22,6 @@
 namespace rhythm::actor {
 namespace {
 
-using prometheus::Histogram;
-
-prometheus::Counter& Counter(prometheus::Registry& r, const char* name, const char* help) {
-  return prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
-}
-prometheus::Gauge& Gauge(prometheus::Registry& r, const char* name, const char* help) {
-  return prometheus::BuildGauge().Name(name).Help(help).Register(r).Add({});
-}
-prometheus::Histogram& Hist(prometheus::Registry& r, const char* name, const char* help,
-                            Histogram::BucketBoundaries b) {
-  return prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add({}, std::move(b));
-}
 
 absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
   if (s.ok()) return absl::OkStatus();
@@ -56,28 +45,28 @@ double Since(std::chrono::steady_clock::time_point t) {
 // The actor's Prometheus metrics (rhythm_actor_*).
 struct ActorMetrics {
   explicit ActorMetrics(prometheus::Registry& r)
-      : tokens_per_second(Gauge(r, "rhythm_actor_tokens_per_second",
+      : tokens_per_second(common::AddGauge(r, "rhythm_actor_tokens_per_second",
                                 "Tokens generated per second, last batch")),
-        rollouts_sent(Counter(r, "rhythm_actor_rollouts_sent_total", "Rollouts produced")),
-        rollouts_acked(Counter(r, "rhythm_actor_rollouts_acked_total",
+        rollouts_sent(common::AddCounter(r, "rhythm_actor_rollouts_sent_total", "Rollouts produced")),
+        rollouts_acked(common::AddCounter(r, "rhythm_actor_rollouts_acked_total",
                                "Rollouts the learner acknowledged (durable)")),
-        rollouts_rejected(Counter(r, "rhythm_actor_rollouts_rejected_total",
+        rollouts_rejected(common::AddCounter(r, "rhythm_actor_rollouts_rejected_total",
                                   "Rollouts the learner rejected as invalid")),
-        rollouts_resent(Gauge(r, "rhythm_actor_rollouts_resent",
+        rollouts_resent(common::AddGauge(r, "rhythm_actor_rollouts_resent",
                               "Rollouts written again after a reconnect (running total)")),
-        unacked(Gauge(r, "rhythm_actor_unacked_rollouts", "Rollouts kept for resending")),
-        reward_mean(Gauge(r, "rhythm_actor_reward_mean", "Mean reward of the last batch")),
-        response_length(Hist(r, "rhythm_actor_response_length_tokens", "Response lengths",
+        unacked(common::AddGauge(r, "rhythm_actor_unacked_rollouts", "Rollouts kept for resending")),
+        reward_mean(common::AddGauge(r, "rhythm_actor_reward_mean", "Mean reward of the last batch")),
+        response_length(common::AddHistogram(r, "rhythm_actor_response_length_tokens", "Response lengths",
                              {4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096})),
-        policy_version(Gauge(r, "rhythm_actor_policy_version", "Version generating now")),
-        version_lag(Gauge(r, "rhythm_actor_version_lag", "Newest version - version in use")),
-        weight_swap_seconds(Hist(r, "rhythm_actor_weight_swap_seconds",
+        policy_version(common::AddGauge(r, "rhythm_actor_policy_version", "Version generating now")),
+        version_lag(common::AddGauge(r, "rhythm_actor_version_lag", "Newest version - version in use")),
+        weight_swap_seconds(common::AddHistogram(r, "rhythm_actor_weight_swap_seconds",
                                  "Seconds to fetch and swap in a version",
                                  {0.01, 0.05, 0.1, 0.5, 1, 5, 30})),
-        reconnects(Gauge(r, "rhythm_actor_reconnects", "Rollout-stream reconnects (total)")),
-        generation_seconds(Hist(r, "rhythm_actor_generation_seconds", "Seconds per batch",
+        reconnects(common::AddGauge(r, "rhythm_actor_reconnects", "Rollout-stream reconnects (total)")),
+        generation_seconds(common::AddHistogram(r, "rhythm_actor_generation_seconds", "Seconds per batch",
                                 {0.1, 0.5, 1, 2, 5, 10, 30, 60, 120})),
-        verification_seconds(Hist(r, "rhythm_actor_verification_seconds",
+        verification_seconds(common::AddHistogram(r, "rhythm_actor_verification_seconds",
                                   "Seconds to verify a batch", {0.0001, 0.001, 0.01, 0.1, 1})) {}
   prometheus::Gauge& tokens_per_second;
   prometheus::Counter& rollouts_sent;
@@ -255,24 +244,14 @@ absl::Status Actor::GenerateBatch() {
     absl::SleepFor(absl::Seconds(std::max(0.05, leases.retry_after_s())));
     return absl::OkStatus();
   }
-  const v1::GenerationConfig& g = learner_config_.generation();
-  common::rollout::GenerationOptions o;
-  o.sampling.temperature = g.temperature();
-  o.sampling.top_k = g.top_k();
-  o.sampling.top_p = g.top_p();
-  o.max_new_tokens = g.max_new_tokens();
+  common::rollout::GenerationOptions o =
+      common::rollout::GenerationOptionsFromConfig(learner_config_.generation());
   o.samples_per_prompt = leases.leases(0).group_size();
   o.seed = options_.config.runtime().seed() * 1000003 + batches_++;
   o.stop_token_ids = {tokenizer_->eos_id()};
-  o.stop_strings.assign(g.stop_strings().begin(), g.stop_strings().end());
   const common::Tokenizer* tok = tokenizer_.get();
   o.decode = [tok](const std::vector<int32_t>& ids) { return tok->Decode(ids).value_or(""); };
   o.pad_id = tokenizer_->pad_id();
-  o.tap.layers.assign(g.tap_layers().begin(), g.tap_layers().end());
-  o.tap.window = g.waad_window();
-  o.tap.band_lo = g.fai_band_lo();
-  o.tap.band_hi = g.fai_band_hi();
-  o.tap.head_quantile = g.head_quantile();
   std::vector<std::vector<int32_t>> prompts;
   for (const v1::PromptLease& l : leases.leases()) {
     prompts.emplace_back(l.prompt_token_ids().begin(), l.prompt_token_ids().end());

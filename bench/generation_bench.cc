@@ -7,31 +7,17 @@
 
 #include "ATen/Parallel.h"
 #include "benchmark/benchmark.h"
+#include "bench/bench_model_config.h"
 #include "common/rollout/engine.h"
 
 namespace rhythm::common::rollout {
 namespace {
 
-model::ModelConfig BenchConfig() {
-  model::ModelConfig c;
-  c.architecture = model::Architecture::kQwen2;
-  c.vocab_size = 512;
-  c.hidden_size = 256;
-  c.num_layers = 4;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 64;
-  c.intermediate_size = 1024;
-  c.max_position_embeddings = 1024;
-  c.qkv_bias = true;
-  c.tie_word_embeddings = true;
-  return c;
-}
 
 void BM_Generate(benchmark::State& state) {
   at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   const bool taps = state.range(0) != 0;
-  auto m = *model::Transformer::RandomInit(BenchConfig(), 0);
+  auto m = *model::Transformer::RandomInit(bench::BenchModelConfig(), 0);
   std::vector<std::vector<int32_t>> prompts(16);
   for (int i = 0; i < 16; ++i) {
     for (int j = 0; j < 16 + i; ++j) prompts[i].push_back((i * 31 + j * 7) % 512);  // ragged
@@ -58,7 +44,7 @@ BENCHMARK(BM_Generate)->Arg(0)->Arg(1)->ArgName("taps")->Unit(benchmark::kMillis
 // the overhead of taps from the fastest run of each (the least disturbed one).
 void BM_TapOverheadPaired(benchmark::State& state) {
   at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  auto m = *model::Transformer::RandomInit(BenchConfig(), 0);
+  auto m = *model::Transformer::RandomInit(bench::BenchModelConfig(), 0);
   std::vector<std::vector<int32_t>> prompts(16);
   for (int i = 0; i < 16; ++i) {
     for (int j = 0; j < 16 + i; ++j) prompts[i].push_back((i * 31 + j * 7) % 512);

@@ -7,33 +7,19 @@
 #include <thread>
 
 #include "benchmark/benchmark.h"
+#include "bench/bench_model_config.h"
 #include "common/model/transformer.h"
 
 namespace rhythm::common::model {
 namespace {
 
-ModelConfig BenchConfig() {
-  ModelConfig c;
-  c.architecture = Architecture::kQwen2;
-  c.vocab_size = 512;
-  c.hidden_size = 256;
-  c.num_layers = 4;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 64;
-  c.intermediate_size = 1024;
-  c.max_position_embeddings = 1024;
-  c.qkv_bias = true;
-  c.tie_word_embeddings = true;
-  return c;
-}
 
 void SetThreads() { at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))); }
 
 void BM_TrainForwardBackward(benchmark::State& state) {
   SetThreads();
   const int64_t b = state.range(0), t = state.range(1);
-  auto m = *Transformer::RandomInit(BenchConfig(), 0);
+  auto m = *Transformer::RandomInit(bench::BenchModelConfig(), 0);
   m->SetRequiresGrad(true);
   const at::Tensor ids = at::randint(512, {b, t}, at::kLong);
   const at::Tensor mask = at::ones({b, t});
@@ -48,7 +34,7 @@ BENCHMARK(BM_TrainForwardBackward)->Args({16, 128})->Unit(benchmark::kMillisecon
 void BM_DecodeOneSequence(benchmark::State& state) {
   SetThreads();
   const int64_t new_tokens = state.range(0);
-  auto m = *Transformer::RandomInit(BenchConfig(), 0);
+  auto m = *Transformer::RandomInit(bench::BenchModelConfig(), 0);
   at::InferenceMode guard;
   KvCache cache(m->config(), 1, 16 + new_tokens, at::kFloat, at::kCPU);
   const at::Tensor prompt = at::randint(512, {1, 16}, at::kLong);

@@ -129,25 +129,16 @@ int RunGenerate(const GenerateFlags& f, v1::RhythmConfig config) {
       prompt.push_back(id);
     }
   }
-  const v1::GenerationConfig& g = config.generation();
-  common::rollout::GenerationOptions o;
-  o.sampling.temperature = g.temperature();
-  o.sampling.top_k = g.top_k();
-  o.sampling.top_p = g.top_p();
-  o.max_new_tokens = g.max_new_tokens();
+  common::rollout::GenerationOptions o =
+      common::rollout::GenerationOptionsFromConfig(config.generation());
   o.samples_per_prompt = config.trainer().group_size();
   o.seed = config.runtime().seed();
   o.taps = !f.reference;
-  o.tap.layers.assign(g.tap_layers().begin(), g.tap_layers().end());
-  o.tap.window = g.waad_window();
-  o.tap.band_lo = g.fai_band_lo();
-  o.tap.band_hi = g.fai_band_hi();
-  o.tap.head_quantile = g.head_quantile();
   const int64_t eos = (*model)->config().eos_token_id;
   if (eos >= 0) o.stop_token_ids.push_back(static_cast<int32_t>(eos));
+  if (!tokenizer) o.stop_strings.clear();  // no text to search
   if (tokenizer) {
     o.pad_id = tokenizer->pad_id() < (*model)->config().vocab_size ? tokenizer->pad_id() : 0;
-    o.stop_strings.assign(g.stop_strings().begin(), g.stop_strings().end());
     const common::Tokenizer* tok = tokenizer.get();
     o.decode = [tok](const std::vector<int32_t>& ids) { return tok->Decode(ids).value_or(""); };
   }

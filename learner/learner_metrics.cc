@@ -1,72 +1,58 @@
 #include "learner/learner_metrics.h"
 
+#include "common/metric_builders.h"
+
 namespace rhythm::learner {
-namespace {
-
-using prometheus::Histogram;
-
-prometheus::Counter& Counter(prometheus::Registry& r, const char* name, const char* help) {
-  return prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
-}
-prometheus::Gauge& Gauge(prometheus::Registry& r, const char* name, const char* help) {
-  return prometheus::BuildGauge().Name(name).Help(help).Register(r).Add({});
-}
-prometheus::Histogram& Hist(prometheus::Registry& r, const char* name, const char* help,
-                            Histogram::BucketBoundaries b) {
-  return prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add({}, std::move(b));
-}
-
-}  // namespace
 
 LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
-    : rollouts_received(Counter(r, "rhythm_learner_rollouts_received_total",
+    : rollouts_received(common::AddCounter(r, "rhythm_learner_rollouts_received_total",
                                 "Rollouts received on actor streams")),
-      rollouts_accepted(Counter(r, "rhythm_learner_rollouts_accepted_total",
+      rollouts_accepted(common::AddCounter(r, "rhythm_learner_rollouts_accepted_total",
                                 "Rollouts made durable and queued")),
-      rollouts_duplicate(Counter(r, "rhythm_learner_rollouts_duplicate_total",
+      rollouts_duplicate(common::AddCounter(r, "rhythm_learner_rollouts_duplicate_total",
                                  "Rollouts whose id was seen before (acked again, dropped)")),
       rollouts_rejected(prometheus::BuildCounter()
                             .Name("rhythm_learner_rollouts_rejected_total")
                             .Help("Rollouts rejected by validation, by reason")
                             .Register(r)),
-      queue_depth(Gauge(r, "rhythm_learner_queue_depth_rollouts",
+      queue_depth(common::AddGauge(r, "rhythm_learner_queue_depth_rollouts",
                         "Rollouts ingested and waiting to be trained on")),
-      staleness(Hist(r, "rhythm_learner_staleness_versions",
+      staleness(common::AddHistogram(r, "rhythm_learner_staleness_versions",
                      "Policy-version lag of trained groups", {0, 1, 2, 3, 4, 8, 16})),
       groups_dropped(prometheus::BuildCounter()
                          .Name("rhythm_learner_groups_dropped_total")
                          .Help("Groups dropped before training, by reason")
                          .Register(r)),
-      steps(Counter(r, "rhythm_learner_steps_total", "Training steps taken")),
-      step_seconds(Hist(r, "rhythm_learner_step_seconds", "Seconds per training step",
+      steps(common::AddCounter(r, "rhythm_learner_steps_total", "Training steps taken")),
+      step_seconds(common::AddHistogram(r, "rhythm_learner_step_seconds", "Seconds per training step",
                         {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120})),
-      tokens_per_second(Gauge(r, "rhythm_learner_tokens_per_second",
+      tokens_per_second(common::AddGauge(r, "rhythm_learner_tokens_per_second",
                               "Response tokens trained per second, last step")),
-      loss(Gauge(r, "rhythm_learner_loss", "Policy loss, last step")),
-      reward_mean(Gauge(r, "rhythm_learner_reward_mean", "Mean reward of the last batch")),
-      accuracy(Gauge(r, "rhythm_learner_accuracy_ratio",
+      loss(common::AddGauge(r, "rhythm_learner_loss", "Policy loss, last step")),
+      reward_mean(common::AddGauge(r, "rhythm_learner_reward_mean", "Mean reward of the last batch")),
+      accuracy(common::AddGauge(r, "rhythm_learner_accuracy_ratio",
                      "Fraction of correct responses in the last batch")),
-      clip_fraction(Gauge(r, "rhythm_learner_clip_fraction_ratio",
+      clip_fraction(common::AddGauge(r, "rhythm_learner_clip_fraction_ratio",
                           "Fraction of tokens whose ratio was clipped, last step")),
-      approx_kl(Gauge(r, "rhythm_learner_approx_kl", "Approximate KL(old || new), last step")),
-      entropy(Gauge(r, "rhythm_learner_entropy_nats", "Mean sampling entropy of the last batch")),
-      preplan_credit_fraction(Gauge(r, "rhythm_learner_preplan_credit_fraction_ratio",
+      approx_kl(common::AddGauge(r, "rhythm_learner_approx_kl", "Approximate KL(old || new), last step")),
+      entropy(common::AddGauge(r, "rhythm_learner_entropy_nats", "Mean sampling entropy of the last batch")),
+      preplan_credit_fraction(common::AddGauge(r, "rhythm_learner_preplan_credit_fraction_ratio",
                                     "Share of |shaped advantage| on preplan tokens")),
-      anchor_credit_fraction(Gauge(r, "rhythm_learner_anchor_credit_fraction_ratio",
+      anchor_credit_fraction(common::AddGauge(r, "rhythm_learner_anchor_credit_fraction_ratio",
                                    "Share of |shaped advantage| on anchor tokens")),
-      policy_version(Gauge(r, "rhythm_learner_policy_version", "Newest published version")),
-      checkpoint_seconds(Hist(r, "rhythm_learner_checkpoint_seconds",
+      policy_version(common::AddGauge(r, "rhythm_learner_policy_version", "Newest published version")),
+      checkpoint_seconds(common::AddHistogram(r, "rhythm_learner_checkpoint_seconds",
                               "Seconds to write a checkpoint", {0.05, 0.1, 0.5, 1, 5, 30, 120})),
-      weight_publish_bytes(Counter(r, "rhythm_learner_weight_publish_bytes_total",
+      weight_publish_bytes(common::AddCounter(r, "rhythm_learner_weight_publish_bytes_total",
                                    "Bytes of weights published")),
-      weight_publish_seconds(Hist(r, "rhythm_learner_weight_publish_seconds",
+      weight_publish_seconds(common::AddHistogram(r, "rhythm_learner_weight_publish_seconds",
                                   "Seconds to publish a version", {0.01, 0.05, 0.1, 0.5, 1, 5})),
-      actors_connected(Gauge(r, "rhythm_learner_actors_connected",
+      actors_connected(common::AddGauge(r, "rhythm_learner_actors_connected",
                              "Actors heard from within the heartbeat timeout")),
-      leases_outstanding(Gauge(r, "rhythm_learner_leases_outstanding", "Prompt leases out")),
-      leases_expired(Counter(r, "rhythm_learner_leases_expired_total",
+      leases_outstanding(common::AddGauge(r, "rhythm_learner_leases_outstanding", "Prompt leases out")),
+      leases_expired(common::AddCounter(r, "rhythm_learner_leases_expired_total",
                              "Leases expired and re-issued")),
-      rollout_log_bytes(Gauge(r, "rhythm_learner_rollout_log_bytes",
+      rollout_log_bytes(common::AddGauge(r, "rhythm_learner_rollout_log_bytes",
                               "Bytes in the durable rollout log")) {
   // Every labelled series exists from the start, so dashboards and alerts see zeros.
   for (const char* reason : {"stale", "zero_variance", "expired"}) {

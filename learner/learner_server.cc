@@ -503,17 +503,22 @@ void LearnerServer::Fail(const absl::Status& status) {
 
 void LearnerServer::ReleaseLeaseLocked(uint64_t lease_id) {
   if (!leases_->Find(lease_id)) return;
-  v1::OutstandingLease o;
-  o.mutable_lease()->set_lease_id(lease_id);
-  absl::StatusOr<uint64_t> seq = log_->AppendAndSync({Record(kExpiryRecord, o)});
-  if (!seq.ok()) {
-    Fail(seq.status());
-    return;
-  }
-  log_seq_ = *seq;
   leases_->ApplyExpiry(lease_id);
-  assembler_->DropGroup(lease_id);
-  metrics_->leases_expired.Increment();
+  if (absl::Status s = LogExpiriesLocked({lease_id}); !s.ok()) Fail(s);
+}
+
+absl::Status LearnerServer::LogExpiriesLocked(const std::vector<uint64_t>& lease_ids) {
+  if (lease_ids.empty()) return absl::OkStatus();
+  std::vector<std::string> records;
+  for (uint64_t id : lease_ids) {
+    v1::OutstandingLease o;
+    o.mutable_lease()->set_lease_id(id);
+    records.push_back(Record(kExpiryRecord, o));
+    assembler_->DropGroup(id);
+  }
+  RHYTHM_ASSIGN_OR_RETURN(log_seq_, log_->AppendAndSync(records));
+  metrics_->leases_expired.Increment(static_cast<double>(lease_ids.size()));
+  return absl::OkStatus();
 }
 
 void LearnerServer::HousekeepingLoop() {
@@ -521,22 +526,12 @@ void LearnerServer::HousekeepingLoop() {
     if (!first) absl::SleepFor(absl::Milliseconds(200));
     {
       absl::MutexLock lock(&state_mu_);
-      std::vector<uint64_t> expired = leases_->ExpireStale();
-      std::vector<std::string> records;
-      for (uint64_t id : expired) {
-        v1::OutstandingLease o;
-        o.mutable_lease()->set_lease_id(id);
-        records.push_back(Record(kExpiryRecord, o));
-        assembler_->DropGroup(id);
+      const std::vector<uint64_t> expired = leases_->ExpireStale();
+      if (absl::Status s = LogExpiriesLocked(expired); !s.ok()) {
+        Fail(s);
+        return;
       }
-      if (!records.empty()) {
-        absl::StatusOr<uint64_t> seq = log_->AppendAndSync(records);
-        if (!seq.ok()) {
-          Fail(seq.status());
-          return;
-        }
-        log_seq_ = *seq;
-        metrics_->leases_expired.Increment(static_cast<double>(expired.size()));
+      if (!expired.empty()) {
         RHYTHM_LOG(Info) << "learner: " << expired.size() << " leases expired, re-issuing";
       }
     }
@@ -565,17 +560,9 @@ grpc::Status LearnerServer::Register(grpc::ServerContext*, const v1::RegisterReq
     auto it = actor_runs_.find(req->actor_id());
     if (it != actor_runs_.end() && it->second != req->run_id()) {
       // The actor restarted: whatever it was generating is gone.
-      std::vector<std::string> records;
-      for (uint64_t id : leases_->ReleaseActor(req->actor_id())) {
-        v1::OutstandingLease o;
-        o.mutable_lease()->set_lease_id(id);
-        records.push_back(Record(kExpiryRecord, o));
-        assembler_->DropGroup(id);
-      }
-      if (!records.empty()) {
-        absl::StatusOr<uint64_t> seq = log_->AppendAndSync(records);
-        if (!seq.ok()) return ToGrpc(seq.status());
-        log_seq_ = *seq;
+      if (absl::Status s = LogExpiriesLocked(leases_->ReleaseActor(req->actor_id())); !s.ok()) {
+        Fail(s);
+        return ToGrpc(s);
       }
     }
     actor_runs_[req->actor_id()] = req->run_id();

@@ -121,6 +121,10 @@ class LearnerServer final : public v1::Learner::Service {
   // Gives up a lease whose group can no longer complete (a sample was rejected): logged, its
   // partial group dropped, its prompt re-queued. Requires state_mu_.
   void ReleaseLeaseLocked(uint64_t lease_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
+  // Logs the expiry of leases already taken out of PromptLeases, drops their partial groups
+  // and counts them. An append failure is returned (the caller fails the learner).
+  absl::Status LogExpiriesLocked(const std::vector<uint64_t>& lease_ids)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
   // Stops the learner without a final checkpoint (the in-memory state cannot be trusted).
   void Fail(const absl::Status& status);
   absl::Status WriteCheckpointNow();

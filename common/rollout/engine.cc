@@ -62,6 +62,21 @@ bool EndsWithStopString(const GenerationOptions& o, const std::vector<int32_t>& 
 
 }  // namespace
 
+GenerationOptions GenerationOptionsFromConfig(const v1::GenerationConfig& g) {
+  GenerationOptions o;
+  o.sampling.temperature = g.temperature();
+  o.sampling.top_k = g.top_k();
+  o.sampling.top_p = g.top_p();
+  o.max_new_tokens = g.max_new_tokens();
+  o.stop_strings.assign(g.stop_strings().begin(), g.stop_strings().end());
+  o.tap.layers.assign(g.tap_layers().begin(), g.tap_layers().end());
+  o.tap.window = g.waad_window();
+  o.tap.band_lo = g.fai_band_lo();
+  o.tap.band_hi = g.fai_band_hi();
+  o.tap.head_quantile = g.head_quantile();
+  return o;
+}
+
 absl::StatusOr<std::vector<GeneratedSample>> GenerationEngine::Generate(
     const std::vector<std::vector<int32_t>>& prompts, const GenerationOptions& options,
     GenerationStats* stats) const {

@@ -26,6 +26,7 @@
 #include "common/model/transformer.h"
 #include "common/rollout/attention_summary.h"
 #include "common/rollout/sampler.h"
+#include "rhythm/v1/config.pb.h"
 
 namespace rhythm::common::rollout {
 
@@ -48,6 +49,10 @@ struct GenerationOptions {
   // Fed for finished sequences and left padding; never attended to.
   int32_t pad_id = 0;
 };
+
+// Sampling, length, stop strings and taps from the typed config; the caller adds what is per
+// call (samples per prompt, seed, stop ids, decode, pad id).
+GenerationOptions GenerationOptionsFromConfig(const v1::GenerationConfig& config);
 
 struct GeneratedSample {
   int64_t prompt_index = 0;
