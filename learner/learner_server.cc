@@ -618,7 +618,7 @@ grpc::Status LearnerServer::LeasePrompts(grpc::ServerContext*, const v1::LeaseRe
 }
 
 grpc::Status LearnerServer::StreamRollouts(
-    grpc::ServerContext*,
+    grpc::ServerContext* ctx,
     grpc::ServerReaderWriter<v1::RolloutStreamResponse, v1::RolloutStreamRequest>* stream) {
   v1::RolloutStreamRequest req;
   if (!stream->Read(&req) || !req.has_hello()) {
@@ -629,9 +629,12 @@ grpc::Status LearnerServer::StreamRollouts(
   // credits go out with acks while the learner's queue has room, and are owed otherwise.
   common::BoundedQueue<v1::RolloutAck> acks(1 << 16);
   std::atomic<int64_t> owed{0};
+  // Credits are enforced, not just advertised: the stream is not read past what was granted.
+  const int64_t initial = options_.config.learner().credits_per_actor();
+  std::atomic<int64_t> granted{initial};
   std::thread writer([&] {
     v1::RolloutStreamResponse first;
-    first.set_credit(static_cast<uint32_t>(options_.config.learner().credits_per_actor()));
+    first.set_credit(static_cast<uint32_t>(initial));
     stream->Write(first);
     while (true) {
       std::optional<v1::RolloutAck> ack = acks.PopWithTimeout(absl::Milliseconds(50));
@@ -645,6 +648,7 @@ grpc::Status LearnerServer::StreamRollouts(
           ++owed;
         }
         if (!stream->Write(out)) break;
+        granted += out.granted_credits();
         continue;
       }
       if (acks.closed()) break;
@@ -652,6 +656,7 @@ grpc::Status LearnerServer::StreamRollouts(
         v1::RolloutStreamResponse out;
         out.set_credit(static_cast<uint32_t>(owed.exchange(0)));
         if (!stream->Write(out)) break;
+        granted += out.credit();
       }
     }
   });
@@ -659,8 +664,18 @@ grpc::Status LearnerServer::StreamRollouts(
   // shared handle to the queue's liveness and are dropped once the stream is gone.
   auto alive = std::make_shared<std::atomic<bool>>(true);
   auto pending = std::make_shared<std::atomic<int64_t>>(0);
-  while (!stopping_.load() && stream->Read(&req)) {
+  // Back-pressure: a client is not read past the credits it was granted. Credits come back
+  // with acks (while the learner's queue has room), so a client that stops reading acks stops
+  // getting credits once its receive window is full, then stops being read, and HTTP/2 flow
+  // control blocks its writes: the learner's memory for the stream stays bounded.
+  int64_t received = 0;
+  while (!stopping_.load()) {
+    while (!stopping_.load() && !ctx->IsCancelled() && received >= granted.load()) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    if (!stream->Read(&req)) break;
     if (!req.has_rollout()) continue;
+    ++received;
     pending->fetch_add(1);
     Submit(std::move(*req.mutable_rollout()), [&acks, alive, pending](const v1::RolloutAck& a) {
       if (alive->load()) acks.TryPush(a);

@@ -299,6 +299,76 @@ TEST(LearnerProcess, IngestsValidatesTrainsAndServesWeights) {
   EXPECT_TRUE(std::filesystem::exists(run + "/checkpoints/" + name + "/model/config.json"));
 }
 
+TEST(LearnerProcess, ThrottlesAClientThatStopsReadingAcks) {
+  const std::string run = TempRunDir("throttle");
+  Learner l;
+  StartLearner(l, LearnerArgs(run), run + ".log");  // credits_per_actor = 4
+  Register(l, "actor-1", "run-1");
+  std::vector<v1::PromptLease> leases = Lease(l, "actor-1", 1);
+  ASSERT_EQ(leases.size(), 1u);
+  // A client with a small receive window (no BDP growth) that ignores credits and never reads
+  // an ack: 20 KB messages, as fast as gRPC takes them.
+  grpc::ChannelArguments small_window;
+  small_window.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  small_window.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8192);
+  auto stub = v1::Learner::NewStub(grpc::CreateCustomChannel(
+      absl::StrCat("127.0.0.1:", l.port), grpc::InsecureChannelCredentials(), small_window));
+  auto ctx = Context(60);
+  auto stream = stub->StreamRollouts(ctx.get());
+  v1::RolloutStreamRequest hello;
+  hello.mutable_hello()->set_actor_id("actor-1");
+  hello.mutable_hello()->set_run_id("run-1");
+  ASSERT_TRUE(stream->Write(hello));
+  v1::RolloutStreamRequest req;
+  *req.mutable_rollout() = MakeRollout(leases[0], 1, 0, 1.0);
+  req.mutable_rollout()->mutable_verifier()->set_detail(std::string(20000, 'x'));
+  std::atomic<int64_t> written{0};
+  std::thread flood([&] {
+    for (int i = 0; i < 20000; ++i) {
+      if (!stream->Write(req)) break;
+      ++written;
+    }
+  });
+  absl::SleepFor(absl::Seconds(3));
+  const int64_t after3 = written.load();
+  absl::SleepFor(absl::Seconds(2));
+  const int64_t after5 = written.load();
+  absl::StatusOr<std::string> m = common::ScrapeLocal(l.metrics_port);
+  ctx->TryCancel();
+  flood.join();
+  ASSERT_TRUE(m.ok()) << m.status();
+  const std::string key = "\nrhythm_learner_rollouts_received_total ";
+  const size_t at = m->find(key);
+  ASSERT_NE(at, std::string::npos);
+  const double received = std::strtod(m->c_str() + at + key.size(), nullptr);
+  EXPECT_EQ(after3, after5) << "the client's writes are blocked";
+  EXPECT_LT(after5, 20000);
+  EXPECT_GE(received, 1);
+  EXPECT_LT(received, 2000) << "the learner stops reading once the client's window is full";
+  EXPECT_EQ(l.process.Stop(SIGTERM, 30), 0) << "the throttled stream does not block shutdown";
+}
+
+TEST(LearnerProcess, LeaseOfAVanishedClientIsIssuedAgain) {
+  const std::string run = TempRunDir("reissue");
+  Learner l;
+  std::vector<std::string> args = LearnerArgs(run);
+  args.insert(args.end(), {"--set", "learner.heartbeat_timeout_s=0.5"});
+  StartLearner(l, args, run + ".log");
+  Register(l, "actor-a", "run-a");
+  std::vector<v1::PromptLease> first = Lease(l, "actor-a", 1);
+  ASSERT_EQ(first.size(), 1u);
+  // actor-a never heartbeats again; actor-b keeps heartbeating and asks for work.
+  Register(l, "actor-b", "run-b");
+  absl::SleepFor(absl::Milliseconds(1500));
+  std::vector<v1::PromptLease> second = Lease(l, "actor-b", 1);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0].prompt_id(), first[0].prompt_id()) << "the vanished client's prompt";
+  EXPECT_NE(second[0].lease_id(), first[0].lease_id()) << "under a new lease id";
+  absl::StatusOr<std::string> m = common::ScrapeLocal(l.metrics_port);
+  EXPECT_NE(m->find("rhythm_learner_leases_expired_total 1"), std::string::npos);
+  EXPECT_EQ(l.process.Stop(SIGTERM, 30), 0);
+}
+
 TEST(LearnerProcess, KillNineThenResumeLosesNothingAndTrainsNothingTwice) {
   const std::string run = TempRunDir("resume");
   Learner l;
