@@ -10,6 +10,7 @@
 #include "common/metric_builders.h"
 #include "common/model/flat_weights.h"
 #include "common/model/hf_checkpoint.h"
+#include "common/runtime.h"
 #include "common/rollout/engine.h"
 #include "common/status.h"
 #include "common/tokenizer/char_tokenizer.h"
@@ -151,8 +152,11 @@ absl::Status Actor::RegisterWithRetry() {
 }
 
 absl::Status Actor::BuildModel(const v1::RhythmConfig& c) {
+  // The device is the actor's own setting (its machine), not the learner's.
+  RHYTHM_ASSIGN_OR_RETURN(const c10::Device device,
+                          common::ResolveDevice(options_.config.runtime().device()));
   if (!c.model().path().empty()) {
-    RHYTHM_ASSIGN_OR_RETURN(model_, common::model::LoadHfModel(c.model().path()));
+    RHYTHM_ASSIGN_OR_RETURN(model_, common::model::LoadHfModel(c.model().path(), at::kFloat, device));
     RHYTHM_ASSIGN_OR_RETURN(tokenizer_, common::LoadTokenizer(c.model().path()));
   } else {
     tokenizer_ = common::CharTokenizer::CreateDefault();
@@ -161,7 +165,7 @@ absl::Status Actor::BuildModel(const v1::RhythmConfig& c) {
                     common::model::FromTinyConfig(c.model().tiny(), tokenizer_->vocab_size(),
                                                   common::CharTokenizer::kBosId,
                                                   tokenizer_->eos_id()),
-                    0));
+                    0, at::kFloat, device));
   }
   RHYTHM_ASSIGN_OR_RETURN(task_, common::tasks::CreateTask(c.task(), c.runtime().seed()));
   return absl::OkStatus();

@@ -109,8 +109,10 @@ int RunGenerate(const GenerateFlags& f, v1::RhythmConfig config) {
     return Fail("generate: give exactly one of --prompt TEXT and --prompt-ids 1,2,3");
   }
   common::InitRuntime(config.runtime());
+  absl::StatusOr<c10::Device> device = common::ResolveDevice(config.runtime().device());
+  if (!device.ok()) return Fail(std::string(device.status().message()));
   absl::StatusOr<std::unique_ptr<common::model::Transformer>> model =
-      common::model::LoadHfModel(f.model);
+      common::model::LoadHfModel(f.model, at::kFloat, *device);
   if (!model.ok()) return Fail(std::string(model.status().message()), 1);
   std::unique_ptr<common::Tokenizer> tokenizer;
   if (auto t = common::LoadTokenizer(f.model); t.ok()) tokenizer = *std::move(t);

@@ -6,7 +6,11 @@
 
 #include <string>
 
+#include "ATen/Context.h"
 #include "ATen/Parallel.h"
+#include "ATen/detail/CUDAHooksInterface.h"
+#include "absl/strings/str_cat.h"
+#include "common/torch_status.h"
 #include "absl/strings/match.h"
 #include "common/logging.h"
 #include "torch/version.h"
@@ -45,6 +49,30 @@ int CoresAvailable() {
   CPU_ZERO(&set);
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
   return 1;
+}
+
+absl::StatusOr<c10::Device> ResolveDevice(const std::string& name) {
+  absl::StatusOr<c10::Device> device = TorchTry("device", [&] { return c10::Device(name); });
+  if (!device.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("runtime.device = '", name, "' is not a device (cpu, cuda:N)"));
+  }
+  if (device->is_cpu()) return device;
+  if (!device->is_cuda()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("runtime.device = '", name, "': only cpu and cuda:N are supported"));
+  }
+  if (!at::hasCUDA()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "runtime.device = '", name,
+        "': this LibTorch was built without CUDA (build rhythm against a CUDA LibTorch)"));
+  }
+  const int gpus = at::detail::getCUDAHooks().getNumGPUs();
+  if (device->has_index() && device->index() >= gpus) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("runtime.device = '", name, "': only ", gpus, " GPUs are visible"));
+  }
+  return device;
 }
 
 std::string ClassifyBlas(const std::string& path) {

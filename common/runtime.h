@@ -9,6 +9,8 @@
 
 #include <string>
 
+#include "absl/status/statusor.h"
+#include "c10/core/Device.h"
 #include "rhythm/v1/config.pb.h"
 
 namespace rhythm::common {
@@ -32,6 +34,11 @@ RuntimeInfo InitRuntime(const v1::RuntimeConfig& config);
 
 // CPUs available to this process.
 int CoresAvailable();
+
+// runtime.device as a torch device: "cpu" or "cuda:N". INVALID_ARGUMENT for a name torch does
+// not parse; FAILED_PRECONDITION, naming the value, when this LibTorch has no CUDA (Debian's has
+// none: build against a CUDA LibTorch to generate on a GPU) or the GPU index does not exist.
+absl::StatusOr<c10::Device> ResolveDevice(const std::string& name);
 
 // Classifies a resolved BLAS library path (see RuntimeInfo::blas_kind).
 std::string ClassifyBlas(const std::string& resolved_path);

@@ -26,6 +26,20 @@ TEST(Runtime, FindsTheLoadedBlas) {
   EXPECT_EQ(info.torch_version.rfind("1.", 0), 0u) << info.torch_version;
 }
 
+TEST(Runtime, ResolvesDevicesAndRefusesWhatThisBuildCannotRun) {
+  absl::StatusOr<c10::Device> cpu = ResolveDevice("cpu");
+  ASSERT_TRUE(cpu.ok());
+  EXPECT_TRUE(cpu->is_cpu());
+  absl::StatusOr<c10::Device> bad = ResolveDevice("gpu0");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("runtime.device = 'gpu0'"), std::string::npos);
+  absl::StatusOr<c10::Device> cuda = ResolveDevice("cuda:0");
+  if (!cuda.ok()) {  // Debian's LibTorch, or a machine without that GPU
+    EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(cuda.status().message().find("runtime.device = 'cuda:0'"), std::string::npos);
+  }
+}
+
 TEST(Runtime, ClassifiesBlasAlternatives) {
   EXPECT_EQ(ClassifyBlas("/usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3"),
             "openblas-openmp");

@@ -54,6 +54,11 @@ int main(int argc, char** argv) {
 
   common::InitRuntime(config.runtime());
   RHYTHM_LOG(Info) << "rhythm-learner configuration:\n" << common::ConfigToYaml(config);
+  if (config.runtime().device() != "cpu") {
+    return Fail("runtime.device = '" + config.runtime().device() +
+                    "': the learner trains on cpu only so far (actors may generate on cuda:N)",
+                2);
+  }
   absl::StatusOr<std::unique_ptr<common::tasks::Task>> task =
       common::tasks::CreateTask(config.task(), config.runtime().seed());
   if (!task.ok()) return Fail(std::string(task.status().message()), 2);
