@@ -179,7 +179,9 @@ std::string TempRunDir(const std::string& name) {
 TEST(LearnerProcess, IngestsValidatesTrainsAndServesWeights) {
   const std::string run = TempRunDir("main");
   Learner l;
-  StartLearner(l, LearnerArgs(run), run + ".log");
+  std::vector<std::string> args = LearnerArgs(run);
+  args.insert(args.end(), {"--dump-rollouts", run + "-dump"});
+  StartLearner(l, args, run + ".log");
   v1::RegisterResponse reg = Register(l, "actor-1", "run-1");
   EXPECT_EQ(reg.current().version(), 0);
   EXPECT_EQ(reg.config().trainer().group_size(), 2);
@@ -296,6 +298,14 @@ TEST(LearnerProcess, IngestsValidatesTrainsAndServesWeights) {
   std::string name;
   std::getline(latest, name);
   EXPECT_EQ(name.rfind("ckpt-00000001-", 0), 0u) << name;
+  // --dump-rollouts wrote the trained batch in rhythm shape's format, which shape accepts.
+  const std::string dump = run + "-dump/step-00000001.jsonl";
+  ProcessResult shaped = RunProcess({BinaryPath("rhythm"), "shape", "--input", dump});
+  EXPECT_EQ(shaped.exit_code, 0) << shaped.err;
+  EXPECT_EQ(CountLines(shaped.out), 2) << "one line per trained response";
+  EXPECT_NE(shaped.err.find("2 responses shaped (coupled), 0 malformed, 1 groups"),
+            std::string::npos)
+      << shaped.err;
   EXPECT_TRUE(std::filesystem::exists(run + "/checkpoints/" + name + "/model/config.json"));
 }
 
