@@ -4,6 +4,7 @@
 
 #include "cli/generate.h"
 #include "cli/selfcheck.h"
+#include "cli/sft_eval.h"
 #include "cli/shape.h"
 #include "common/config.h"
 #include "common/flags.h"
@@ -23,6 +24,10 @@ constexpr char kCommands[] =
     "                [--max-new-tokens N] [--temperature T] [--seed S] [--samples G]\n"
     "                [--tap-layers 1,4,7] [--window 10] [--fai-band 10,100]\n"
     "                [--head-quantile 0.3] [--json] [--reference]\n"
+    "  sft         supervised warm start on the task's reference solutions:\n"
+    "              rhythm sft --out DIR [--model DIR] [--task T] [--steps 300] [--batch 32]\n"
+    "                         [--lr 0.003]\n"
+    "  eval        held-out accuracy: rhythm eval --model DIR [--task T] [--n 200] [--pass-k 1]\n"
     "  init-model  write a random tiny model with the character tokenizer:\n"
     "              rhythm init-model --out DIR [--set model.tiny.num_layers=4 ...]\n";
 
@@ -52,6 +57,8 @@ int main(int argc, char** argv) {
   rhythm::cli::RegisterShapeFlags(parser, shape_flags);
   rhythm::cli::GenerateFlags generate_flags;
   rhythm::cli::RegisterGenerateFlags(parser, generate_flags);
+  rhythm::cli::SftEvalFlags sft_eval_flags;
+  rhythm::cli::RegisterSftEvalFlags(parser, sft_eval_flags);
   std::string seed;
   parser.AddString("seed", "N", "= runtime.seed: sampling and the random credit strategy",
                    &seed);
@@ -68,6 +75,13 @@ int main(int argc, char** argv) {
   if (command == "shape") return rhythm::cli::RunShape(shape_flags, start.config);
   if (command == "generate") return rhythm::cli::RunGenerate(generate_flags, start.config);
   if (command == "init-model") return rhythm::cli::RunInitModel(generate_flags, start.config);
+  if (command == "sft") {
+    return rhythm::cli::RunSft(generate_flags.model, generate_flags.out, sft_eval_flags,
+                               start.config);
+  }
+  if (command == "eval") {
+    return rhythm::cli::RunEval(generate_flags.model, sft_eval_flags, start.config);
+  }
   if (command == "config") {
     std::cout << ConfigToYaml(start.config);
     return 0;

@@ -103,6 +103,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(common::model::Transfor
         "trainer.kl_coef = ", trainer.kl_coef(),
         ": a KL penalty needs a reference policy, which the learner does not keep yet"));
   }
+  model.SetRequiresGrad(true);
   return std::unique_ptr<Trainer>(
       new Trainer(model, trainer, credit, seed, version, sampling_temperature));
 }
@@ -115,32 +116,9 @@ Trainer::Trainer(common::model::Transformer& model, const v1::TrainerConfig& tra
       credit_(credit),
       seed_(seed),
       temperature_(temperature),
-      version_(version) {
-  model_.SetRequiresGrad(true);
-  for (const auto& [name, p] : model_.NamedParameters()) {
-    names_.push_back(name);
-    params_.push_back(p);
-    exp_avg_.push_back(at::zeros_like(p, at::kFloat));
-    exp_avg_sq_.push_back(at::zeros_like(p, at::kFloat));
-  }
-}
-
-void Trainer::AdamWStep(double lr) {
-  at::NoGradGuard no_grad;
-  ++optimizer_steps_;
-  const double b1 = config_.adam_beta1(), b2 = config_.adam_beta2(), eps = 1e-8;
-  const double c1 = 1 - std::pow(b1, optimizer_steps_), c2 = 1 - std::pow(b2, optimizer_steps_);
-  for (size_t i = 0; i < params_.size(); ++i) {
-    at::Tensor& p = params_[i];
-    if (!p.grad().defined()) continue;
-    const at::Tensor g = p.grad().to(at::kFloat);
-    exp_avg_[i].mul_(b1).add_(g, 1 - b1);
-    exp_avg_sq_[i].mul_(b2).addcmul_(g, g, 1 - b2);
-    const at::Tensor update = (exp_avg_[i] / c1) / ((exp_avg_sq_[i] / c2).sqrt() + eps);
-    if (config_.weight_decay() > 0) p.mul_(1 - lr * config_.weight_decay());
-    p.sub_((lr * update).to(p.scalar_type()));
-  }
-}
+      version_(version),
+      optimizer_(model.NamedParameters(),
+                 {trainer.adam_beta1(), trainer.adam_beta2(), 1e-8, trainer.weight_decay()}) {}
 
 absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
   const auto start = std::chrono::steady_clock::now();
@@ -234,7 +212,7 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
       const int64_t begin = n * c / chunks, end = n * (c + 1) / chunks;
       int64_t chunk_tokens = 0;
       for (int64_t i = begin; i < end; ++i) chunk_tokens += seqs[i].response_len;
-      for (at::Tensor& p : params_) p.mutable_grad() = at::Tensor();
+      optimizer_.ZeroGrad();
       for (int64_t i = begin; i < end; i += micro) {
         std::vector<Sequence*> mbs;
         int64_t mb_tokens = 0;
@@ -271,23 +249,16 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
         stats.anchor_credit_fraction += r.anchor_credit_fraction * tw;
       }
       // Global-norm clipping, then AdamW with linear warm-up.
-      double sq = 0;
-      for (const at::Tensor& p : params_) {
-        if (p.grad().defined()) sq += p.grad().to(at::kFloat).pow(2).sum().item<double>();
-      }
-      stats.grad_norm = std::sqrt(sq);
+      stats.grad_norm = optimizer_.GradNorm();
       if (config_.grad_clip() > 0 && stats.grad_norm > config_.grad_clip()) {
-        const double scale = config_.grad_clip() / (stats.grad_norm + 1e-12);
-        for (at::Tensor& p : params_) {
-          if (p.grad().defined()) p.mutable_grad().mul_(scale);
-        }
+        optimizer_.ScaleGrads(config_.grad_clip() / (stats.grad_norm + 1e-12));
       }
       const double warm = config_.warmup_steps() > 0
-                              ? std::min(1.0, static_cast<double>(optimizer_steps_ + 1) /
+                              ? std::min(1.0, static_cast<double>(optimizer_.steps() + 1) /
                                                   config_.warmup_steps())
                               : 1.0;
       stats.lr = config_.lr() * warm;
-      AdamWStep(stats.lr);
+      optimizer_.Step(stats.lr);
     }
     for (double* v : {&stats.loss, &stats.clip_fraction, &stats.mean_ratio, &stats.approx_kl,
                       &stats.preplan_token_fraction, &stats.anchor_token_fraction,
@@ -308,29 +279,11 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
   return stats;
 }
 
-common::model::TensorMap Trainer::OptimizerState() const {
-  common::model::TensorMap out;
-  for (size_t i = 0; i < names_.size(); ++i) {
-    out[names_[i] + ".exp_avg"] = exp_avg_[i];
-    out[names_[i] + ".exp_avg_sq"] = exp_avg_sq_[i];
-  }
-  return out;
-}
+common::model::TensorMap Trainer::OptimizerState() const { return optimizer_.State(); }
 
 absl::Status Trainer::RestoreOptimizerState(const common::model::TensorMap& state,
                                             int64_t optimizer_steps, int64_t version) {
-  for (size_t i = 0; i < names_.size(); ++i) {
-    for (auto [suffix, dst] : {std::pair{".exp_avg", &exp_avg_[i]},
-                               std::pair{".exp_avg_sq", &exp_avg_sq_[i]}}) {
-      auto it = state.find(names_[i] + suffix);
-      if (it == state.end() || it->second.sizes() != dst->sizes()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("optimizer state: missing or misshapen '", names_[i], suffix, "'"));
-      }
-      dst->copy_(it->second);
-    }
-  }
-  optimizer_steps_ = optimizer_steps;
+  RHYTHM_RETURN_IF_ERROR(optimizer_.Restore(state, optimizer_steps));
   version_ = version;
   return absl::OkStatus();
 }

@@ -8,8 +8,7 @@
 //          ─ for each of `mini_batches` chunks: micro-batches (forward, clipped loss, backward,
 //            gradients accumulate) ─ global-norm clip ─ AdamW (warm-up) ─ next chunk
 //          ─ version + 1
-// AdamW is written here on ATen (decoupled weight decay, bias correction) so its state is plain
-// named tensors for checkpoints and torch/optim never enters the build.
+// AdamW is common/model/adamw.h: its state is named tensors for checkpoints.
 // Not thread-safe: one trainer thread owns it and the model's parameters.
 #pragma once
 
@@ -18,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/model/adamw.h"
 #include "common/model/transformer.h"
 #include "learner/batch_assembler.h"
 #include "rhythm/v1/config.pb.h"
@@ -59,7 +59,7 @@ class Trainer {
   absl::StatusOr<StepStats> Step(const std::vector<Group>& batch);
 
   int64_t version() const { return version_; }
-  int64_t optimizer_steps() const { return optimizer_steps_; }
+  int64_t optimizer_steps() const { return optimizer_.steps(); }
 
   // AdamW moments by "<param>.exp_avg" / "<param>.exp_avg_sq", for checkpoints.
   common::model::TensorMap OptimizerState() const;
@@ -69,7 +69,6 @@ class Trainer {
  private:
   Trainer(common::model::Transformer& model, const v1::TrainerConfig& trainer,
           const v1::CreditConfig& credit, uint64_t seed, int64_t version, double temperature);
-  void AdamWStep(double lr);
 
   common::model::Transformer& model_;
   const v1::TrainerConfig config_;
@@ -79,9 +78,7 @@ class Trainer {
   // like with like (top-k / top-p filtering is not replayed).
   const double temperature_;
   int64_t version_;
-  int64_t optimizer_steps_ = 0;
-  std::vector<std::string> names_;
-  std::vector<at::Tensor> params_, exp_avg_, exp_avg_sq_;
+  common::model::AdamW optimizer_;
 };
 
 }  // namespace rhythm::learner

@@ -191,6 +191,32 @@ TEST(RhythmTool, GenerateRejectsBadArguments) {
       << missing.err;
 }
 
+TEST(RhythmTool, SftLowersTheLossThenEvalScoresTheHeldOutSet) {
+  const std::string dir = ::testing::TempDir() + "/sft_model";
+  std::filesystem::remove_all(dir);
+  ProcessResult sft = RunProcess({BinaryPath("rhythm"), "sft", "--out", dir, "--task",
+                                  "arithmetic", "--steps", "60", "--batch", "8", "--set",
+                                  "model.tiny.num_layers=2"},
+                                 300);
+  ASSERT_EQ(sft.exit_code, 0) << sft.err;
+  std::vector<double> losses;
+  std::istringstream lines(sft.out);
+  for (std::string line; std::getline(lines, line);) {
+    const size_t at = line.find(" loss ");
+    if (at != std::string::npos) losses.push_back(std::stod(line.substr(at + 6)));
+  }
+  ASSERT_GE(losses.size(), 2u) << sft.out;
+  EXPECT_LT(losses.back(), 0.8 * losses.front()) << sft.out;
+  ProcessResult eval = RunProcess({BinaryPath("rhythm"), "eval", "--model", dir, "--task",
+                                   "arithmetic", "--n", "20", "--pass-k", "2"});
+  EXPECT_EQ(eval.exit_code, 0) << eval.err;
+  EXPECT_NE(eval.out.find("arithmetic held-out n=20 pass@1 "), std::string::npos) << eval.out;
+  EXPECT_NE(eval.out.find(" pass@2 "), std::string::npos) << eval.out;
+  ProcessResult bad = RunProcess({BinaryPath("rhythm"), "eval", "--model", dir, "--n", "0"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--n '0' must be >= 1"), std::string::npos) << bad.err;
+}
+
 TEST(RhythmTool, UnknownCommandIsAnError) {
   ProcessResult r = RunProcess({BinaryPath("rhythm"), "trian"});
   EXPECT_EQ(r.exit_code, 2);

@@ -1,0 +1,236 @@
+#include "cli/sft_eval.h"
+
+#include <chrono>
+#include <iostream>
+
+#include "ATen/ATen.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/config.h"
+#include "common/model/adamw.h"
+#include "common/model/hf_checkpoint.h"
+#include "common/rollout/engine.h"
+#include "common/runtime.h"
+#include "common/tokenizer/char_tokenizer.h"
+
+namespace rhythm::cli {
+namespace {
+
+int Fail(const std::string& message, int code = 2) {
+  std::cerr << "rhythm: " << message << "\n";
+  return code;
+}
+
+struct Loaded {
+  std::unique_ptr<common::model::Transformer> model;
+  std::unique_ptr<common::Tokenizer> tokenizer;
+  std::unique_ptr<common::tasks::Task> task;
+};
+
+// The model (from `dir`, or a fresh tiny one), its tokenizer and the task.
+absl::StatusOr<Loaded> Load(const std::string& dir, const v1::RhythmConfig& config) {
+  Loaded l;
+  if (!dir.empty()) {
+    auto model = common::model::LoadHfModel(dir);
+    if (!model.ok()) return model.status();
+    l.model = *std::move(model);
+    auto tok = common::LoadTokenizer(dir);
+    if (!tok.ok()) return tok.status();
+    l.tokenizer = *std::move(tok);
+  } else {
+    l.tokenizer = common::CharTokenizer::CreateDefault();
+    auto model = common::model::Transformer::RandomInit(
+        common::model::FromTinyConfig(config.model().tiny(), l.tokenizer->vocab_size(),
+                                      common::CharTokenizer::kBosId, l.tokenizer->eos_id()),
+        config.runtime().seed());
+    if (!model.ok()) return model.status();
+    l.model = *std::move(model);
+  }
+  auto task = common::tasks::CreateTask(config.task(), config.runtime().seed());
+  if (!task.ok()) return task.status();
+  l.task = *std::move(task);
+  return l;
+}
+
+absl::Status ApplyTaskFlag(const SftEvalFlags& f, v1::RhythmConfig& config) {
+  if (f.task.empty()) return absl::OkStatus();
+  return common::ApplyOverride("task.kind=" + f.task, config);
+}
+
+}  // namespace
+
+void RegisterSftEvalFlags(common::FlagParser& parser, SftEvalFlags& f) {
+  parser.AddString("steps", "N", "sft: optimiser steps", &f.steps);
+  parser.AddString("batch", "B", "sft: problems per step", &f.batch);
+  parser.AddString("lr", "LR", "sft: AdamW learning rate", &f.lr);
+  parser.AddString("task", "T", "sft, eval: countdown | arithmetic | jsonl (= task.kind)",
+                   &f.task);
+  parser.AddString("n", "N", "eval: held-out problems to score", &f.n);
+  parser.AddString("pass-k", "K", "eval: samples per problem for pass@k", &f.k);
+}
+
+absl::StatusOr<EvalResult> EvaluateHeldOut(const common::model::Transformer& model,
+                                           const common::Tokenizer& tokenizer,
+                                           const common::tasks::Task& task, int64_t n, int64_t k,
+                                           const v1::RhythmConfig& config) {
+  n = std::min<int64_t>(n, static_cast<int64_t>(task.heldout_size()));
+  EvalResult r;
+  r.problems = n;
+  int64_t pass1 = 0, passk = 0;
+  constexpr int64_t kBatch = 32;
+  for (int64_t start = 0; start < n; start += kBatch) {
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<common::tasks::Problem> problems;
+    for (int64_t i = start; i < std::min(n, start + kBatch); ++i) {
+      problems.push_back(task.HeldOutProblem(static_cast<uint64_t>(i)));
+      auto ids = tokenizer.Encode(problems.back().prompt);
+      if (!ids.ok()) return ids.status();
+      prompts.push_back(*std::move(ids));
+    }
+    common::rollout::GenerationOptions o =
+        common::rollout::GenerationOptionsFromConfig(config.generation());
+    o.taps = false;
+    o.stop_token_ids = {tokenizer.eos_id()};
+    o.pad_id = tokenizer.pad_id();
+    o.stop_strings.clear();
+    auto score = [&](const common::rollout::GenerationOptions& opts,
+                     std::vector<bool>* correct) -> absl::Status {
+      auto samples = common::rollout::GenerationEngine(model).Generate(prompts, opts);
+      if (!samples.ok()) return samples.status();
+      for (const auto& s : *samples) {
+        std::vector<int32_t> body = s.response_ids;
+        if (!body.empty() && body.back() == tokenizer.eos_id()) body.pop_back();
+        const std::string text = tokenizer.Decode(body).value_or("");
+        if (task.Verify(problems[s.prompt_index].answer, text).correct()) {
+          (*correct)[s.prompt_index] = true;
+        }
+      }
+      return absl::OkStatus();
+    };
+    o.sampling.temperature = 0;
+    std::vector<bool> greedy(prompts.size(), false);
+    if (absl::Status s = score(o, &greedy); !s.ok()) return s;
+    std::vector<bool> any = greedy;
+    if (k > 1) {
+      common::rollout::GenerationOptions sampled = o;
+      sampled.sampling.temperature = config.generation().temperature();
+      sampled.samples_per_prompt = k;
+      sampled.seed = config.runtime().seed() + static_cast<uint64_t>(start);
+      any.assign(prompts.size(), false);
+      if (absl::Status s = score(sampled, &any); !s.ok()) return s;
+    }
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      pass1 += greedy[i];
+      passk += any[i];
+    }
+  }
+  r.pass1 = n > 0 ? static_cast<double>(pass1) / n : 0;
+  r.passk = n > 0 ? static_cast<double>(passk) / n : 0;
+  return r;
+}
+
+int RunEval(const std::string& model_dir, const SftEvalFlags& f, v1::RhythmConfig config) {
+  if (model_dir.empty()) return Fail("eval: --model DIR is required");
+  if (absl::Status s = ApplyTaskFlag(f, config); !s.ok()) return Fail(std::string(s.message()));
+  int64_t n = 0, k = 0;
+  if (!absl::SimpleAtoi(f.n, &n) || n < 1) return Fail("eval: --n '" + f.n + "' must be >= 1");
+  if (!absl::SimpleAtoi(f.k, &k) || k < 1) return Fail("eval: --pass-k '" + f.k + "' must be >= 1");
+  common::InitRuntime(config.runtime());
+  absl::StatusOr<Loaded> l = Load(model_dir, config);
+  if (!l.ok()) return Fail(std::string(l.status().message()), 1);
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<EvalResult> r = EvaluateHeldOut(*l->model, *l->tokenizer, *l->task, n, k, config);
+  if (!r.ok()) return Fail(std::string(r.status().message()), 1);
+  std::cout << absl::StrFormat(
+      "rhythm eval: %s held-out n=%d pass@1 %.1f%%%s (%.1f s)\n", l->task->name(), r->problems,
+      100 * r->pass1, k > 1 ? absl::StrFormat(" pass@%d %.1f%%", k, 100 * r->passk) : "",
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return 0;
+}
+
+int RunSft(const std::string& model_dir, const std::string& out_dir, const SftEvalFlags& f,
+           v1::RhythmConfig config) {
+  if (out_dir.empty()) return Fail("sft: --out DIR is required");
+  if (absl::Status s = ApplyTaskFlag(f, config); !s.ok()) return Fail(std::string(s.message()));
+  int64_t steps = 0, batch = 0;
+  double lr = 0;
+  if (!absl::SimpleAtoi(f.steps, &steps) || steps < 1) {
+    return Fail("sft: --steps '" + f.steps + "' must be >= 1");
+  }
+  if (!absl::SimpleAtoi(f.batch, &batch) || batch < 1) {
+    return Fail("sft: --batch '" + f.batch + "' must be >= 1");
+  }
+  if (!absl::SimpleAtod(f.lr, &lr) || !(lr > 0)) return Fail("sft: --lr '" + f.lr + "' must be > 0");
+  common::InitRuntime(config.runtime());
+  absl::StatusOr<Loaded> l = Load(model_dir, config);
+  if (!l.ok()) return Fail(std::string(l.status().message()), 1);
+  common::model::Transformer& model = *l->model;
+  model.SetRequiresGrad(true);
+  common::model::AdamW opt(model.NamedParameters(), {});
+  const auto start = std::chrono::steady_clock::now();
+  double avg = 0;
+  for (int64_t step = 0; step < steps; ++step) {
+    // Prompt + reference + EOS; the loss covers the answer only.
+    std::vector<std::vector<int64_t>> seqs;
+    std::vector<int64_t> answer_start;
+    int64_t len = 0;
+    for (int64_t i = 0; i < batch; ++i) {
+      const auto p = l->task->TrainProblem(static_cast<uint64_t>(step * batch + i));
+      auto prompt = l->tokenizer->Encode(p.prompt);
+      auto answer = l->tokenizer->Encode(p.reference_solution);
+      if (!prompt.ok() || !answer.ok() || prompt->empty()) continue;
+      std::vector<int64_t> ids(prompt->begin(), prompt->end());
+      answer_start.push_back(static_cast<int64_t>(ids.size()));
+      ids.insert(ids.end(), answer->begin(), answer->end());
+      ids.push_back(l->tokenizer->eos_id());
+      len = std::max<int64_t>(len, ids.size());
+      seqs.push_back(std::move(ids));
+    }
+    const int64_t b = static_cast<int64_t>(seqs.size());
+    std::vector<int64_t> ids(b * len, l->tokenizer->pad_id()), targets(b * len, -100);
+    std::vector<float> mask(b * len, 0.f);
+    for (int64_t i = 0; i < b; ++i) {
+      for (size_t t = 0; t < seqs[i].size(); ++t) {
+        ids[i * len + t] = seqs[i][t];
+        mask[i * len + t] = 1.f;
+        // Position t predicts token t+1; only answer tokens are targets.
+        if (static_cast<int64_t>(t) + 1 >= answer_start[i] && t + 1 < seqs[i].size()) {
+          targets[i * len + t] = seqs[i][t + 1];
+        }
+      }
+    }
+    opt.ZeroGrad();
+    auto out = model.Forward(at::tensor(ids, at::kLong).view({b, len}),
+                             at::tensor(mask).view({b, len}));
+    if (!out.ok()) return Fail(std::string(out.status().message()), 1);
+    const at::Tensor loss =
+        at::cross_entropy_loss(out->logits.view({b * len, -1}), at::tensor(targets, at::kLong),
+                               {}, at::Reduction::Mean, /*ignore_index=*/-100);
+    loss.backward();
+    const double norm = opt.GradNorm();
+    if (norm > 1.0) opt.ScaleGrads(1.0 / norm);
+    opt.Step(lr * std::min(1.0, (step + 1) / 20.0));
+    avg = step == 0 ? loss.item<double>() : 0.9 * avg + 0.1 * loss.item<double>();
+    if (step == 0 || (step + 1) % 50 == 0 || step + 1 == steps) {
+      std::cout << absl::StrFormat("rhythm sft: step %d/%d loss %.4f (%.0f s)\n", step + 1, steps,
+                                   avg,
+                                   std::chrono::duration<double>(
+                                       std::chrono::steady_clock::now() - start)
+                                       .count())
+                << std::flush;
+    }
+  }
+  model.SetRequiresGrad(false);
+  common::model::ExportOptions eo;
+  eo.overwrite = true;
+  const common::Tokenizer* tok = l->tokenizer.get();
+  eo.write_extra_files = [tok](const std::string& dir) { return tok->Save(dir); };
+  if (absl::Status s = common::model::ExportHfModel(model, out_dir, eo); !s.ok()) {
+    return Fail(std::string(s.message()), 1);
+  }
+  std::cout << "rhythm sft: wrote " << out_dir << "\n";
+  return 0;
+}
+
+}  // namespace rhythm::cli

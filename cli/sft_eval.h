@@ -1,0 +1,47 @@
+// `rhythm sft`: supervised warm start of a tiny model on a task's reference solutions, so that
+// reinforcement learning starts from a model that sometimes succeeds.
+// `rhythm eval`: accuracy of a model on the task's held-out problems (never trained on):
+// greedy pass@1, and pass@k from k samples at the configured temperature.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/flags.h"
+#include "common/model/transformer.h"
+#include "common/tasks/task.h"
+#include "common/tokenizer/tokenizer.h"
+#include "rhythm/v1/config.pb.h"
+
+namespace rhythm::cli {
+
+struct SftEvalFlags {
+  std::string steps = "300";
+  std::string batch = "32";
+  std::string lr = "0.003";
+  std::string task;  // = task.kind
+  std::string n = "200";
+  std::string k = "1";
+};
+
+// Registers --steps, --batch, --lr (sft), --task, --n, --pass-k (eval; --task for both). --model and
+// --out come from the generate flags.
+void RegisterSftEvalFlags(common::FlagParser& parser, SftEvalFlags& flags);
+
+struct EvalResult {
+  int64_t problems = 0;
+  double pass1 = 0;   // greedy
+  double passk = 0;   // at least one of k samples correct (k = 1: same as pass1)
+};
+
+// Greedy (and, for k > 1, sampled) generation on held-out problems [0, n) in batches.
+absl::StatusOr<EvalResult> EvaluateHeldOut(const common::model::Transformer& model,
+                                           const common::Tokenizer& tokenizer,
+                                           const common::tasks::Task& task, int64_t n, int64_t k,
+                                           const v1::RhythmConfig& config);
+
+int RunSft(const std::string& model_dir, const std::string& out_dir, const SftEvalFlags& flags,
+           v1::RhythmConfig config);
+int RunEval(const std::string& model_dir, const SftEvalFlags& flags, v1::RhythmConfig config);
+
+}  // namespace rhythm::cli
