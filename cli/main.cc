@@ -5,6 +5,7 @@
 #include "cli/generate.h"
 #include "cli/selfcheck.h"
 #include "cli/sft_eval.h"
+#include "cli/train.h"
 #include "cli/shape.h"
 #include "common/config.h"
 #include "common/flags.h"
@@ -24,6 +25,9 @@ constexpr char kCommands[] =
     "                [--max-new-tokens N] [--temperature T] [--seed S] [--samples G]\n"
     "                [--tap-layers 1,4,7] [--window 10] [--fai-band 10,100]\n"
     "                [--head-quantile 0.3] [--json] [--reference]\n"
+    "  train       the one-command local cluster: warm start, learner + actors, report:\n"
+    "              rhythm train [--task arithmetic] [--actors 2] [--strategy coupled]\n"
+    "                           [--steps 100] [--out DIR] [--model DIR] [--sft-steps 1000]\n"
     "  sft         supervised warm start on the task's reference solutions:\n"
     "              rhythm sft --out DIR [--model DIR] [--task T] [--steps 300] [--batch 32]\n"
     "                         [--lr 0.003]\n"
@@ -59,6 +63,8 @@ int main(int argc, char** argv) {
   rhythm::cli::RegisterGenerateFlags(parser, generate_flags);
   rhythm::cli::SftEvalFlags sft_eval_flags;
   rhythm::cli::RegisterSftEvalFlags(parser, sft_eval_flags);
+  rhythm::cli::TrainFlags train_flags;
+  rhythm::cli::RegisterTrainFlags(parser, train_flags);
   std::string seed;
   parser.AddString("seed", "N", "= runtime.seed: sampling and the random credit strategy",
                    &seed);
@@ -78,6 +84,10 @@ int main(int argc, char** argv) {
   if (command == "sft") {
     return rhythm::cli::RunSft(generate_flags.model, generate_flags.out, sft_eval_flags,
                                start.config);
+  }
+  if (command == "train") {
+    return rhythm::cli::RunTrain(train_flags, sft_eval_flags, generate_flags.model,
+                                 generate_flags.out, shape_flags.strategy, start.config);
   }
   if (command == "eval") {
     return rhythm::cli::RunEval(generate_flags.model, sft_eval_flags, start.config);

@@ -12,6 +12,7 @@
 #include "common/model/hf_checkpoint.h"
 #include "common/rollout/engine.h"
 #include "common/runtime.h"
+#include "common/status.h"
 #include "common/tokenizer/char_tokenizer.h"
 
 namespace rhythm::cli {
@@ -153,9 +154,9 @@ int RunSft(const std::string& model_dir, const std::string& out_dir, const SftEv
            v1::RhythmConfig config) {
   if (out_dir.empty()) return Fail("sft: --out DIR is required");
   if (absl::Status s = ApplyTaskFlag(f, config); !s.ok()) return Fail(std::string(s.message()));
-  int64_t steps = 0, batch = 0;
+  int64_t steps = 300, batch = 0;
   double lr = 0;
-  if (!absl::SimpleAtoi(f.steps, &steps) || steps < 1) {
+  if (!f.steps.empty() && (!absl::SimpleAtoi(f.steps, &steps) || steps < 1)) {
     return Fail("sft: --steps '" + f.steps + "' must be >= 1");
   }
   if (!absl::SimpleAtoi(f.batch, &batch) || batch < 1) {
@@ -163,9 +164,16 @@ int RunSft(const std::string& model_dir, const std::string& out_dir, const SftEv
   }
   if (!absl::SimpleAtod(f.lr, &lr) || !(lr > 0)) return Fail("sft: --lr '" + f.lr + "' must be > 0");
   common::InitRuntime(config.runtime());
-  absl::StatusOr<Loaded> l = Load(model_dir, config);
-  if (!l.ok()) return Fail(std::string(l.status().message()), 1);
-  common::model::Transformer& model = *l->model;
+  absl::Status s = Sft(model_dir, out_dir, steps, batch, lr, config, std::cout);
+  if (!s.ok()) return Fail(std::string(s.message()), 1);
+  std::cout << "rhythm sft: wrote " << out_dir << "\n";
+  return 0;
+}
+
+absl::Status Sft(const std::string& model_dir, const std::string& out_dir, int64_t steps,
+                 int64_t batch, double lr, const v1::RhythmConfig& config, std::ostream& log) {
+  RHYTHM_ASSIGN_OR_RETURN(Loaded l, Load(model_dir, config));
+  common::model::Transformer& model = *l.model;
   model.SetRequiresGrad(true);
   common::model::AdamW opt(model.NamedParameters(), {});
   const auto start = std::chrono::steady_clock::now();
@@ -176,19 +184,19 @@ int RunSft(const std::string& model_dir, const std::string& out_dir, const SftEv
     std::vector<int64_t> answer_start;
     int64_t len = 0;
     for (int64_t i = 0; i < batch; ++i) {
-      const auto p = l->task->TrainProblem(static_cast<uint64_t>(step * batch + i));
-      auto prompt = l->tokenizer->Encode(p.prompt);
-      auto answer = l->tokenizer->Encode(p.reference_solution);
+      const auto p = l.task->TrainProblem(static_cast<uint64_t>(step * batch + i));
+      auto prompt = l.tokenizer->Encode(p.prompt);
+      auto answer = l.tokenizer->Encode(p.reference_solution);
       if (!prompt.ok() || !answer.ok() || prompt->empty()) continue;
       std::vector<int64_t> ids(prompt->begin(), prompt->end());
       answer_start.push_back(static_cast<int64_t>(ids.size()));
       ids.insert(ids.end(), answer->begin(), answer->end());
-      ids.push_back(l->tokenizer->eos_id());
+      ids.push_back(l.tokenizer->eos_id());
       len = std::max<int64_t>(len, ids.size());
       seqs.push_back(std::move(ids));
     }
     const int64_t b = static_cast<int64_t>(seqs.size());
-    std::vector<int64_t> ids(b * len, l->tokenizer->pad_id()), targets(b * len, -100);
+    std::vector<int64_t> ids(b * len, l.tokenizer->pad_id()), targets(b * len, -100);
     std::vector<float> mask(b * len, 0.f);
     for (int64_t i = 0; i < b; ++i) {
       for (size_t t = 0; t < seqs[i].size(); ++t) {
@@ -201,11 +209,11 @@ int RunSft(const std::string& model_dir, const std::string& out_dir, const SftEv
       }
     }
     opt.ZeroGrad();
-    auto out = model.Forward(at::tensor(ids, at::kLong).view({b, len}),
-                             at::tensor(mask).view({b, len}));
-    if (!out.ok()) return Fail(std::string(out.status().message()), 1);
+    RHYTHM_ASSIGN_OR_RETURN(common::model::ForwardOutput out,
+                            model.Forward(at::tensor(ids, at::kLong).view({b, len}),
+                                          at::tensor(mask).view({b, len})));
     const at::Tensor loss =
-        at::cross_entropy_loss(out->logits.view({b * len, -1}), at::tensor(targets, at::kLong),
+        at::cross_entropy_loss(out.logits.view({b * len, -1}), at::tensor(targets, at::kLong),
                                {}, at::Reduction::Mean, /*ignore_index=*/-100);
     loss.backward();
     const double norm = opt.GradNorm();
@@ -213,24 +221,18 @@ int RunSft(const std::string& model_dir, const std::string& out_dir, const SftEv
     opt.Step(lr * std::min(1.0, (step + 1) / 20.0));
     avg = step == 0 ? loss.item<double>() : 0.9 * avg + 0.1 * loss.item<double>();
     if (step == 0 || (step + 1) % 50 == 0 || step + 1 == steps) {
-      std::cout << absl::StrFormat("rhythm sft: step %d/%d loss %.4f (%.0f s)\n", step + 1, steps,
-                                   avg,
-                                   std::chrono::duration<double>(
-                                       std::chrono::steady_clock::now() - start)
-                                       .count())
-                << std::flush;
+      log << absl::StrFormat(
+                 "rhythm sft: step %d/%d loss %.4f (%.0f s)\n", step + 1, steps, avg,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count())
+          << std::flush;
     }
   }
   model.SetRequiresGrad(false);
   common::model::ExportOptions eo;
   eo.overwrite = true;
-  const common::Tokenizer* tok = l->tokenizer.get();
+  const common::Tokenizer* tok = l.tokenizer.get();
   eo.write_extra_files = [tok](const std::string& dir) { return tok->Save(dir); };
-  if (absl::Status s = common::model::ExportHfModel(model, out_dir, eo); !s.ok()) {
-    return Fail(std::string(s.message()), 1);
-  }
-  std::cout << "rhythm sft: wrote " << out_dir << "\n";
-  return 0;
+  return common::model::ExportHfModel(model, out_dir, eo);
 }
 
 }  // namespace rhythm::cli

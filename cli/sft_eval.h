@@ -4,6 +4,7 @@
 // greedy pass@1, and pass@k from k samples at the configured temperature.
 #pragma once
 
+#include <iosfwd>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -16,7 +17,7 @@
 namespace rhythm::cli {
 
 struct SftEvalFlags {
-  std::string steps = "300";
+  std::string steps;  // sft: default 300; train: RL steps, default 100
   std::string batch = "32";
   std::string lr = "0.003";
   std::string task;  // = task.kind
@@ -39,6 +40,10 @@ absl::StatusOr<EvalResult> EvaluateHeldOut(const common::model::Transformer& mod
                                            const common::Tokenizer& tokenizer,
                                            const common::tasks::Task& task, int64_t n, int64_t k,
                                            const v1::RhythmConfig& config);
+
+// Supervised warm start; progress lines go to `log`.
+absl::Status Sft(const std::string& model_dir, const std::string& out_dir, int64_t steps,
+                 int64_t batch, double lr, const v1::RhythmConfig& config, std::ostream& log);
 
 int RunSft(const std::string& model_dir, const std::string& out_dir, const SftEvalFlags& flags,
            v1::RhythmConfig config);

@@ -400,6 +400,10 @@ void LearnerServer::DumpBatch(const std::vector<Group>& batch, int64_t step) {
           std::vector<float>(r.behaviour_logprobs().begin(), r.behaviour_logprobs().end());
       j["rollout_id"] = r.rollout_id();
       j["actor_id"] = r.actor_id();
+      j["prompt_ids"] = std::vector<uint32_t>(r.prompt_token_ids().begin(),
+                                              r.prompt_token_ids().end());
+      j["response_ids"] = std::vector<uint32_t>(r.response_token_ids().begin(),
+                                                r.response_token_ids().end());
       out << j.dump() << "\n";
     }
   }

@@ -1,42 +1,16 @@
-// Running rhythm's real binaries from integration tests: spawn (posix_spawn, never fork after
-// threads exist), capture stdout and stderr, wait with a deadline.
+// Integration-test helpers: where the built binaries are, and line counting. Processes are
+// run with common/subprocess.h.
 #pragma once
 
 #include <string>
-#include <vector>
+
+#include "common/subprocess.h"
 
 namespace rhythm::testing {
 
-struct ProcessResult {
-  // Exit status, or 128 + signal when killed by a signal, or -1 when it could not start.
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-// Runs argv[0] (a path) with the given arguments and waits for it; kills it after
-// `timeout_seconds`.
-ProcessResult RunProcess(const std::vector<std::string>& argv, double timeout_seconds = 60);
-
-// A child process running in the background, its stdout readable line by line and its stderr
-// going to a file. The destructor kills it (SIGKILL) if still running. Not thread-safe.
-class ChildProcess {
- public:
-  // Starts argv[0] with the arguments; false if it could not be spawned.
-  bool Start(const std::vector<std::string>& argv, const std::string& stderr_path);
-  ~ChildProcess();
-  // The next line of stdout (without the newline), or "" after `timeout_seconds` / EOF.
-  std::string ReadLine(double timeout_seconds);
-  // Sends `signal`, waits up to `timeout_seconds` for exit, returns the exit code (128 + signal
-  // when killed by one; -1 if it did not exit in time).
-  int Stop(int signal, double timeout_seconds);
-  int pid() const { return pid_; }
-
- private:
-  int pid_ = -1;
-  int out_fd_ = -1;
-  std::string buffer_;
-};
+using common::ChildProcess;
+using common::ProcessResult;
+using common::RunProcess;
 
 // Path of a rhythm binary in the build tree ($RHYTHM_BIN_DIR, set by CTest).
 std::string BinaryPath(const std::string& name);

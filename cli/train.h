@@ -1,0 +1,31 @@
+// `rhythm train`: the one-command local cluster.
+//
+//   resolved config ─ (no model.path) rhythm sft on the task's reference solutions ─ eval
+//   ─ rhythm-learner + N rhythm-actor child processes on localhost (posix_spawn), supervised:
+//     a crashed actor is restarted, a crashed learner stops the run
+//   ─ progress line from the learner's /metrics; metrics.csv; Ctrl-C stops everything
+//   ─ at the end: eval of the final checkpoint, the Hugging Face export and report.html
+// Run directory (--out, default runs/train-<time>): config.yaml, sft/, run/ (the learner's
+// checkpoints and rollout log), dump/ (trained batches), final/ (HF export), metrics.csv,
+// report.html.
+#pragma once
+
+#include <string>
+
+#include "cli/sft_eval.h"
+#include "rhythm/v1/config.pb.h"
+
+namespace rhythm::cli {
+
+struct TrainFlags {
+  std::string actors = "2";
+  std::string sft_steps = "1000";
+};
+
+void RegisterTrainFlags(common::FlagParser& parser, TrainFlags& flags);
+
+// `model_dir` (--model) skips the supervised stage; `strategy` is --strategy (may be empty).
+int RunTrain(const TrainFlags& flags, const SftEvalFlags& sft_flags, const std::string& model_dir,
+             const std::string& out_dir, const std::string& strategy, v1::RhythmConfig config);
+
+}  // namespace rhythm::cli

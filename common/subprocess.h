@@ -1,0 +1,46 @@
+// Child processes: run one to completion capturing its output (RunProcess), or keep one running
+// in the background and read its stdout line by line (ChildProcess). posix_spawn only: fork
+// after OpenMP or gRPC threads exist is unsafe (../shared/design/TOOLCHAIN.md §10). Used by
+// `rhythm train` to supervise the learner and actors, and by the integration tests.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace rhythm::common {
+
+struct ProcessResult {
+  // Exit status, or 128 + signal when killed by a signal, or -1 when it could not start.
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs argv[0] (a path) with the given arguments and waits for it; kills it after
+// `timeout_seconds`.
+ProcessResult RunProcess(const std::vector<std::string>& argv, double timeout_seconds = 60);
+
+// A child process running in the background, its stdout readable line by line and its stderr
+// going to a file. The destructor kills it (SIGKILL) if still running. Not thread-safe.
+class ChildProcess {
+ public:
+  // Starts argv[0] with the arguments; false if it could not be spawned.
+  bool Start(const std::vector<std::string>& argv, const std::string& stderr_path);
+  ~ChildProcess();
+  // The next line of stdout (without the newline), or "" after `timeout_seconds` / EOF.
+  std::string ReadLine(double timeout_seconds);
+  // Sends `signal`, waits up to `timeout_seconds` for exit, returns the exit code (128 + signal
+  // when killed by one; -1 if it did not exit in time).
+  int Stop(int signal, double timeout_seconds);
+  int pid() const { return pid_; }
+  // Forgets the child after the caller reaped it itself (waitpid), so nothing signals a pid
+  // that may have been reused.
+  void Detach() { pid_ = -1; }
+
+ private:
+  int pid_ = -1;
+  int out_fd_ = -1;
+  std::string buffer_;
+};
+
+}  // namespace rhythm::common
