@@ -53,11 +53,11 @@ std::string BinaryDir() {
 void ApplyTrainDefaults(v1::RhythmConfig& c) {
   if (!c.task().has_kind()) c.mutable_task()->set_kind(v1::TASK_KIND_ARITHMETIC);
   auto* t = c.mutable_trainer();
-  if (!t->has_lr()) t->set_lr(2e-4);
+  if (!t->has_lr()) t->set_lr(5e-5);
   if (!t->has_group_size()) t->set_group_size(8);
-  if (!t->has_batch_groups()) t->set_batch_groups(4);
+  if (!t->has_batch_groups()) t->set_batch_groups(8);
   if (!t->has_micro_batch_size()) t->set_micro_batch_size(32);
-  if (!t->has_steps()) t->set_steps(100);
+  if (!t->has_steps()) t->set_steps(200);
   auto* g = c.mutable_generation();
   if (!g->has_max_new_tokens()) g->set_max_new_tokens(8);
   // Responses are a few tokens long: a paper-sized FAI band would leave FAI undefined.
@@ -257,7 +257,7 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
     start_model = out + "/sft";
     std::cout << "rhythm train: supervised warm start (" << sft_steps << " steps) -> "
               << start_model << std::endl;
-    if (absl::Status s = Sft("", start_model, std::max<int64_t>(sft_steps, 1), 32, 3e-3, config,
+    if (absl::Status s = Sft("", start_model, std::max<int64_t>(sft_steps, 1), 32, 2e-3, config,
                              std::cout);
         !s.ok()) {
       return Fail(std::string(s.message()));
@@ -317,6 +317,7 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
          "staleness,preplan_credit,anchor_credit\n";
   std::vector<Row> rows;
   const int64_t target = config.trainer().steps();
+  const double rl_start = elapsed();
   const bool tty = isatty(STDOUT_FILENO);
   int restarts = 0;
   bool learner_died = false;
@@ -358,7 +359,7 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
                              r.version, r.seconds, r.reward, r.accuracy, r.loss, r.clip, r.kl,
                              r.entropy, r.tokens_per_second, r.staleness, r.preplan, r.anchor)
           << std::flush;
-      const double per_step = r.seconds / std::max<int64_t>(1, version);
+      const double per_step = (r.seconds - rl_start) / std::max<int64_t>(1, version);
       const double eta = per_step * std::max<int64_t>(0, target - version);
       std::cout << absl::StrFormat(
                        "%sstep %d/%d  version %d  reward %.3f  acc %.3f  loss %.4f  kl %.5f  "
