@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/utf8.h"
 
 namespace rhythm::common::tasks::internal {
 
@@ -55,37 +56,6 @@ uint64_t ProblemId(uint64_t fingerprint, Split split, uint64_t index) {
   return (h & ~kHeldOutIdBit) | (split == Split::kHeldOut ? kHeldOutIdBit : 0);
 }
 
-namespace {
-
-// Length of the valid UTF-8 sequence starting at s[i], or 0 if none starts there.
-size_t ValidSequenceLength(absl::string_view s, size_t i) {
-  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char c = byte(i);
-  if (c < 0x80) return 1;
-  size_t len;
-  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) {
-    len = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    if (c == 0xE0) lo = 0xA0;  // no overlong forms
-    if (c == 0xED) hi = 0x9F;  // no surrogates
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    if (c == 0xF0) lo = 0x90;  // no overlong forms
-    if (c == 0xF4) hi = 0x8F;  // nothing above U+10FFFF
-  } else {
-    return 0;
-  }
-  if (i + len > s.size()) return 0;
-  if (byte(i + 1) < lo || byte(i + 1) > hi) return 0;
-  for (size_t k = 2; k < len; ++k) {
-    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
-  }
-  return len;
-}
-
-}  // namespace
 
 std::string SanitizeUtf8(absl::string_view text, size_t max_bytes) {
   static constexpr absl::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
@@ -94,7 +64,8 @@ std::string SanitizeUtf8(absl::string_view text, size_t max_bytes) {
   out.reserve(std::min(text.size(), max_bytes) + kEllipsis.size());
   size_t i = 0;
   while (i < text.size()) {
-    const size_t len = ValidSequenceLength(text, i);
+    int subpart = 0;
+    const size_t len = static_cast<size_t>(Utf8SequenceAt(text, i, &subpart));
     const absl::string_view piece = len == 0 ? kReplacement : text.substr(i, len);
     if (out.size() + piece.size() > max_bytes) {
       out.append(kEllipsis.data(), kEllipsis.size());
