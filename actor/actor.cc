@@ -14,6 +14,7 @@
 #include "common/rollout/engine.h"
 #include "common/status.h"
 #include "common/tokenizer/char_tokenizer.h"
+#include "common/weights/communicator.h"
 #include "grpcpp/grpcpp.h"
 #include "common/fp16.h"
 #include "prometheus/counter.h"
@@ -85,10 +86,11 @@ struct ActorMetrics {
   prometheus::Histogram& verification_seconds;
 };
 
-Actor::Actor(v1::Learner::Stub& stub, Options options)
-    : stub_(stub), options_(std::move(options)) {
+Actor::Actor(v1::Learner::Stub& stub, v1::Weights::Stub& weights, Options options)
+    : stub_(stub), weights_stub_(weights), options_(std::move(options)) {
   if (!options_.registry) options_.registry = std::make_shared<prometheus::Registry>();
   metrics_ = std::make_unique<ActorMetrics>(*options_.registry);
+  weight_metrics_ = std::make_unique<common::weights::ActorWeightMetrics>(*options_.registry);
   const v1::ActorConfig& a = options_.config.actor();
   RolloutStreamer::Options so;
   so.actor_id = options_.actor_id;
@@ -113,6 +115,11 @@ Actor::Actor(v1::Learner::Stub& stub, Options options)
 
 Actor::~Actor() {
   stop_ = true;
+  {
+    absl::MutexLock lock(&group_mu_);
+    if (member_) member_->Stop();
+  }
+  if (group_thread_.joinable()) group_thread_.join();
   if (heartbeat_.joinable()) heartbeat_.join();
   streamer_->Close();
 }
@@ -171,46 +178,76 @@ absl::Status Actor::BuildModel(const v1::RhythmConfig& c) {
   return absl::OkStatus();
 }
 
-absl::Status Actor::FetchWeights(const v1::WeightVersion& v) {
+absl::Status Actor::FetchLatestOverGrpc() {
   const auto start = std::chrono::steady_clock::now();
-  std::string buffer(v.total_bytes(), '\0');
-  uint32_t next = 0;
-  int attempts = 0;
-  while (next < v.num_chunks()) {
-    if (++attempts > 20) {
-      return absl::UnavailableError(absl::StrCat("weights: version ", v.version(),
-                                                 " did not arrive after 20 attempts"));
-    }
-    v1::FetchWeightsRequest req;
-    req.set_version(v.version());
-    req.set_first_chunk(next);  // resume where the last attempt stopped
-    auto ctx = Context(120);
-    auto reader = stub_.FetchWeights(ctx.get(), req);
-    v1::WeightChunk chunk;
-    while (reader->Read(&chunk)) {
-      if (chunk.index() != next || chunk.offset() + chunk.data().size() > buffer.size() ||
-          common::Crc32c(chunk.data()) != chunk.crc32c()) {
-        RHYTHM_LOG(Warning) << "actor: weights chunk " << chunk.index()
-                            << " is corrupt or out of order; fetching it again";
-        ctx->TryCancel();
-        break;
-      }
-      std::memcpy(buffer.data() + chunk.offset(), chunk.data().data(), chunk.data().size());
-      ++next;
-    }
-    const grpc::Status s = reader->Finish();
-    if (s.error_code() == grpc::StatusCode::NOT_FOUND) return FromGrpc(s, "weights");
+  // The announcement (tensors, chunks, checksum) comes from WatchVersions' first message.
+  v1::WatchVersionsRequest wreq;
+  wreq.set_actor_id(options_.actor_id);
+  auto ctx = Context(10);
+  auto watch = weights_stub_.WatchVersions(ctx.get(), wreq);
+  v1::WeightVersion announced;
+  const bool got = watch->Read(&announced);
+  ctx->TryCancel();
+  watch->Finish();
+  if (!got) return absl::UnavailableError("weights: no version announcement");
+  common::weights::FetchOptions fo;
+  fo.streams = options_.config.transport().fetch_streams();
+  fo.metrics = weight_metrics_.get();
+  RHYTHM_ASSIGN_OR_RETURN(std::string bytes,
+                          common::weights::FetchOverGrpc(weights_stub_, announced, fo));
+  const v1::TransportKind kind = options_.config.transport().kind();
+  if (kind == v1::TRANSPORT_KIND_GLOO || kind == v1::TRANSPORT_KIND_NCCL) {
+    weight_metrics_->sync.fallbacks.Increment();
   }
-  if (common::Crc32c(buffer) != v.crc32c()) {
-    return absl::DataLossError(absl::StrCat("weights: version ", v.version(), " checksum mismatch"));
-  }
+  return ApplyWeights(announced, bytes, start);
+}
+
+absl::Status Actor::ApplyWeights(const v1::WeightVersion& v, const std::string& bytes,
+                                 std::chrono::steady_clock::time_point pause_start) {
   RHYTHM_RETURN_IF_ERROR(common::model::ApplyFlatWeights(
-      {v.tensors().begin(), v.tensors().end()}, buffer, v.wire_dtype(), *model_));
+      {v.tensors().begin(), v.tensors().end()}, bytes, v.wire_dtype(), *model_));
   version_ = v.version();
-  metrics_->weight_swap_seconds.Observe(Since(start));
+  metrics_->weight_swap_seconds.Observe(Since(pause_start));
+  weight_metrics_->pause_seconds.Observe(Since(pause_start));
   metrics_->policy_version.Set(static_cast<double>(v.version()));
   RHYTHM_LOG(Info) << "actor: now generating with version " << v.version();
   return absl::OkStatus();
+}
+
+void Actor::GroupLoop() {
+  const v1::TransportConfig& t = options_.config.transport();
+  common::weights::CollectiveOptions co;
+  co.host = t.collective_host();
+  common::Backoff backoff({absl::Seconds(1), absl::Seconds(10), 2.0, 0.5},
+                          options_.config.runtime().seed() + 7);
+  while (!stop_.load()) {
+    auto factory = common::weights::NewCommunicatorFactory(t.kind(), co);
+    if (!factory.ok()) {
+      RHYTHM_LOG(Warning) << "actor: cannot use the " << common::weights::TransportName(t.kind())
+                          << " weight group, using gRPC: " << factory.status();
+      return;
+    }
+    {
+      absl::MutexLock lock(&group_mu_);
+      if (stop_.load()) return;
+      member_ = std::make_unique<common::weights::GroupMember>(
+          &weights_stub_, options_.actor_id, std::move(*factory), weight_metrics_.get());
+    }
+    in_group_ = true;
+    absl::Status s = member_->Run([this](common::weights::ReceivedVersion r) {
+      absl::MutexLock lock(&group_mu_);
+      received_ = std::make_unique<common::weights::ReceivedVersion>(std::move(r));
+    });
+    in_group_ = false;
+    if (s.code() == absl::StatusCode::kFailedPrecondition) {
+      RHYTHM_LOG(Warning) << "actor: " << s.message() << "; using gRPC";
+      return;
+    }
+    if (stop_.load()) return;
+    const absl::Duration wait = backoff.Next();
+    RHYTHM_LOG(Warning) << "actor: " << s << "; using gRPC, joining again in " << wait;
+    absl::SleepFor(wait);
+  }
 }
 
 void Actor::HeartbeatLoop() {
@@ -331,6 +368,10 @@ absl::Status Actor::Run() {
   RHYTHM_RETURN_IF_ERROR(RegisterWithRetry());
   RHYTHM_RETURN_IF_ERROR(BuildModel(learner_config_));
   heartbeat_ = std::thread([this] { HeartbeatLoop(); });
+  const v1::TransportKind kind = options_.config.transport().kind();
+  if (kind == v1::TRANSPORT_KIND_GLOO || kind == v1::TRANSPORT_KIND_NCCL) {
+    group_thread_ = std::thread([this] { GroupLoop(); });
+  }
   common::Backoff backoff({absl::Seconds(options_.config.actor().backoff_initial_s()),
                            absl::Seconds(options_.config.actor().backoff_max_s()), 2.0, 0.5},
                           options_.config.runtime().seed() + 1);
@@ -342,18 +383,18 @@ absl::Status Actor::Run() {
       }
     }
     // Weights change only here, between batches.
-    if (latest_version_.load() != version_.load()) {
-      // The announcement (tensors, chunks, checksum) comes from the learner's WatchVersions.
-      v1::WatchVersionsRequest wreq;
-      wreq.set_actor_id(options_.actor_id);
-      auto ctx = Context(10);
-      auto watch = stub_.WatchVersions(ctx.get(), wreq);
-      v1::WeightVersion announced;
-      const bool got = watch->Read(&announced);
-      ctx->TryCancel();
-      watch->Finish();
-      absl::Status s = got ? FetchWeights(announced)
-                           : absl::UnavailableError("weights: no version announcement");
+    std::unique_ptr<common::weights::ReceivedVersion> received;
+    {
+      absl::MutexLock lock(&group_mu_);
+      received = std::move(received_);
+    }
+    if (received && received->announcement.version() != version_.load()) {
+      absl::Status s = ApplyWeights(received->announcement, received->bytes,
+                                    std::chrono::steady_clock::now());
+      if (s.code() == absl::StatusCode::kInvalidArgument) return s;  // model does not fit
+    } else if (latest_version_.load() != version_.load() &&
+               (!in_group_.load() || version_.load() < 0)) {
+      absl::Status s = FetchLatestOverGrpc();
       if (!s.ok()) {
         if (s.code() == absl::StatusCode::kInvalidArgument) return s;  // model does not fit
         RHYTHM_LOG(Warning) << "actor: " << s;

@@ -5,24 +5,34 @@
 //             each (attention summaries on) ─ verify ─ rollouts ─▶ RolloutSink (the streamer)
 //
 // Every rollout records the version that generated all its tokens (weights never change inside
-// a batch). A heartbeat thread keeps the leases alive and learns the newest version. Stop()
+// a batch). A heartbeat thread keeps the leases alive and learns the newest version. Weights
+// arrive over gRPC (common/weights FetchOverGrpc) or, with transport.kind gloo or nccl, from
+// the learner's broadcast group, received on a background thread into a staging buffer so
+// generation only pauses for the swap; an actor that cannot join the group uses gRPC. Stop()
 // (SIGTERM) ends the loop after the current batch. Thread-safety: Run on one thread; Stop and
 // the accessors from any.
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "actor/rollout_streamer.h"
 #include "common/clock.h"
 #include "common/model/transformer.h"
 #include "common/tasks/task.h"
 #include "common/tokenizer/tokenizer.h"
+#include "common/weights/weight_client.h"
+#include "common/weights/weight_metrics.h"
 #include "prometheus/registry.h"
 #include "rhythm/v1/config.pb.h"
 #include "rhythm/v1/learner_service.grpc.pb.h"
+#include "rhythm/v1/weights.grpc.pb.h"
 
 namespace rhythm::actor {
 
@@ -38,8 +48,8 @@ class Actor {
     std::string run_id;
     std::shared_ptr<prometheus::Registry> registry;
   };
-  // `stub` must outlive the actor.
-  Actor(v1::Learner::Stub& stub, Options options);
+  // The stubs (on one channel to the learner) must outlive the actor.
+  Actor(v1::Learner::Stub& stub, v1::Weights::Stub& weights, Options options);
   ~Actor();
 
   // Registers (retrying while the learner is unreachable), then runs the loop until Stop().
@@ -57,13 +67,27 @@ class Actor {
   absl::Status RegisterWithRetry();
   absl::Status Register();
   absl::Status BuildModel(const v1::RhythmConfig& learner_config);
-  absl::Status FetchWeights(const v1::WeightVersion& version);
+  // Fetches the newest announced version over gRPC and swaps it in.
+  absl::Status FetchLatestOverGrpc();
+  // Swaps `bytes` in as the model's weights (between batches).
+  absl::Status ApplyWeights(const v1::WeightVersion& version, const std::string& bytes,
+                            std::chrono::steady_clock::time_point pause_start);
+  // The broadcast group membership loop (background thread; only for gloo / nccl).
+  void GroupLoop();
   absl::Status GenerateBatch();
   void HeartbeatLoop();
 
   v1::Learner::Stub& stub_;
+  v1::Weights::Stub& weights_stub_;
   Options options_;
   std::unique_ptr<ActorMetrics> metrics_;
+  std::unique_ptr<common::weights::ActorWeightMetrics> weight_metrics_;
+  // Group membership: the newest version received by broadcast, not yet swapped in.
+  std::thread group_thread_;
+  absl::Mutex group_mu_;
+  std::unique_ptr<common::weights::GroupMember> member_ ABSL_GUARDED_BY(group_mu_);
+  std::unique_ptr<common::weights::ReceivedVersion> received_ ABSL_GUARDED_BY(group_mu_);
+  std::atomic<bool> in_group_{false};
   v1::RhythmConfig learner_config_;
   std::unique_ptr<common::model::Transformer> model_;
   std::unique_ptr<common::Tokenizer> tokenizer_;

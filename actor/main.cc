@@ -74,7 +74,8 @@ int main(int argc, char** argv) {
   auto channel = grpc::CreateCustomChannel(config.actor().learner_address(),
                                            grpc::InsecureChannelCredentials(), args);
   auto stub = v1::Learner::NewStub(channel);
-  actor::Actor a(*stub, {config, actor_id, RandomRunId(), registry});
+  auto weights = v1::Weights::NewStub(channel);
+  actor::Actor a(*stub, *weights, {config, actor_id, RandomRunId(), registry});
   g_actor = &a;
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);

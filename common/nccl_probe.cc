@@ -6,29 +6,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/cuda_status.h"
 
 namespace rhythm::common {
-namespace {
-
-// Every CUDA and NCCL call is checked and reported with the call site.
-#define RHYTHM_CUDA_CHECK(expr)                                                               \
-  do {                                                                                        \
-    cudaError_t e_ = (expr);                                                                  \
-    if (e_ != cudaSuccess) {                                                                  \
-      return absl::InternalError(                                                             \
-          absl::StrCat(__FILE__, ":", __LINE__, ": ", #expr, ": ", cudaGetErrorString(e_)));  \
-    }                                                                                         \
-  } while (0)
-#define RHYTHM_NCCL_CHECK(expr)                                                               \
-  do {                                                                                        \
-    ncclResult_t r_ = (expr);                                                                 \
-    if (r_ != ncclSuccess) {                                                                  \
-      return absl::InternalError(                                                             \
-          absl::StrCat(__FILE__, ":", __LINE__, ": ", #expr, ": ", ncclGetErrorString(r_)));  \
-    }                                                                                         \
-  } while (0)
-
-}  // namespace
 
 absl::StatusOr<NcclInfo> ProbeNccl() {
   NcclInfo info;

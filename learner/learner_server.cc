@@ -77,6 +77,7 @@ absl::StatusOr<std::unique_ptr<LearnerServer>> LearnerServer::Create(
 absl::Status LearnerServer::Init() {
   const v1::RhythmConfig& c = options_.config;
   metrics_ = std::make_unique<LearnerMetrics>(*options_.registry);
+  RHYTHM_RETURN_IF_ERROR(InitWeightTransport());
   const std::string run_dir = c.learner().run_dir();
   std::error_code ec;
   std::filesystem::create_directories(run_dir, ec);
@@ -173,6 +174,39 @@ absl::Status LearnerServer::Init() {
   return absl::OkStatus();
 }
 
+absl::Status LearnerServer::InitWeightTransport() {
+  const v1::TransportConfig& t = options_.config.transport();
+  weight_metrics_ = std::make_unique<common::weights::LearnerWeightMetrics>(*options_.registry);
+  versions_ = std::make_unique<common::weights::VersionStore>(
+      options_.config.learner().keep_versions(), static_cast<uint32_t>(t.chunk_bytes()),
+      static_cast<uint64_t>(t.bucket_bytes()));
+  if (t.kind() == v1::TRANSPORT_KIND_GLOO || t.kind() == v1::TRANSPORT_KIND_NCCL) {
+    common::weights::CollectiveOptions co;
+    co.host = t.collective_host();
+    co.store_port = t.store_port();
+    co.host_rendezvous = true;
+    absl::StatusOr<std::unique_ptr<common::weights::CommunicatorFactory>> factory =
+        common::weights::NewCommunicatorFactory(t.kind(), co);
+    if (!factory.ok()) {
+      // Actors still get every version over gRPC.
+      RHYTHM_LOG(Warning) << "learner: no broadcast group, weights go over gRPC only: "
+                          << factory.status();
+    } else {
+      common::weights::WeightGroupHostOptions go;
+      go.timeout = absl::Seconds(t.collective_timeout_s());
+      go.metrics = weight_metrics_.get();
+      group_ = std::make_unique<common::weights::WeightGroupHost>(versions_.get(),
+                                                                  std::move(*factory), go);
+    }
+  }
+  common::weights::WeightServiceOptions so;
+  so.store = versions_.get();
+  so.group = group_.get();
+  so.metrics = weight_metrics_.get();
+  weight_service_ = std::make_unique<common::weights::WeightService>(std::move(so));
+  return absl::OkStatus();
+}
+
 absl::Status LearnerServer::Start() {
   const v1::LearnerConfig& lc = options_.config.learner();
   grpc::ServerBuilder builder;
@@ -185,10 +219,12 @@ absl::Status LearnerServer::Start() {
                                          std::numeric_limits<int>::max())));
   builder.SetMaxSendMessageSize(lc.max_message_bytes());
   builder.RegisterService(this);
+  builder.RegisterService(weight_service_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) {
     return absl::UnavailableError(absl::StrCat("learner: cannot listen on '", lc.address(), "'"));
   }
+  if (group_) group_->Start();
   threads_.emplace_back([this] { IngestLoop(); });
   threads_.emplace_back([this] { TrainLoop(); });
   threads_.emplace_back([this] { HousekeepingLoop(); });
@@ -207,6 +243,9 @@ absl::Status LearnerServer::Shutdown() {
     shut_down_ = true;
   }
   stopping_ = true;
+  if (weight_service_) weight_service_->Stop();
+  if (versions_) versions_->Close();
+  if (group_) group_->Stop();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   ingest_queue_.Close();
   if (assembler_) assembler_->Close();
@@ -349,32 +388,11 @@ void LearnerServer::IngestLoop() {
 
 void LearnerServer::PublishWeights() {
   const auto start = std::chrono::steady_clock::now();
-  const v1::TransportConfig& t = options_.config.transport();
-  common::model::FlatWeights flat = common::model::FlattenWeights(*model_, t.wire_dtype());
-  auto pub = std::make_shared<PublishedWeights>();
-  pub->chunk_bytes = t.chunk_bytes();
-  v1::WeightVersion& a = pub->announcement;
-  a.set_version(version_.load());
-  a.set_total_bytes(flat.bytes.size());
-  a.set_wire_dtype(flat.dtype);
-  for (v1::TensorSpec& spec : flat.tensors) *a.add_tensors() = std::move(spec);
-  a.mutable_source()->set_transport(v1::TRANSPORT_KIND_GRPC);
-  a.mutable_source()->set_rank(-1);
-  a.set_crc32c(common::Crc32c(flat.bytes));
-  for (size_t off = 0; off < flat.bytes.size(); off += pub->chunk_bytes) {
-    const size_t len = std::min<size_t>(pub->chunk_bytes, flat.bytes.size() - off);
-    pub->chunk_crc.push_back(common::Crc32c(flat.bytes.data() + off, len));
-  }
-  a.set_num_chunks(static_cast<uint32_t>(pub->chunk_crc.size()));
-  pub->bytes = std::move(flat.bytes);
-  metrics_->weight_publish_bytes.Increment(static_cast<double>(pub->bytes.size()));
-  {
-    absl::MutexLock lock(&weights_mu_);
-    weights_[a.version()] = pub;
-    while (static_cast<int>(weights_.size()) > options_.config.learner().keep_versions()) {
-      weights_.erase(weights_.begin());
-    }
-  }
+  common::model::FlatWeights flat =
+      common::model::FlattenWeights(*model_, options_.config.transport().wire_dtype());
+  const uint64_t bytes = flat.bytes.size();
+  versions_->Publish(version_.load(), std::move(flat.tensors), std::move(flat.bytes), flat.dtype);
+  metrics_->weight_publish_bytes.Increment(static_cast<double>(bytes));
   metrics_->weight_publish_seconds.Observe(Seconds(start));
 }
 
@@ -574,10 +592,7 @@ grpc::Status LearnerServer::Register(grpc::ServerContext*, const v1::RegisterReq
   }
   leases_->Heartbeat(req->actor_id());
   *resp->mutable_config() = options_.config;
-  {
-    absl::MutexLock lock(&weights_mu_);
-    *resp->mutable_current() = weights_.rbegin()->second->announcement;
-  }
+  *resp->mutable_current() = versions_->Latest()->announcement;
   resp->set_learner_session(session_);
   return grpc::Status::OK;
 }
@@ -692,52 +707,6 @@ grpc::Status LearnerServer::StreamRollouts(
   alive->store(false);
   acks.Close();
   writer.join();
-  return grpc::Status::OK;
-}
-
-grpc::Status LearnerServer::WatchVersions(grpc::ServerContext* ctx,
-                                          const v1::WatchVersionsRequest*,
-                                          grpc::ServerWriter<v1::WeightVersion>* writer) {
-  int64_t sent = -1;
-  while (!ctx->IsCancelled() && !stopping_.load()) {
-    std::shared_ptr<const PublishedWeights> latest;
-    {
-      absl::MutexLock lock(&weights_mu_);
-      latest = weights_.rbegin()->second;
-    }
-    if (latest->announcement.version() > sent) {
-      if (!writer->Write(latest->announcement)) break;
-      sent = latest->announcement.version();
-    }
-    absl::SleepFor(absl::Milliseconds(100));
-  }
-  return grpc::Status::OK;
-}
-
-grpc::Status LearnerServer::FetchWeights(grpc::ServerContext* ctx,
-                                         const v1::FetchWeightsRequest* req,
-                                         grpc::ServerWriter<v1::WeightChunk>* writer) {
-  std::shared_ptr<const PublishedWeights> w;
-  {
-    absl::MutexLock lock(&weights_mu_);
-    auto it = weights_.find(req->version());
-    if (it == weights_.end()) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                          absl::StrCat("version ", req->version(), " is not kept; newest is ",
-                                       weights_.rbegin()->first));
-    }
-    w = it->second;
-  }
-  for (uint32_t i = req->first_chunk(); i < w->chunk_crc.size() && !ctx->IsCancelled(); ++i) {
-    const uint64_t off = static_cast<uint64_t>(i) * w->chunk_bytes;
-    v1::WeightChunk chunk;
-    chunk.set_version(w->announcement.version());
-    chunk.set_index(i);
-    chunk.set_offset(off);
-    chunk.set_data(w->bytes.substr(off, std::min<uint64_t>(w->chunk_bytes, w->bytes.size() - off)));
-    chunk.set_crc32c(w->chunk_crc[i]);
-    if (!writer->Write(chunk)) break;
-  }
   return grpc::Status::OK;
 }
 

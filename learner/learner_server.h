@@ -8,7 +8,8 @@
 //   trainer thread: NextBatch ─ Trainer.Step ─ publish version (flat weights, chunks)
 //                   ─ checkpoint every N steps (then trim the log)
 //   housekeeping thread: lease expiry, gauges
-//   gRPC: Register, Heartbeat, LeasePrompts, StreamRollouts, WatchVersions, FetchWeights
+//   gRPC: Register, Heartbeat, LeasePrompts, StreamRollouts; and the Weights service
+//   (common/weights: gRPC chunks, or a Gloo/NCCL broadcast group per transport.kind)
 //
 // Exactly-once: a rollout is acked only once durable; an id seen before is acked with
 // duplicate = true and dropped; a restart (Create with resume) restores the last checkpoint and
@@ -28,6 +29,10 @@
 #include "common/bounded_queue.h"
 #include "common/clock.h"
 #include "common/model/transformer.h"
+#include "common/weights/version_store.h"
+#include "common/weights/weight_group.h"
+#include "common/weights/weight_metrics.h"
+#include "common/weights/weight_service.h"
 #include "learner/batch_assembler.h"
 #include "learner/learner_metrics.h"
 #include "learner/prompt_leases.h"
@@ -41,14 +46,6 @@ class Server;
 }
 
 namespace rhythm::learner {
-
-// A published policy version, chunked for FetchWeights.
-struct PublishedWeights {
-  v1::WeightVersion announcement;
-  std::string bytes;
-  int64_t chunk_bytes = 0;
-  std::vector<uint32_t> chunk_crc;
-};
 
 struct LearnerServerOptions {
   v1::RhythmConfig config;
@@ -96,10 +93,6 @@ class LearnerServer final : public v1::Learner::Service {
   grpc::Status StreamRollouts(
       grpc::ServerContext*,
       grpc::ServerReaderWriter<v1::RolloutStreamResponse, v1::RolloutStreamRequest>*) override;
-  grpc::Status WatchVersions(grpc::ServerContext*, const v1::WatchVersionsRequest*,
-                             grpc::ServerWriter<v1::WeightVersion>*) override;
-  grpc::Status FetchWeights(grpc::ServerContext*, const v1::FetchWeightsRequest*,
-                            grpc::ServerWriter<v1::WeightChunk>*) override;
 
  private:
   struct Pending {
@@ -109,6 +102,7 @@ class LearnerServer final : public v1::Learner::Service {
   };
   explicit LearnerServer(LearnerServerOptions options);
   absl::Status Init();
+  absl::Status InitWeightTransport();
   void IngestLoop();
   void TrainLoop();
   void HousekeepingLoop();
@@ -160,8 +154,12 @@ class LearnerServer final : public v1::Learner::Service {
   uint64_t log_seq_ ABSL_GUARDED_BY(state_mu_) = 0;
   std::map<std::string, std::string> actor_runs_ ABSL_GUARDED_BY(state_mu_);
 
-  mutable absl::Mutex weights_mu_;
-  std::map<int64_t, std::shared_ptr<const PublishedWeights>> weights_ ABSL_GUARDED_BY(weights_mu_);
+  // Weight transport: every version lands in the store; the service serves it over gRPC and,
+  // with a collective transport.kind, the group host broadcasts it.
+  std::unique_ptr<common::weights::LearnerWeightMetrics> weight_metrics_;
+  std::unique_ptr<common::weights::VersionStore> versions_;
+  std::unique_ptr<common::weights::WeightGroupHost> group_;
+  std::unique_ptr<common::weights::WeightService> weight_service_;
 
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;

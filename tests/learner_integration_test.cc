@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "learner/rollout_validation.h"
 #include "rhythm/v1/learner_service.grpc.pb.h"
+#include "rhythm/v1/weights.grpc.pb.h"
 #include "tests/subprocess.h"
 
 namespace rhythm::testing {
@@ -24,6 +25,7 @@ struct Learner {
   int port = 0;
   int metrics_port = 0;
   std::unique_ptr<v1::Learner::Stub> stub;
+  std::unique_ptr<v1::Weights::Stub> weights;
 };
 
 std::vector<std::string> LearnerArgs(const std::string& run_dir) {
@@ -51,8 +53,10 @@ void StartLearner(Learner& l, std::vector<std::string> args, const std::string& 
   ASSERT_EQ(parts.size(), 6u) << "unexpected first line: '" << line << "'";
   l.port = std::stoi(parts[3]);
   l.metrics_port = std::stoi(parts[5]);
-  l.stub = v1::Learner::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", l.port),
-                                                    grpc::InsecureChannelCredentials()));
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", l.port),
+                                     grpc::InsecureChannelCredentials());
+  l.stub = v1::Learner::NewStub(channel);
+  l.weights = v1::Weights::NewStub(channel);
 }
 
 std::unique_ptr<grpc::ClientContext> Context(double seconds = 30) {
@@ -252,7 +256,7 @@ TEST(LearnerProcess, IngestsValidatesTrainsAndServesWeights) {
   v1::FetchWeightsRequest fetch;
   fetch.set_version(1);
   auto ctx = Context();
-  auto reader = l.stub->FetchWeights(ctx.get(), fetch);
+  auto reader = l.weights->FetchWeights(ctx.get(), fetch);
   v1::WeightChunk chunk;
   uint64_t bytes = 0;
   int chunks = 0;
@@ -267,7 +271,7 @@ TEST(LearnerProcess, IngestsValidatesTrainsAndServesWeights) {
   EXPECT_GE(chunks, 1);
   fetch.set_version(42);
   auto ctx2 = Context();
-  auto missing = l.stub->FetchWeights(ctx2.get(), fetch);
+  auto missing = l.weights->FetchWeights(ctx2.get(), fetch);
   while (missing->Read(&chunk)) {
   }
   EXPECT_EQ(missing->Finish().error_code(), grpc::StatusCode::NOT_FOUND);

@@ -10,7 +10,7 @@
 
 #include "absl/status/status.h"
 #include "common/model/transformer.h"
-#include "rhythm/v1/learner_service.pb.h"
+#include "rhythm/v1/weights.pb.h"
 
 namespace rhythm::common::model {
 

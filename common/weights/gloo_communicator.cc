@@ -1,0 +1,146 @@
+#include "common/weights/gloo_communicator.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <utility>
+#include <vector>
+
+#include "ATen/ATen.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "torch/csrc/distributed/c10d/PrefixStore.hpp"
+#include "torch/csrc/distributed/c10d/ProcessGroupGloo.hpp"
+#include "torch/csrc/distributed/c10d/TCPStore.hpp"
+
+namespace rhythm::common::weights {
+namespace {
+
+std::chrono::milliseconds Millis(absl::Duration d) {
+  return std::chrono::milliseconds(std::max<int64_t>(1, absl::ToInt64Milliseconds(d)));
+}
+
+std::string LocalHostName() {
+  char name[256] = {0};
+  if (gethostname(name, sizeof(name) - 1) != 0) return "127.0.0.1";
+  return name;
+}
+
+class GlooCommunicator final : public Communicator {
+ public:
+  GlooCommunicator(c10::intrusive_ptr<c10d::ProcessGroupGloo> pg, int rank, int world,
+                   absl::Duration timeout)
+      : pg_(std::move(pg)), rank_(rank), world_(world), timeout_(timeout) {}
+
+  absl::Status Broadcast(void* data, size_t size) override {
+    if (aborted_) return absl::UnavailableError("gloo: the group was aborted");
+    try {
+      std::vector<at::Tensor> tensors{
+          at::from_blob(data, {static_cast<int64_t>(size)}, at::TensorOptions(at::kByte))};
+      c10d::BroadcastOptions opts;
+      opts.rootRank = 0;
+      opts.timeout = Millis(timeout_);
+      pg_->broadcast(tensors, opts)->wait(Millis(timeout_));
+      return absl::OkStatus();
+    } catch (const std::exception& e) {
+      aborted_ = true;
+      return absl::UnavailableError(absl::StrCat("gloo: broadcast of ", size, " bytes failed (rank ",
+                                                 rank_, " of ", world_, "): ", e.what()));
+    }
+  }
+  void Abort() override { aborted_ = true; }
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_; }
+
+ private:
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
+  const int rank_, world_;
+  const absl::Duration timeout_;
+  bool aborted_ = false;
+};
+
+class GlooFactory final : public CommunicatorFactory {
+ public:
+  explicit GlooFactory(CollectiveOptions options) : options_(std::move(options)) {}
+
+  absl::Status Init() {
+    if (!options_.host_rendezvous) return absl::OkStatus();
+    try {
+      c10d::TCPStoreOptions o;
+      o.port = static_cast<uint16_t>(options_.store_port);
+      o.isServer = true;
+      o.waitWorkers = false;
+      o.timeout = std::chrono::seconds(30);
+      server_ = c10::make_intrusive<c10d::TCPStore>(AdvertisedHost(), o);
+      return absl::OkStatus();
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat("gloo: cannot start the rendezvous store on port ",
+                                                 options_.store_port, ": ", e.what()));
+    }
+  }
+
+  v1::TransportKind kind() const override { return v1::TRANSPORT_KIND_GLOO; }
+
+  absl::StatusOr<std::string> NewRendezvous(int64_t group_id) override {
+    if (!server_) return absl::FailedPreconditionError("gloo: this process hosts no store");
+    return absl::StrCat(AdvertisedHost(), ":", server_->getPort(), "/group-", group_id);
+  }
+
+  absl::StatusOr<std::unique_ptr<Communicator>> Connect(const std::string& rendezvous, int rank,
+                                                       int world_size,
+                                                       absl::Duration timeout) override {
+    const size_t slash = rendezvous.find('/');
+    const size_t colon = rendezvous.rfind(':', slash);
+    int port = 0;
+    if (slash == std::string::npos || colon == std::string::npos ||
+        !absl::SimpleAtoi(rendezvous.substr(colon + 1, slash - colon - 1), &port)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("gloo: malformed rendezvous '", rendezvous, "'"));
+    }
+    try {
+      c10::intrusive_ptr<c10d::Store> base;
+      if (server_ && rank == 0) {
+        base = server_;
+      } else {
+        c10d::TCPStoreOptions o;
+        o.port = static_cast<uint16_t>(port);
+        o.isServer = false;
+        o.timeout = Millis(timeout);
+        base = c10::make_intrusive<c10d::TCPStore>(rendezvous.substr(0, colon), o);
+      }
+      base->setTimeout(Millis(timeout));
+      auto store = c10::make_intrusive<c10d::PrefixStore>(rendezvous.substr(slash + 1), base);
+      auto opts = c10d::ProcessGroupGloo::Options::create(Millis(timeout));
+      opts->devices.push_back(
+          options_.host.empty()
+              ? c10d::ProcessGroupGloo::createDefaultDevice()
+              : c10d::ProcessGroupGloo::createDeviceForHostname(options_.host));
+      opts->threads = 1;
+      auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, opts);
+      return std::unique_ptr<Communicator>(
+          new GlooCommunicator(std::move(pg), rank, world_size, timeout));
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat("gloo: rank ", rank, " of ", world_size,
+                                                 " could not join '", rendezvous, "': ", e.what()));
+    }
+  }
+
+ private:
+  std::string AdvertisedHost() const {
+    return options_.host.empty() ? LocalHostName() : options_.host;
+  }
+
+  CollectiveOptions options_;
+  c10::intrusive_ptr<c10d::TCPStore> server_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CommunicatorFactory>> NewGlooFactory(
+    const CollectiveOptions& options) {
+  auto f = std::make_unique<GlooFactory>(options);
+  if (absl::Status s = f->Init(); !s.ok()) return s;
+  return std::unique_ptr<CommunicatorFactory>(std::move(f));
+}
+
+}  // namespace rhythm::common::weights

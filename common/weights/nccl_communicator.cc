@@ -1,0 +1,159 @@
+#include "common/weights/nccl_communicator.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <cstring>
+#include <functional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/cuda_status.h"
+#include "common/status.h"
+#include "common/nccl_probe.h"
+
+namespace rhythm::common::weights {
+namespace {
+
+// Polls the communicator until its pending operation completes (`done` returns true), it
+// reports an error, or `deadline` passes; aborts it in the last two cases.
+absl::Status AwaitNccl(ncclComm_t comm, absl::Time deadline, const std::function<bool()>& done,
+                       const char* what) {
+  while (true) {
+    ncclResult_t async = ncclSuccess;
+    if (ncclCommGetAsyncError(comm, &async) != ncclSuccess ||
+        (async != ncclSuccess && async != ncclInProgress)) {
+      ncclCommAbort(comm);
+      return absl::UnavailableError(
+          absl::StrCat("nccl: ", what, " failed: ", ncclGetErrorString(async)));
+    }
+    if (async == ncclSuccess && done()) return absl::OkStatus();
+    if (absl::Now() > deadline) {
+      ncclCommAbort(comm);
+      return absl::DeadlineExceededError(absl::StrCat("nccl: ", what, " timed out"));
+    }
+    absl::SleepFor(absl::Microseconds(200));
+  }
+}
+
+class NcclCommunicator final : public Communicator {
+ public:
+  NcclCommunicator(ncclComm_t comm, int device, int rank, int world, absl::Duration timeout)
+      : comm_(comm), device_(device), rank_(rank), world_(world), timeout_(timeout) {}
+
+  ~NcclCommunicator() override {
+    cudaSetDevice(device_);
+    if (buffer_ != nullptr) cudaFree(buffer_);
+    if (event_ != nullptr) cudaEventDestroy(event_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    if (comm_ != nullptr) aborted_ ? ncclCommAbort(comm_) : ncclCommDestroy(comm_);
+  }
+
+  absl::Status Broadcast(void* data, size_t size) override {
+    if (aborted_) return absl::UnavailableError("nccl: the communicator was aborted");
+    absl::Status s = BroadcastImpl(data, size);
+    if (!s.ok()) aborted_ = true;  // AwaitNccl aborted it, or a CUDA call failed
+    return s;
+  }
+  void Abort() override {
+    if (!aborted_ && comm_ != nullptr) ncclCommAbort(comm_);
+    comm_ = nullptr;
+    aborted_ = true;
+  }
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_; }
+
+ private:
+  absl::Status BroadcastImpl(void* data, size_t size) {
+    RHYTHM_CUDA_CHECK(cudaSetDevice(device_));
+    if (stream_ == nullptr) {
+      RHYTHM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+      RHYTHM_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
+    }
+    if (size > capacity_) {
+      if (buffer_ != nullptr) RHYTHM_CUDA_CHECK(cudaFree(buffer_));
+      buffer_ = nullptr;
+      RHYTHM_CUDA_CHECK(cudaMalloc(&buffer_, size));
+      capacity_ = size;
+    }
+    if (rank_ == 0) {
+      RHYTHM_CUDA_CHECK(cudaMemcpyAsync(buffer_, data, size, cudaMemcpyHostToDevice, stream_));
+    }
+    RHYTHM_NCCL_CHECK(ncclBroadcast(buffer_, buffer_, size, ncclUint8, 0, comm_, stream_));
+    RHYTHM_CUDA_CHECK(cudaEventRecord(event_, stream_));
+    cudaEvent_t ev = event_;
+    RHYTHM_RETURN_IF_ERROR(AwaitNccl(comm_, absl::Now() + timeout_,
+                                          [ev] { return cudaEventQuery(ev) == cudaSuccess; },
+                                          "broadcast"));
+    if (rank_ != 0) {
+      RHYTHM_CUDA_CHECK(cudaMemcpyAsync(data, buffer_, size, cudaMemcpyDeviceToHost, stream_));
+      RHYTHM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
+    return absl::OkStatus();
+  }
+
+  ncclComm_t comm_;
+  const int device_, rank_, world_;
+  const absl::Duration timeout_;
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t event_ = nullptr;
+  void* buffer_ = nullptr;
+  size_t capacity_ = 0;
+  bool aborted_ = false;
+};
+
+class NcclFactory final : public CommunicatorFactory {
+ public:
+  explicit NcclFactory(CollectiveOptions options) : options_(std::move(options)) {}
+  v1::TransportKind kind() const override { return v1::TRANSPORT_KIND_NCCL; }
+
+  absl::StatusOr<std::string> NewRendezvous(int64_t) override {
+    ncclUniqueId id;
+    ncclResult_t r = ncclGetUniqueId(&id);
+    if (r != ncclSuccess) {
+      return absl::UnavailableError(
+          absl::StrCat("nccl: ncclGetUniqueId: ", ncclGetErrorString(r)));
+    }
+    return std::string(id.internal, sizeof(id.internal));
+  }
+
+  absl::StatusOr<std::unique_ptr<Communicator>> Connect(const std::string& rendezvous, int rank,
+                                                       int world_size,
+                                                       absl::Duration timeout) override {
+    ncclUniqueId id;
+    if (rendezvous.size() != sizeof(id.internal)) {
+      return absl::InvalidArgumentError(absl::StrCat("nccl: rendezvous has ", rendezvous.size(),
+                                                     " bytes, want ", sizeof(id.internal)));
+    }
+    std::memcpy(id.internal, rendezvous.data(), sizeof(id.internal));
+    RHYTHM_CUDA_CHECK(cudaSetDevice(options_.cuda_device));
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;  // init and collectives return at once; we poll with a deadline
+    ncclComm_t comm = nullptr;
+    RHYTHM_NCCL_CHECK(ncclCommInitRankConfig(&comm, world_size, id, rank, &config));
+    absl::Status s = AwaitNccl(comm, absl::Now() + timeout, [] { return true; }, "init");
+    if (!s.ok()) return s;
+    return std::unique_ptr<Communicator>(
+        new NcclCommunicator(comm, options_.cuda_device, rank, world_size, timeout));
+  }
+
+ private:
+  CollectiveOptions options_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CommunicatorFactory>> NewNcclFactory(
+    const CollectiveOptions& options) {
+  absl::StatusOr<NcclInfo> info = ProbeNccl();
+  if (!info.ok()) return info.status();
+  if (options.cuda_device >= info->cuda_devices) {
+    return absl::FailedPreconditionError(absl::StrCat("nccl: CUDA device ", options.cuda_device,
+                                                      " does not exist (", info->cuda_devices,
+                                                      " visible)"));
+  }
+  return std::unique_ptr<CommunicatorFactory>(new NcclFactory(options));
+}
+
+}  // namespace rhythm::common::weights

@@ -1,0 +1,45 @@
+// WeightService: the Weights gRPC service (weights.proto) over a VersionStore and, when a
+// collective transport is configured, a WeightGroupHost. A thin adapter: streams chunks,
+// pumps group events, converts statuses. The learner registers it next to its Learner service;
+// tests host it alone. Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <functional>
+
+#include "common/weights/version_store.h"
+#include "common/weights/weight_group.h"
+#include "common/weights/weight_metrics.h"
+#include "rhythm/v1/weights.grpc.pb.h"
+
+namespace rhythm::common::weights {
+
+struct WeightServiceOptions {
+  const VersionStore* store = nullptr;
+  WeightGroupHost* group = nullptr;          // null: WeightGroup answers FAILED_PRECONDITION
+  LearnerWeightMetrics* metrics = nullptr;   // optional
+  // Test hook (fault injection): called on each chunk before it is written; it may change
+  // the chunk, or return false to break the stream there as a dropped connection would.
+  std::function<bool(v1::WeightChunk&)> chunk_hook;
+};
+
+class WeightService final : public v1::Weights::Service {
+ public:
+  explicit WeightService(WeightServiceOptions options) : options_(std::move(options)) {}
+  // Ends WatchVersions and WeightGroup streams promptly (call before grpc::Server::Shutdown).
+  void Stop() { stopping_ = true; }
+
+  grpc::Status WatchVersions(grpc::ServerContext*, const v1::WatchVersionsRequest*,
+                             grpc::ServerWriter<v1::WeightVersion>*) override;
+  grpc::Status FetchWeights(grpc::ServerContext*, const v1::FetchWeightsRequest*,
+                            grpc::ServerWriter<v1::WeightChunk>*) override;
+  grpc::Status WeightGroup(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<v1::WeightGroupEvent, v1::WeightGroupRequest>*) override;
+
+ private:
+  WeightServiceOptions options_;
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace rhythm::common::weights
