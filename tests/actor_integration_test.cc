@@ -46,14 +46,20 @@ struct Proc {
   int metrics_port = 0;
 };
 
+// Weights over the Gloo broadcast group instead of gRPC chunks.
+const std::vector<std::string> kGloo = {"--set", "transport.kind=gloo",
+                                        "--set", "transport.collective_host=127.0.0.1",
+                                        "--set", "transport.collective_timeout_s=10"};
+
 void StartLearner(Proc& l, const std::string& run, int port, bool resume,
-                  const std::string& log) {
+                  const std::string& log, const std::vector<std::string>& extra = {}) {
   std::vector<std::string> args = {BinaryPath("rhythm-learner"), "--set",
                                    "learner.run_dir=" + run, "--set",
                                    absl::StrCat("learner.address=127.0.0.1:", port), "--set",
                                    "learner.metrics_address=127.0.0.1:0", "--set",
                                    "learner.checkpoint_every=2"};
   for (const std::string& a : Common()) args.push_back(a);
+  for (const std::string& a : extra) args.push_back(a);
   if (resume) {
     args.push_back("--resume");
     args.push_back(run);
@@ -64,7 +70,8 @@ void StartLearner(Proc& l, const std::string& run, int port, bool resume,
   l.metrics_port = std::stoi(parts[5]);
 }
 
-void StartActor(Proc& a, int port, const std::string& id, const std::string& log) {
+void StartActor(Proc& a, int port, const std::string& id, const std::string& log,
+                const std::vector<std::string>& extra = {}) {
   std::vector<std::string> args = {BinaryPath("rhythm-actor"),
                                    "--set", absl::StrCat("actor.learner_address=127.0.0.1:", port),
                                    "--set", "actor.metrics_address=127.0.0.1:0",
@@ -73,6 +80,7 @@ void StartActor(Proc& a, int port, const std::string& id, const std::string& log
                                    "--set", "actor.heartbeat_interval_s=0.2",
                                    "--set", "actor.backoff_initial_s=0.05",
                                    "--set", "actor.backoff_max_s=0.5"};
+  for (const std::string& x : extra) args.push_back(x);
   ASSERT_TRUE(a.p.Start(args, log));
   std::vector<std::string> parts = absl::StrSplit(a.p.ReadLine(60), ' ');
   ASSERT_EQ(parts.size(), 4u);
@@ -118,20 +126,28 @@ ActorReport StopActor(Proc& a) {
   return r;
 }
 
+// Weights go over the Gloo group here (the fault test below uses gRPC chunks).
 TEST(ActorProcesses, TwoActorsTrainAndEveryRolloutIsAckedExactlyOnce) {
   const std::string run = ::testing::TempDir() + "/actors_train";
   std::filesystem::remove_all(run);
   const int port = FreePort();
   Proc learner, a1, a2;
-  StartLearner(learner, run, port, false, run + ".learner.log");
-  StartActor(a1, port, "actor-a", run + ".a1.log");
-  StartActor(a2, port, "actor-b", run + ".a2.log");
+  StartLearner(learner, run, port, false, run + ".learner.log", kGloo);
+  StartActor(a1, port, "actor-a", run + ".a1.log", kGloo);
+  StartActor(a2, port, "actor-b", run + ".a2.log", kGloo);
   ASSERT_TRUE(WaitFor([&] { return Metric(learner.metrics_port, "rhythm_learner_policy_version") >= 3; }, 240))
       << "the learner trains";
   ASSERT_TRUE(WaitFor([&] {
     return Metric(a1.metrics_port, "rhythm_actor_policy_version") >= 1 &&
            Metric(a2.metrics_port, "rhythm_actor_policy_version") >= 1;
   }, 60)) << "both actors swap in new versions";
+  const std::string gloo_bytes = "rhythm_actor_weight_sync_bytes_total{transport=\"gloo\"}";
+  EXPECT_TRUE(WaitFor([&] {
+    return Metric(a1.metrics_port, gloo_bytes) > 0 && Metric(a2.metrics_port, gloo_bytes) > 0;
+  }, 60)) << "versions arrive by Gloo broadcast";
+  EXPECT_EQ(Metric(learner.metrics_port, "rhythm_learner_weight_group_size"), 2);
+  EXPECT_GT(Metric(learner.metrics_port,
+                   "rhythm_learner_weight_sync_bytes_total{transport=\"gloo\"}"), 0);
   ActorReport r1 = StopActor(a1), r2 = StopActor(a2);
   EXPECT_GE(r1.version, 1);
   EXPECT_GE(r2.version, 1);

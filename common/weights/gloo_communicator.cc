@@ -20,6 +20,12 @@ std::chrono::milliseconds Millis(absl::Duration d) {
   return std::chrono::milliseconds(std::max<int64_t>(1, absl::ToInt64Milliseconds(d)));
 }
 
+// An exception's message without the backtrace c10 appends.
+std::string FirstLine(const std::exception& e) {
+  const std::string what = e.what();
+  return what.substr(0, what.find('\n'));
+}
+
 std::string LocalHostName() {
   char name[256] = {0};
   if (gethostname(name, sizeof(name) - 1) != 0) return "127.0.0.1";
@@ -45,7 +51,7 @@ class GlooCommunicator final : public Communicator {
     } catch (const std::exception& e) {
       aborted_ = true;
       return absl::UnavailableError(absl::StrCat("gloo: broadcast of ", size, " bytes failed (rank ",
-                                                 rank_, " of ", world_, "): ", e.what()));
+                                                 rank_, " of ", world_, "): ", FirstLine(e)));
     }
   }
   void Abort() override { aborted_ = true; }
@@ -75,7 +81,7 @@ class GlooFactory final : public CommunicatorFactory {
       return absl::OkStatus();
     } catch (const std::exception& e) {
       return absl::UnavailableError(absl::StrCat("gloo: cannot start the rendezvous store on port ",
-                                                 options_.store_port, ": ", e.what()));
+                                                 options_.store_port, ": ", FirstLine(e)));
     }
   }
 
@@ -121,7 +127,7 @@ class GlooFactory final : public CommunicatorFactory {
           new GlooCommunicator(std::move(pg), rank, world_size, timeout));
     } catch (const std::exception& e) {
       return absl::UnavailableError(absl::StrCat("gloo: rank ", rank, " of ", world_size,
-                                                 " could not join '", rendezvous, "': ", e.what()));
+                                                 " could not join '", rendezvous, "': ", FirstLine(e)));
     }
   }
 
