@@ -391,6 +391,10 @@ absl::Status Actor::Run() {
     if (received && received->announcement.version() != version_.load()) {
       absl::Status s = ApplyWeights(received->announcement, received->bytes,
                                     std::chrono::steady_clock::now());
+      {
+        absl::MutexLock lock(&group_mu_);
+        if (member_) member_->Recycle(std::move(received->bytes));
+      }
       if (s.code() == absl::StatusCode::kInvalidArgument) return s;  // model does not fit
     } else if (latest_version_.load() != version_.load() &&
                (!in_group_.load() || version_.load() < 0)) {

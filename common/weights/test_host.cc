@@ -12,11 +12,12 @@ TestHost::TestHost(TestHostOptions o) {
   registry_ = std::make_shared<prometheus::Registry>();
   metrics_ = std::make_unique<LearnerWeightMetrics>(*registry_);
   store_ = std::make_unique<VersionStore>(o.keep_versions, o.chunk_bytes, o.bucket_bytes);
-  if (o.gloo_group) {
+  if (o.gloo_group || o.nccl_group) {
     CollectiveOptions co;
     co.host = "127.0.0.1";
     co.host_rendezvous = true;
-    auto factory = NewCommunicatorFactory(v1::TRANSPORT_KIND_GLOO, co);
+    auto factory = NewCommunicatorFactory(
+        o.nccl_group ? v1::TRANSPORT_KIND_NCCL : v1::TRANSPORT_KIND_GLOO, co);
     if (!factory.ok()) throw std::runtime_error(std::string(factory.status().message()));
     WeightGroupHostOptions go;
     go.timeout = o.timeout;

@@ -19,6 +19,7 @@ namespace rhythm::common::weights {
 
 struct TestHostOptions {
   bool gloo_group = false;
+  bool nccl_group = false;  // on CUDA device 0 (needs RHYTHM_WITH_NCCL and a GPU)
   absl::Duration timeout = absl::Seconds(10);
   int keep_versions = 2;
   uint32_t chunk_bytes = 1 << 20;

@@ -109,6 +109,11 @@ GroupMember::GroupMember(v1::Weights::StubInterface* stub, std::string actor_id,
     : stub_(stub), actor_id_(std::move(actor_id)), factory_(std::move(factory)),
       metrics_(metrics) {}
 
+void GroupMember::Recycle(std::string buffer) {
+  absl::MutexLock lock(&mu_);
+  if (buffer.capacity() > spare_.capacity()) spare_ = std::move(buffer);
+}
+
 void GroupMember::Stop() {
   stop_ = true;
   absl::MutexLock lock(&mu_);
@@ -157,7 +162,12 @@ absl::Status GroupMember::Run(const std::function<void(ReceivedVersion)>& delive
       if (!comm) continue;  // the learner's broadcast fails without us and it re-forms
       ReceivedVersion r;
       r.announcement = v;
-      r.bytes.assign(v.total_bytes(), '\0');
+      {
+        absl::MutexLock lock(&mu_);
+        r.bytes = std::move(spare_);
+        spare_.clear();
+      }
+      r.bytes.resize(v.total_bytes());  // every byte is overwritten by the broadcast
       const uint64_t bucket = std::min<uint64_t>(uint64_t{1} << 30,
                                                  std::max<uint64_t>(1, v.bucket_bytes()));
       absl::Status s;

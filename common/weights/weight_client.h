@@ -22,7 +22,7 @@
 namespace rhythm::common::weights {
 
 struct FetchOptions {
-  int streams = 2;
+  int streams = 1;
   // Attempts per chunk range before giving up (each resumes where the last stopped).
   int max_attempts = 20;
   absl::Duration attempt_timeout = absl::Seconds(120);
@@ -52,6 +52,9 @@ class GroupMember {
   absl::Status Run(const std::function<void(ReceivedVersion)>& deliver);
   // Cancels the stream; Run returns soon (a broadcast in flight ends at the group's timeout).
   void Stop();
+  // Hands a delivered buffer back for the next broadcast to reuse (saves allocating and
+  // page-faulting a model-sized buffer per version). Thread-safe.
+  void Recycle(std::string buffer);
   // True between a successful connect and the end of the stream.
   bool connected() const { return connected_.load(); }
   // Test hook (fault injection): called after each bucket of a broadcast arrives, with the
@@ -70,6 +73,7 @@ class GroupMember {
   std::atomic<bool> stop_{false};
   absl::Mutex mu_;
   grpc::ClientContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::string spare_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace rhythm::common::weights

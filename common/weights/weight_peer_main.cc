@@ -14,7 +14,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "common/crc32c.h"
 #include "common/flags.h"
 #include "common/weights/communicator.h"
 #include "common/weights/weight_client.h"
@@ -25,18 +24,18 @@ namespace v1 = rhythm::v1;
 
 namespace {
 
+// `bytes` were verified against v.crc32c() by the receiver.
 void Print(const std::string& id, const v1::WeightVersion& v, const std::string& bytes,
            double seconds, const char* via) {
   std::cout << absl::StrFormat("peer %s version %d bytes %d crc %u seconds %.6f via %s", id,
-                               v.version(), bytes.size(), rhythm::common::Crc32c(bytes),
-                               seconds, via)
+                               v.version(), bytes.size(), v.crc32c(), seconds, via)
             << std::endl;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string address, id = "peer", transport = "grpc", streams = "2", host = "127.0.0.1";
+  std::string address, id = "peer", transport = "grpc", streams = "1", host = "127.0.0.1";
   std::string die_version = "-1", die_bucket = "0", exit_after = "0";
   rhythm::common::FlagParser p("rhythm-weight-peer --address HOST:PORT [flags]",
                                "Receives weights from a Weights service and prints a line per "
@@ -114,6 +113,7 @@ int main(int argc, char** argv) {
     }
     absl::Status s = member.Run([&](rw::ReceivedVersion r) {
       Print(id, r.announcement, r.bytes, r.seconds, "gloo");
+      member.Recycle(std::move(r.bytes));
       if (exit_n > 0 && ++delivered >= exit_n) std::_Exit(0);  // skip static teardown under Gloo threads
     });
     if (s.code() == absl::StatusCode::kFailedPrecondition) {
