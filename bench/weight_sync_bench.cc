@@ -5,7 +5,13 @@
 // from publish until the last receiver verified the version, GB/s per receiver (bytes / that
 // time) and the ratio to memcpy. Version 1 warms up (page faults, connections); version 2 is
 // measured. Usage: bench_weight_sync [--params N] [--actors 1,2,4] [--transports grpc,gloo]
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <csignal>
+#include <thread>
 #include <cstring>
 #include <iostream>
 #include <random>
@@ -42,6 +48,47 @@ double MemcpyGbps(size_t bytes) {
     best = std::max(best, bytes / s / 1e9);
     a[i] = b[bytes - 1 - i];  // keep the copies observable
   }
+  return best;
+}
+
+// One TCP connection over 127.0.0.1, `bytes` sent from one thread and received by another:
+// the ceiling for any TCP transport on this machine (best of 3).
+double TcpLoopbackGbps(size_t bytes) {
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      listen(listener, 1) != 0 ||
+      getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return 0;
+  }
+  std::string out(bytes, 'x'), in(bytes, '\0');
+  double best = 0;
+  for (int round = 0; round < 3; ++round) {
+    const int client = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return 0;
+    const int server = accept(listener, nullptr, nullptr);
+    const absl::Time t = absl::Now();
+    std::thread sender([&] {
+      for (size_t off = 0; off < bytes;) {
+        const ssize_t n = send(client, out.data() + off, bytes - off, 0);
+        if (n <= 0) return;
+        off += static_cast<size_t>(n);
+      }
+    });
+    for (size_t off = 0; off < bytes;) {
+      const ssize_t n = recv(server, in.data() + off, bytes - off, 0);
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+    sender.join();
+    best = std::max(best, bytes / absl::ToDoubleSeconds(absl::Now() - t) / 1e9);
+    close(client);
+    close(server);
+  }
+  close(listener);
   return best;
 }
 
@@ -96,12 +143,15 @@ int main(int argc, char** argv) {
   const size_t bytes = static_cast<size_t>(params) * 4;
   const std::string peer = BinDir(argv[0]) + "/rhythm-weight-peer";
   const double memcpy_gbps = MemcpyGbps(bytes);
-  std::cout << absl::StrFormat("model: %d fp32 parameters = %.1f MB; memcpy %.2f GB/s\n", params,
-                               bytes / 1e6, memcpy_gbps);
+  const double tcp_gbps = TcpLoopbackGbps(bytes);
+  std::cout << absl::StrFormat(
+      "model: %d fp32 parameters = %.1f MB; memcpy %.2f GB/s; one TCP loopback connection "
+      "%.2f GB/s (%.0f%% of memcpy)\n",
+      params, bytes / 1e6, memcpy_gbps, tcp_gbps, 100 * tcp_gbps / memcpy_gbps);
   // seconds: the slowest receiver's own time from the announcement (gRPC) or the broadcast
   // event (Gloo) to a verified buffer; publish_to_all: wall time from Publish (which flattens
   // nothing here but copies and checksums the buffer) until every receiver reported.
-  std::cout << "transport actors  seconds  GB/s/actor  vs_memcpy  aggregate_GB/s  "
+  std::cout << "transport actors  seconds  GB/s/actor  vs_memcpy  vs_tcp  aggregate_GB/s  "
                "publish_to_all\n";
   const std::string v1 = Payload(bytes, 1), v2 = Payload(bytes, 2);
   const uint32_t crc1 = rhythm::common::Crc32c(v1), crc2 = rhythm::common::Crc32c(v2);
@@ -142,9 +192,9 @@ int main(int argc, char** argv) {
       }
       const double wall = absl::ToDoubleSeconds(absl::Now() - start);
       const double gbps = bytes / s / 1e9;
-      std::cout << absl::StrFormat("%-9s %6d  %7.3f  %10.2f  %8.0f%%  %14.2f  %8.3f\n",
-                                   transport, n, s, gbps, 100 * gbps / memcpy_gbps, n * gbps,
-                                   wall)
+      std::cout << absl::StrFormat("%-9s %6d  %7.3f  %10.2f  %8.0f%%  %5.0f%%  %14.2f  %8.3f\n",
+                                   transport, n, s, gbps, 100 * gbps / memcpy_gbps,
+                                   100 * gbps / tcp_gbps, n * gbps, wall)
                 << std::flush;
       for (auto& peer_proc : peers) peer_proc->Stop(SIGKILL, 5);
     }
