@@ -28,10 +28,11 @@ constexpr char kCommands[] =
     "  train       the one-command local cluster: warm start, learner + actors, report:\n"
     "              rhythm train [--task arithmetic] [--actors 2] [--strategy coupled]\n"
     "                           [--steps 200] [--out DIR] [--model DIR] [--sft-steps 3000]\n"
+    "                           [--n 500] [--pass-k 4]\n"
     "  sft         supervised warm start on the task's reference solutions:\n"
     "              rhythm sft --out DIR [--model DIR] [--task T] [--steps 300] [--batch 32]\n"
     "                         [--lr 0.003]\n"
-    "  eval        held-out accuracy: rhythm eval --model DIR [--task T] [--n 200] [--pass-k 1]\n"
+    "  eval        held-out accuracy: rhythm eval --model DIR [--task T] [--n 500] [--pass-k 1]\n"
     "  init-model  write a random tiny model with the character tokenizer:\n"
     "              rhythm init-model --out DIR [--set model.tiny.num_layers=4 ...]\n";
 

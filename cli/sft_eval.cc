@@ -1,6 +1,7 @@
 #include "cli/sft_eval.h"
 
 #include <chrono>
+#include <functional>
 #include <iostream>
 
 #include "ATen/ATen.h"
@@ -67,8 +68,30 @@ void RegisterSftEvalFlags(common::FlagParser& parser, SftEvalFlags& f) {
   parser.AddString("lr", "LR", "sft: AdamW learning rate", &f.lr);
   parser.AddString("task", "T", "sft, eval: countdown | arithmetic | jsonl (= task.kind)",
                    &f.task);
-  parser.AddString("n", "N", "eval: held-out problems to score", &f.n);
-  parser.AddString("pass-k", "K", "eval: samples per problem for pass@k", &f.k);
+  parser.AddString("n", "N", "eval, train: held-out problems to score (default 500)", &f.n);
+  parser.AddString("pass-k", "K",
+                   "eval, train: samples per problem for sampled pass@1 and pass@k (default: "
+                   "eval 1, train 4)",
+                   &f.k);
+}
+
+EvalResult Prefix(const EvalResult& r, int64_t m, int64_t k) {
+  EvalResult p;
+  p.problems = std::min<int64_t>(m, r.problems);
+  int64_t pass1 = 0, passk = 0, samples = 0;
+  for (int64_t i = 0; i < p.problems; ++i) {
+    p.greedy_correct.push_back(r.greedy_correct[i]);
+    p.samples_correct.push_back(r.samples_correct[i]);
+    pass1 += r.greedy_correct[i];
+    passk += k > 1 ? r.samples_correct[i] > 0 : r.greedy_correct[i];
+    samples += r.samples_correct[i];
+  }
+  if (p.problems > 0) {
+    p.pass1 = static_cast<double>(pass1) / p.problems;
+    p.passk = static_cast<double>(passk) / p.problems;
+    p.sampled = static_cast<double>(samples) / (p.problems * k);
+  }
+  return p;
 }
 
 absl::StatusOr<EvalResult> EvaluateHeldOut(const common::model::Transformer& model,
@@ -78,7 +101,8 @@ absl::StatusOr<EvalResult> EvaluateHeldOut(const common::model::Transformer& mod
   n = std::min<int64_t>(n, static_cast<int64_t>(task.heldout_size()));
   EvalResult r;
   r.problems = n;
-  int64_t pass1 = 0, passk = 0;
+  r.greedy_correct.assign(n, false);
+  r.samples_correct.assign(n, 0);
   constexpr int64_t kBatch = 32;
   for (int64_t start = 0; start < n; start += kBatch) {
     std::vector<std::vector<int32_t>> prompts;
@@ -95,8 +119,9 @@ absl::StatusOr<EvalResult> EvaluateHeldOut(const common::model::Transformer& mod
     o.stop_token_ids = {tokenizer.eos_id()};
     o.pad_id = tokenizer.pad_id();
     o.stop_strings.clear();
+    // Calls `on_correct(problem index)` for every correct sample.
     auto score = [&](const common::rollout::GenerationOptions& opts,
-                     std::vector<bool>* correct) -> absl::Status {
+                     const std::function<void(int64_t)>& on_correct) -> absl::Status {
       auto samples = common::rollout::GenerationEngine(model).Generate(prompts, opts);
       if (!samples.ok()) return samples.status();
       for (const auto& s : *samples) {
@@ -104,31 +129,30 @@ absl::StatusOr<EvalResult> EvaluateHeldOut(const common::model::Transformer& mod
         if (!body.empty() && body.back() == tokenizer.eos_id()) body.pop_back();
         const std::string text = tokenizer.Decode(body).value_or("");
         if (task.Verify(problems[s.prompt_index].answer, text).correct()) {
-          (*correct)[s.prompt_index] = true;
+          on_correct(start + s.prompt_index);
         }
       }
       return absl::OkStatus();
     };
     o.sampling.temperature = 0;
-    std::vector<bool> greedy(prompts.size(), false);
-    if (absl::Status s = score(o, &greedy); !s.ok()) return s;
-    std::vector<bool> any = greedy;
+    if (absl::Status s = score(o, [&](int64_t i) { r.greedy_correct[i] = true; }); !s.ok()) {
+      return s;
+    }
     if (k > 1) {
       common::rollout::GenerationOptions sampled = o;
       sampled.sampling.temperature = config.generation().temperature();
       sampled.samples_per_prompt = k;
       sampled.seed = config.runtime().seed() + static_cast<uint64_t>(start);
-      any.assign(prompts.size(), false);
-      if (absl::Status s = score(sampled, &any); !s.ok()) return s;
-    }
-    for (size_t i = 0; i < prompts.size(); ++i) {
-      pass1 += greedy[i];
-      passk += any[i];
+      if (absl::Status s = score(sampled, [&](int64_t i) { ++r.samples_correct[i]; }); !s.ok()) {
+        return s;
+      }
+    } else {
+      for (int64_t i = start; i < start + static_cast<int64_t>(prompts.size()); ++i) {
+        r.samples_correct[i] = r.greedy_correct[i] ? 1 : 0;
+      }
     }
   }
-  r.pass1 = n > 0 ? static_cast<double>(pass1) / n : 0;
-  r.passk = n > 0 ? static_cast<double>(passk) / n : 0;
-  return r;
+  return Prefix(r, n, k);
 }
 
 int RunEval(const std::string& model_dir, const SftEvalFlags& f, v1::RhythmConfig config) {
@@ -136,7 +160,10 @@ int RunEval(const std::string& model_dir, const SftEvalFlags& f, v1::RhythmConfi
   if (absl::Status s = ApplyTaskFlag(f, config); !s.ok()) return Fail(std::string(s.message()));
   int64_t n = 0, k = 0;
   if (!absl::SimpleAtoi(f.n, &n) || n < 1) return Fail("eval: --n '" + f.n + "' must be >= 1");
-  if (!absl::SimpleAtoi(f.k, &k) || k < 1) return Fail("eval: --pass-k '" + f.k + "' must be >= 1");
+  const std::string k_flag = f.k.empty() ? "1" : f.k;
+  if (!absl::SimpleAtoi(k_flag, &k) || k < 1) {
+    return Fail("eval: --pass-k '" + k_flag + "' must be >= 1");
+  }
   common::InitRuntime(config.runtime());
   absl::StatusOr<Loaded> l = Load(model_dir, config);
   if (!l.ok()) return Fail(std::string(l.status().message()), 1);
@@ -144,8 +171,12 @@ int RunEval(const std::string& model_dir, const SftEvalFlags& f, v1::RhythmConfi
   absl::StatusOr<EvalResult> r = EvaluateHeldOut(*l->model, *l->tokenizer, *l->task, n, k, config);
   if (!r.ok()) return Fail(std::string(r.status().message()), 1);
   std::cout << absl::StrFormat(
-      "rhythm eval: %s held-out n=%d pass@1 %.1f%%%s (%.1f s)\n", l->task->name(), r->problems,
-      100 * r->pass1, k > 1 ? absl::StrFormat(" pass@%d %.1f%%", k, 100 * r->passk) : "",
+      "rhythm eval: %s held-out n=%d pass@1 %.1f%% (greedy)%s (%.1f s)\n", l->task->name(),
+      r->problems, 100 * r->pass1,
+      k > 1 ? absl::StrFormat(", pass@1 %.1f%% and pass@%d %.1f%% (%d samples at temperature %g)",
+                              100 * r->sampled, k, 100 * r->passk, k,
+                              config.generation().temperature())
+            : "",
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return 0;
 }

@@ -6,6 +6,7 @@
 
 #include <iosfwd>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/flags.h"
@@ -21,8 +22,8 @@ struct SftEvalFlags {
   std::string batch = "32";
   std::string lr = "0.003";
   std::string task;  // = task.kind
-  std::string n = "200";
-  std::string k = "1";
+  std::string n = "500";
+  std::string k;  // eval: default 1; train: default 4
 };
 
 // Registers --steps, --batch, --lr (sft), --task, --n, --pass-k (eval; --task for both). --model and
@@ -33,9 +34,19 @@ struct EvalResult {
   int64_t problems = 0;
   double pass1 = 0;   // greedy
   double passk = 0;   // at least one of k samples correct (k = 1: same as pass1)
+  // Mean accuracy of the k samples (pass@1 at the sampling temperature; k = 1: same as pass1).
+  double sampled = 0;
+  // Per problem, in held-out order: greedy answer correct; correct samples out of k.
+  std::vector<bool> greedy_correct;
+  std::vector<int32_t> samples_correct;
 };
 
-// Greedy (and, for k > 1, sampled) generation on held-out problems [0, n) in batches.
+// The same figures over the first `m` problems of `r` (m <= r.problems); `k` as evaluated.
+// Batches of 32 get their own sampling seed, so for m a multiple of 32 this equals evaluating
+// n = m directly.
+EvalResult Prefix(const EvalResult& r, int64_t m, int64_t k);
+
+// Greedy (and, for k > 1, sampled) generation on held-out problems [0, n) in batches of 32.
 absl::StatusOr<EvalResult> EvaluateHeldOut(const common::model::Transformer& model,
                                            const common::Tokenizer& tokenizer,
                                            const common::tasks::Task& task, int64_t n, int64_t k,
