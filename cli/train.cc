@@ -51,13 +51,19 @@ std::string BinaryDir() {
 // The built-in default, applied only where the user set nothing: small enough to learn on two
 // cores in minutes (measured: see README).
 void ApplyTrainDefaults(v1::RhythmConfig& c) {
+  // One intra-op thread per process: the learner, N actors and this process share the cores,
+  // and OpenMP threads that spin-wait on a busy core slow every process down (measured: a
+  // training step took 2.5x as long with 2 threads each on 2 cores; a 2-thread sft 20x as long
+  // while another job used both cores).
+  if (!c.runtime().has_torch_threads()) c.mutable_runtime()->set_torch_threads(1);
   if (!c.task().has_kind()) c.mutable_task()->set_kind(v1::TASK_KIND_ARITHMETIC);
+  if (!c.task().has_heldout_size()) c.mutable_task()->set_heldout_size(500);
   auto* t = c.mutable_trainer();
-  if (!t->has_lr()) t->set_lr(5e-5);
+  if (!t->has_lr()) t->set_lr(3e-4);
   if (!t->has_group_size()) t->set_group_size(8);
   if (!t->has_batch_groups()) t->set_batch_groups(8);
   if (!t->has_micro_batch_size()) t->set_micro_batch_size(32);
-  if (!t->has_steps()) t->set_steps(200);
+  if (!t->has_steps()) t->set_steps(300);
   auto* g = c.mutable_generation();
   if (!g->has_max_new_tokens()) g->set_max_new_tokens(8);
   // Responses are a few tokens long: a paper-sized FAI band would leave FAI undefined.
@@ -94,29 +100,98 @@ struct Row {
          tokens_per_second = 0, staleness = 0, preplan = 0, anchor = 0;
 };
 
-std::string Chart(const std::vector<Row>& rows, const char* title, double Row::*field) {
-  if (rows.empty()) return "";
-  double lo = 1e300, hi = -1e300;
-  for (const Row& r : rows) {
-    lo = std::min(lo, r.*field);
-    hi = std::max(hi, r.*field);
+// One held-out measurement of a checkpoint (version 0: the warm-started model) on the first
+// held-out problems (Summary::subset of them).
+struct HeldOutPoint {
+  int64_t version = 0;
+  double seconds = 0;
+  double greedy = 0;   // greedy pass@1
+  double sampled = 0;  // pass@1 of samples at the actors' temperature
+};
+
+struct Series {
+  std::string label, colour;
+  std::vector<std::pair<double, double>> points;  // (version, value)
+};
+
+// How a chart's y axis is scaled: to the data, from zero, or as a percentage from 0 to the next
+// multiple of 10%.
+enum class Scale { kData, kFromZero, kPercent };
+
+// An SVG line chart of `series` over the policy version. No script: the report is static HTML.
+std::string Chart(const std::string& title, const std::vector<Series>& series,
+                  Scale scale = Scale::kData, bool markers = false) {
+  double xlo = 1e300, xhi = -1e300, lo = 1e300, hi = -1e300;
+  for (const Series& s : series) {
+    for (const auto& [x, y] : s.points) {
+      xlo = std::min(xlo, x);
+      xhi = std::max(xhi, x);
+      lo = std::min(lo, y);
+      hi = std::max(hi, y);
+    }
   }
-  if (hi - lo < 1e-12) hi = lo + 1;
-  const double w = 420, h = 160;
-  std::string points;
-  for (size_t i = 0; i < rows.size(); ++i) {
-    const double x = rows.size() > 1 ? w * i / (rows.size() - 1) : 0;
-    const double y = h - h * (rows[i].*field - lo) / (hi - lo);
-    absl::StrAppend(&points, absl::StrFormat("%.1f,%.1f ", x + 40, y + 10));
+  if (xlo > xhi) return "";
+  if (scale != Scale::kData) lo = std::min(lo, 0.0);
+  if (scale == Scale::kPercent) hi = std::min(1.0, std::ceil(hi * 10 + 1e-9) / 10);
+  if (hi - lo < 1e-12) hi = lo + (scale == Scale::kData ? 1e-3 : 1);
+  auto label = [&](double v) {
+    return scale == Scale::kPercent ? absl::StrFormat("%.0f%%", 100 * v)
+                                    : absl::StrFormat("%.3g", v);
+  };
+  if (xhi - xlo < 1e-12) xhi = xlo + 1;
+  const double w = 420, h = 160, left = 48, top = 10;
+  std::string body;
+  for (const Series& s : series) {
+    std::string points, dots;
+    for (const auto& [x, y] : s.points) {
+      const double px = left + w * (x - xlo) / (xhi - xlo);
+      const double py = top + h - h * (y - lo) / (hi - lo);
+      absl::StrAppend(&points, absl::StrFormat("%.1f,%.1f ", px, py));
+      if (markers) {
+        absl::StrAppend(&dots, absl::StrFormat("<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>",
+                                               px, py, s.colour));
+      }
+    }
+    absl::StrAppend(&body,
+                    absl::StrFormat("<polyline class='series' data-label='%s' fill='none' "
+                                    "stroke='%s' stroke-width='2.5' points='%s'/>%s",
+                                    s.label, s.colour, points, dots));
+  }
+  std::string legend;
+  if (series.size() > 1) {
+    for (const Series& s : series) {
+      absl::StrAppend(&legend, absl::StrFormat(" <span style='color:%s'>&#9632; %s</span>",
+                                               s.colour, s.label));
+    }
   }
   return absl::StrFormat(
-      "<figure><figcaption>%s</figcaption><svg width='480' height='190'>"
-      "<rect x='40' y='10' width='%g' height='%g' fill='#fafafa' stroke='#ccc'/>"
-      "<text x='2' y='18' font-size='10'>%.3g</text><text x='2' y='%g' font-size='10'>%.3g</text>"
-      "<polyline fill='none' stroke='#2563eb' stroke-width='2' points='%s'/>"
-      "<text x='40' y='185' font-size='10'>version %d</text>"
-      "<text x='%g' y='185' font-size='10' text-anchor='end'>version %d</text></svg></figure>",
-      title, w, h, hi, h + 10, lo, points, rows.front().version, w + 40, rows.back().version);
+      "<figure><figcaption>%s<small>%s</small></figcaption>"
+      "<svg class='chart' width='480' height='200' xmlns='http://www.w3.org/2000/svg'>"
+      "<rect x='%g' y='%g' width='%g' height='%g' fill='#fafafa' stroke='#ccc'/>"
+      "<text x='2' y='%g' font-size='10'>%s</text><text x='2' y='%g' font-size='10'>%s</text>"
+      "%s<text x='%g' y='192' font-size='10'>version %.0f</text>"
+      "<text x='%g' y='192' font-size='10' text-anchor='end'>version %.0f</text></svg></figure>",
+      title, legend, left, top, w, h, top + 8, label(hi), top + h, label(lo), body, left, xlo,
+      left + w, xhi);
+}
+
+Series RowSeries(const std::vector<Row>& rows, double Row::*field, const char* label,
+                 const char* colour) {
+  Series s{label, colour, {}};
+  for (const Row& r : rows) s.points.emplace_back(static_cast<double>(r.version), r.*field);
+  return s;
+}
+
+// The mean of the last `window` points at each point: batch rewards are noisy.
+Series MovingAverage(const Series& in, size_t window, const char* label, const char* colour) {
+  Series s{label, colour, {}};
+  double sum = 0;
+  for (size_t i = 0; i < in.points.size(); ++i) {
+    sum += in.points[i].second;
+    if (i >= window) sum -= in.points[i - window].second;
+    s.points.emplace_back(in.points[i].first, sum / std::min(i + 1, window));
+  }
+  return s;
 }
 
 std::string Escape(const std::string& s) {
@@ -184,25 +259,73 @@ std::string RenderRollouts(const std::string& dump_dir, const common::Tokenizer&
   return html;
 }
 
-void WriteReport(const std::string& path, const std::vector<Row>& rows, double before,
-                 double after, const std::string& rollouts_html, const v1::RhythmConfig& config) {
+struct Summary {
+  EvalResult before, after;  // the full held-out evaluation (n problems)
+  int64_t samples = 1;       // k
+  int64_t subset = 0;        // problems in each checkpoint's evaluation
+  double seconds = 0;
+};
+
+void WriteReport(const std::string& path, const std::vector<Row>& rows,
+                 const std::vector<HeldOutPoint>& heldout, const Summary& sum,
+                 const std::string& rollouts_html, const v1::RhythmConfig& config) {
+  const char* kBlue = "#2563eb";
+  const char* kLightBlue = "#93c5fd";
+  Series greedy{"greedy pass@1", "#16a34a", {}}, sampled{"sampled pass@1", "#9333ea", {}};
+  for (const HeldOutPoint& p : heldout) {
+    greedy.points.emplace_back(static_cast<double>(p.version), p.greedy);
+    sampled.points.emplace_back(static_cast<double>(p.version), p.sampled);
+  }
+  std::vector<Series> heldout_series = {greedy};
+  if (sum.samples > 1) heldout_series.push_back(sampled);
+  const std::string temperature = absl::StrCat(config.generation().temperature());
   std::ofstream out(path);
   out << "<!doctype html><html><head><meta charset='utf-8'><title>rhythm train report</title>"
          "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}figure{display:"
-         "inline-block;margin:.5em}figcaption{font-weight:bold}.rollout{font-family:monospace;"
+         "inline-block;margin:.5em}figcaption{font-weight:bold}figcaption small{font-weight:"
+         "normal;margin-left:.5em}.rollout{font-family:monospace;"
          "margin:.4em 0;font-size:15px}.tok{padding:1px 1px}.preplan{text-decoration:underline"
-         " 2px #2563eb}.anchor{outline:1px solid #f97316}.prompt{color:#666}</style></head><body>"
+         " 2px #2563eb}.anchor{outline:1px solid #f97316}.prompt{color:#666}td,th{padding:"
+         "2px 10px;text-align:right}</style></head><body>"
       << "<h1>rhythm train</h1><p>Task <b>"
       << common::EnumShortName(v1::TaskKind_descriptor(), config.task().kind())
       << "</b>, credit strategy <b>"
       << common::EnumShortName(v1::CreditStrategy_descriptor(), config.credit().strategy())
-      << absl::StrFormat("</b>. Held-out accuracy (greedy pass@1): <b>%.1f%%</b> after the "
-                         "supervised warm start, <b>%.1f%%</b> after reinforcement learning.</p>",
-                         100 * before, 100 * after)
-      << Chart(rows, "reward (batch mean)", &Row::reward)
-      << Chart(rows, "accuracy (training batch)", &Row::accuracy)
-      << Chart(rows, "loss", &Row::loss) << Chart(rows, "approx KL", &Row::kl)
-      << Chart(rows, "tokens / s (learner)", &Row::tokens_per_second)
+      << absl::StrFormat("</b>, %d steps in %.0f s.</p>", rows.empty() ? 0 : rows.back().version,
+                         sum.seconds)
+      << absl::StrFormat(
+             "<table><tr><th></th><th>held-out pass@1 (greedy)</th>%s</tr>"
+             "<tr><th>after the supervised warm start</th><td>%.1f%%</td>%s</tr>"
+             "<tr><th>after reinforcement learning</th><td><b>%.1f%%</b></td>%s</tr></table>"
+             "<p>%d held-out problems that training never sees.</p>",
+             sum.samples > 1
+                 ? absl::StrFormat("<th>pass@1 (%d samples at temperature %s)</th><th>pass@%d</th>",
+                                   sum.samples, temperature, sum.samples)
+                 : "",
+             100 * sum.before.pass1,
+             sum.samples > 1 ? absl::StrFormat("<td>%.1f%%</td><td>%.1f%%</td>",
+                                               100 * sum.before.sampled, 100 * sum.before.passk)
+                             : "",
+             100 * sum.after.pass1,
+             sum.samples > 1 ? absl::StrFormat("<td><b>%.1f%%</b></td><td>%.1f%%</td>",
+                                               100 * sum.after.sampled, 100 * sum.after.passk)
+                             : "",
+             sum.after.problems)
+      << Chart(absl::StrFormat("held-out accuracy (first %d problems)",
+                               sum.subset),
+               heldout_series, Scale::kPercent, /*markers=*/true)
+      << Chart("reward (batch mean)",
+               {RowSeries(rows, &Row::reward, "reward", kLightBlue),
+                MovingAverage(RowSeries(rows, &Row::reward, "", ""), 10, "mean of 10", kBlue)})
+      << Chart("accuracy (training batch)",
+               {RowSeries(rows, &Row::accuracy, "accuracy", kLightBlue),
+                MovingAverage(RowSeries(rows, &Row::accuracy, "", ""), 10, "mean of 10", kBlue)},
+               Scale::kPercent)
+      << Chart("loss", {RowSeries(rows, &Row::loss, "loss", kBlue)})
+      << Chart("approx KL", {RowSeries(rows, &Row::kl, "kl", kBlue)})
+      << Chart("entropy (nats per token)", {RowSeries(rows, &Row::entropy, "entropy", kBlue)})
+      << Chart("tokens / s (learner)",
+               {RowSeries(rows, &Row::tokens_per_second, "tokens/s", kBlue)}, Scale::kFromZero)
       << "<h2>Rollouts of the last trained batch</h2><p>Blue: WAAD, orange: FAI; underlined: "
          "preplan tokens; boxed: anchors. Hover a token for its values.</p>"
       << rollouts_html << "</body></html>\n";
@@ -218,12 +341,19 @@ void RegisterTrainFlags(common::FlagParser& parser, TrainFlags& f) {
 
 int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::string& model_dir,
              const std::string& out_flag, const std::string& strategy, v1::RhythmConfig config) {
-  int64_t actors = 0, sft_steps = 0;
+  int64_t actors = 0, sft_steps = 0, n = 0, k = 0;
   if (!absl::SimpleAtoi(f.actors, &actors) || actors < 1 || actors > 64) {
     return Fail("--actors '" + f.actors + "' must be in [1, 64]", 2);
   }
   if (!absl::SimpleAtoi(f.sft_steps, &sft_steps) || sft_steps < 0) {
     return Fail("--sft-steps '" + f.sft_steps + "' must be >= 0", 2);
+  }
+  if (!absl::SimpleAtoi(sft_flags.n, &n) || n < 1) {
+    return Fail("--n '" + sft_flags.n + "' must be >= 1", 2);
+  }
+  const std::string k_flag = sft_flags.k.empty() ? "4" : sft_flags.k;
+  if (!absl::SimpleAtoi(k_flag, &k) || k < 1 || k > 64) {
+    return Fail("--pass-k '" + k_flag + "' must be in [1, 64]", 2);
   }
   std::vector<std::string> sets;
   if (!sft_flags.task.empty()) sets.push_back("task.kind=" + sft_flags.task);
@@ -272,12 +402,31 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
   if (!tokenizer.ok()) return Fail(std::string(tokenizer.status().message()));
   auto task = common::tasks::CreateTask(config.task(), config.runtime().seed());
   if (!task.ok()) return Fail(std::string(task.status().message()));
-  auto warm = common::model::LoadHfModel(start_model);
-  if (!warm.ok()) return Fail(std::string(warm.status().message()));
-  auto before = EvaluateHeldOut(**warm, **tokenizer, **task, 200, 1, config);
-  if (!before.ok()) return Fail(std::string(before.status().message()));
-  std::cout << absl::StrFormat("rhythm train: held-out accuracy before RL %.1f%% (n=%d)\n",
-                               100 * before->pass1, before->problems)
+  n = std::min<int64_t>(n, static_cast<int64_t>((*task)->heldout_size()));
+  // Each checkpoint is scored on the first `subset` held-out problems: a multiple of the
+  // evaluation batch (32), so the figures of the warm start and of the final model are prefixes
+  // of their full evaluations, and small enough to cost a few seconds of one core.
+  const int64_t subset = std::min<int64_t>(n, 256);
+  Summary sum;
+  sum.samples = k;
+  sum.subset = subset;
+  std::vector<HeldOutPoint> heldout;
+  auto describe = [&](const EvalResult& r) {
+    return k > 1 ? absl::StrFormat("%.1f%% greedy, %.1f%% sampled", 100 * r.pass1,
+                                   100 * r.sampled)
+                 : absl::StrFormat("%.1f%%", 100 * r.pass1);
+  };
+  {
+    auto warm = common::model::LoadHfModel(start_model);
+    if (!warm.ok()) return Fail(std::string(warm.status().message()));
+    auto before = EvaluateHeldOut(**warm, **tokenizer, **task, n, k, config);
+    if (!before.ok()) return Fail(std::string(before.status().message()));
+    sum.before = *before;
+    const EvalResult p = Prefix(*before, subset, k);
+    heldout.push_back({0, elapsed(), p.pass1, p.sampled});
+  }
+  std::cout << absl::StrFormat("rhythm train: held-out pass@1 before RL %s (n=%d)\n",
+                               describe(sum.before), sum.before.problems)
             << std::flush;
 
   // 2. The learner and the actors, as child processes.
@@ -311,16 +460,42 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
     if (!start_actor(i)) return Fail("cannot start " + bin + "/rhythm-actor");
   }
 
-  // 3. Supervise and report progress.
+  // 3. Supervise, evaluate each new checkpoint, report progress. metrics.csv has one row per
+  // observed learner version and one per held-out evaluation (its version is the checkpoint's;
+  // the other kind's columns are empty).
   std::ofstream csv(out + "/metrics.csv");
   csv << "version,seconds,reward,accuracy,loss,clip_fraction,approx_kl,entropy,tokens_per_second,"
-         "staleness,preplan_credit,anchor_credit\n";
+         "staleness,preplan_credit,anchor_credit,heldout_pass1,heldout_sampled_pass1\n";
+  auto write_heldout = [&](const HeldOutPoint& p) {
+    csv << absl::StrFormat("%d,%.1f,,,,,,,,,,,%.4f,%.4f\n", p.version, p.seconds, p.greedy,
+                           p.sampled)
+        << std::flush;
+  };
+  write_heldout(heldout.back());
   std::vector<Row> rows;
   const int64_t target = config.trainer().steps();
   const double rl_start = elapsed();
   const bool tty = isatty(STDOUT_FILENO);
   int restarts = 0;
   bool learner_died = false;
+  std::string evaluated_checkpoint;
+  // Scores the checkpoint LATEST names, if it is new. A checkpoint the learner replaces while
+  // it is read is skipped (the next one is scored).
+  auto evaluate_latest = [&]() {
+    std::ifstream latest(out + "/run/checkpoints/LATEST");
+    std::string name;
+    if (!std::getline(latest, name) || name == evaluated_checkpoint) return;
+    int64_t version = 0;
+    std::vector<std::string> parts = absl::StrSplit(name, '-');
+    if (parts.size() != 3 || !absl::SimpleAtoi(parts[1], &version)) return;
+    evaluated_checkpoint = name;
+    auto model = common::model::LoadHfModel(out + "/run/checkpoints/" + name + "/model");
+    if (!model.ok()) return;
+    auto r = EvaluateHeldOut(**model, **tokenizer, **task, subset, k, config);
+    if (!r.ok()) return;
+    heldout.push_back({version, elapsed(), r->pass1, r->sampled});
+    write_heldout(heldout.back());
+  };
   while (!g_interrupted) {
     absl::SleepFor(absl::Milliseconds(500));
     int status = 0;
@@ -337,6 +512,7 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
         start_actor(i);
       }
     }
+    evaluate_latest();
     std::map<std::string, double> m = Scrape(metrics_port);
     const int64_t version = static_cast<int64_t>(m["rhythm_learner_policy_version"]);
     if (version > (rows.empty() ? 0 : rows.back().version)) {
@@ -350,23 +526,25 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
       r.kl = m["rhythm_learner_approx_kl"];
       r.entropy = m["rhythm_learner_entropy_nats"];
       r.tokens_per_second = m["rhythm_learner_tokens_per_second"];
-      const double n = m["rhythm_learner_staleness_versions_count"];
-      r.staleness = n > 0 ? m["rhythm_learner_staleness_versions_sum"] / n : 0;
+      const double samples = m["rhythm_learner_staleness_versions_count"];
+      r.staleness = samples > 0 ? m["rhythm_learner_staleness_versions_sum"] / samples : 0;
       r.preplan = m["rhythm_learner_preplan_credit_fraction_ratio"];
       r.anchor = m["rhythm_learner_anchor_credit_fraction_ratio"];
       rows.push_back(r);
-      csv << absl::StrFormat("%d,%.1f,%.4f,%.4f,%.5f,%.4f,%.6f,%.4f,%.1f,%.2f,%.4f,%.4f\n",
+      csv << absl::StrFormat("%d,%.1f,%.4f,%.4f,%.5f,%.4f,%.6f,%.4f,%.1f,%.2f,%.4f,%.4f,,\n",
                              r.version, r.seconds, r.reward, r.accuracy, r.loss, r.clip, r.kl,
                              r.entropy, r.tokens_per_second, r.staleness, r.preplan, r.anchor)
           << std::flush;
       const double per_step = (r.seconds - rl_start) / std::max<int64_t>(1, version);
       const double eta = per_step * std::max<int64_t>(0, target - version);
+      const HeldOutPoint& h = heldout.back();
       std::cout << absl::StrFormat(
-                       "%sstep %d/%d  version %d  reward %.3f  acc %.3f  loss %.4f  kl %.5f  "
-                       "tok/s %.0f  staleness %.2f  ETA %d:%02d%s",
-                       tty ? "\r" : "", version, target, version, r.reward, r.accuracy, r.loss,
-                       r.kl, r.tokens_per_second, r.staleness, static_cast<int>(eta) / 60,
-                       static_cast<int>(eta) % 60, tty ? "" : "\n")
+                       "%sstep %d/%d  version %d  reward %.3f  acc %.3f  held-out %.1f%% (v%d)  "
+                       "loss %.4f  kl %.5f  tok/s %.0f  staleness %.2f  ETA %d:%02d%s",
+                       tty ? "\r" : "", version, target, version, r.reward, r.accuracy,
+                       100 * (k > 1 ? h.sampled : h.greedy), h.version, r.loss, r.kl,
+                       r.tokens_per_second, r.staleness, static_cast<int>(eta) / 60,
+                       static_cast<int>(eta) % 60, tty ? "\033[K" : "\n")
                 << std::flush;
       if (version >= target) break;
     }
@@ -394,15 +572,26 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
   if (absl::Status s = common::model::ExportHfModel(**trained, out + "/final", eo); !s.ok()) {
     return Fail(std::string(s.message()));
   }
-  auto after = EvaluateHeldOut(**trained, **tokenizer, **task, 200, 1, config);
+  auto after = EvaluateHeldOut(**trained, **tokenizer, **task, n, k, config);
   if (!after.ok()) return Fail(std::string(after.status().message()));
-  WriteReport(out + "/report.html", rows, before->pass1, after->pass1,
+  sum.after = *after;
+  {
+    int64_t version = rows.empty() ? 0 : rows.back().version;
+    std::vector<std::string> parts = absl::StrSplit(name, '-');
+    if (parts.size() == 3) absl::SimpleAtoi(parts[1], &version);
+    const EvalResult p = Prefix(*after, subset, k);
+    if (heldout.back().version == version) heldout.pop_back();
+    heldout.push_back({version, elapsed(), p.pass1, p.sampled});
+    write_heldout(heldout.back());
+  }
+  sum.seconds = elapsed();
+  WriteReport(out + "/report.html", rows, heldout, sum,
               RenderRollouts(out + "/dump", **tokenizer, config), config);
   std::cout << absl::StrFormat(
-      "rhythm train: held-out accuracy %.1f%% -> %.1f%% (n=%d) in %.0f s; %d actor restarts\n"
+      "rhythm train: held-out pass@1 %s -> %s (n=%d) in %.0f s; %d actor restarts\n"
       "rhythm train: %s/final (Hugging Face model), %s/report.html, %s/metrics.csv\n",
-      100 * before->pass1, 100 * after->pass1, after->problems, elapsed(), restarts, out, out,
-      out);
+      describe(sum.before), describe(sum.after), sum.after.problems, sum.seconds, restarts, out,
+      out, out);
   return 0;
 }
 

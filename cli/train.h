@@ -19,7 +19,7 @@ namespace rhythm::cli {
 
 struct TrainFlags {
   std::string actors = "2";
-  std::string sft_steps = "3000";
+  std::string sft_steps = "2000";
 };
 
 void RegisterTrainFlags(common::FlagParser& parser, TrainFlags& flags);

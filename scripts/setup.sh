@@ -13,6 +13,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcre2-dev libicu-dev curl
   python3-torch python3-numpy
+  chromium
   prometheus docker-compose python3-yaml nodejs
 )
 

@@ -217,34 +217,6 @@ TEST(RhythmTool, SftLowersTheLossThenEvalScoresTheHeldOutSet) {
   EXPECT_NE(bad.err.find("--n '0' must be >= 1"), std::string::npos) << bad.err;
 }
 
-TEST(RhythmTool, TrainRunsTheWholeLoopAndWritesTheRunDirectory) {
-  const std::string out = ::testing::TempDir() + "/train_run";
-  std::filesystem::remove_all(out);
-  ProcessResult r = RunProcess(
-      {BinaryPath("rhythm"), "train", "--out", out, "--sft-steps", "20", "--steps", "3",
-       "--actors", "2", "--set", "model.tiny.num_layers=2", "--set", "model.tiny.hidden_size=64",
-       "--set", "model.tiny.intermediate_size=128", "--set", "trainer.batch_groups=2"},
-      400);
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_NE(r.out.find("held-out accuracy before RL"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("step 3/3"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("held-out accuracy "), std::string::npos) << r.out;
-  for (const char* f : {"config.yaml", "metrics.csv", "report.html", "final/config.json",
-                        "final/model.safetensors", "final/rhythm_tokenizer.json",
-                        "sft/config.json", "run/checkpoints/LATEST"}) {
-    EXPECT_TRUE(std::filesystem::exists(out + "/" + f)) << f;
-  }
-  std::ifstream csv(out + "/metrics.csv");
-  std::string header, row;
-  std::getline(csv, header);
-  EXPECT_EQ(header.rfind("version,seconds,reward,accuracy,loss", 0), 0u) << header;
-  EXPECT_TRUE(static_cast<bool>(std::getline(csv, row))) << "at least one step recorded";
-  std::stringstream html;
-  html << std::ifstream(out + "/report.html").rdbuf();
-  EXPECT_NE(html.str().find("<svg"), std::string::npos);
-  EXPECT_NE(html.str().find("class='tok"), std::string::npos) << "rollouts rendered by token";
-}
-
 TEST(RhythmTool, UnknownCommandIsAnError) {
   ProcessResult r = RunProcess({BinaryPath("rhythm"), "trian"});
   EXPECT_EQ(r.exit_code, 2);
