@@ -1,5 +1,11 @@
 #include "common/startup.h"
 
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+
 #include <iostream>
 
 #include "common/config.h"
@@ -20,9 +26,23 @@ void RegisterCommonFlags(FlagParser& parser, CommonFlags& flags) {
   parser.AddBool("version", "print the version and exit", &flags.version);
 }
 
+void StopWithParent() {
+  const char* parent = std::getenv("RHYTHM_PARENT_PID");
+  if (parent == nullptr) return;
+  const std::string ppid = std::to_string(getppid());
+  if (ppid == parent) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (std::to_string(getppid()) != parent) raise(SIGTERM);  // it died before prctl
+  } else if (ppid == "1") {
+    raise(SIGTERM);  // orphaned already
+  }
+  // Otherwise the variable came through another process (a shell): not our parent's.
+}
+
 Startup ParseStartup(const std::string& program, FlagParser& parser, CommonFlags& flags,
                      int argc, const char* const* argv, int first, size_t max_positionals) {
   Startup out;
+  StopWithParent();
   auto fail = [&](absl::string_view message) {
     std::cerr << program << ": " << message << "\n";
     out.exit = true;

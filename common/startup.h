@@ -34,6 +34,11 @@ struct Startup {
   std::vector<std::string> positionals;
 };
 
+// When started by rhythm (common/subprocess.h sets RHYTHM_PARENT_PID): asks the kernel to send
+// this process SIGTERM when its parent dies, so a killed `rhythm train` or test leaves no
+// learner or actor behind. Does nothing otherwise. ParseStartup calls it.
+void StopWithParent();
+
 // Parses argv[first..) with `parser` (which must have the common flags registered into
 // `flags`), handles --help / --version / --print-config, and loads the configuration.
 // `max_positionals` bounds the non-flag arguments accepted.

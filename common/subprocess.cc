@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 
 extern char** environ;
 
@@ -83,7 +84,16 @@ bool ChildProcess::Start(const std::vector<std::string>& argv, const std::string
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  const int rc = posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ);
+  // The child's environment names us, so rhythm's binaries stop when we die (startup.cc).
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::strncmp(*e, "RHYTHM_PARENT_PID=", 18) != 0) env_strings.push_back(*e);
+  }
+  env_strings.push_back("RHYTHM_PARENT_PID=" + std::to_string(getpid()));
+  std::vector<char*> env;
+  for (std::string& e : env_strings) env.push_back(e.data());
+  env.push_back(nullptr);
+  const int rc = posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), env.data());
   posix_spawn_file_actions_destroy(&actions);
   close(out_pipe[1]);
   if (rc != 0) {

@@ -21,7 +21,9 @@ struct ProcessResult {
 ProcessResult RunProcess(const std::vector<std::string>& argv, double timeout_seconds = 60);
 
 // A child process running in the background, its stdout readable line by line and its stderr
-// going to a file. The destructor kills it (SIGKILL) if still running. Not thread-safe.
+// going to a file. The destructor kills it (SIGKILL) if still running. The child gets
+// RHYTHM_PARENT_PID in its environment: rhythm's binaries then stop (SIGTERM) when this process
+// dies, even by kill -9 (common/startup.h). Not thread-safe.
 class ChildProcess {
  public:
   // Starts argv[0] with the arguments; false if it could not be spawned.
