@@ -16,6 +16,8 @@
 namespace rhythm::common::weights {
 namespace {
 
+constexpr int kConnections = 2;
+
 std::chrono::milliseconds Millis(absl::Duration d) {
   return std::chrono::milliseconds(std::max<int64_t>(1, absl::ToInt64Milliseconds(d)));
 }
@@ -41,12 +43,20 @@ class GlooCommunicator final : public Communicator {
   absl::Status Broadcast(void* data, size_t size) override {
     if (aborted_) return absl::UnavailableError("gloo: the group was aborted");
     try {
-      std::vector<at::Tensor> tensors{
-          at::from_blob(data, {static_cast<int64_t>(size)}, at::TensorOptions(at::kByte))};
+      // One broadcast per connection (the group has kConnections devices), run concurrently:
+      // a single TCP stream is what limits Gloo on one host.
       c10d::BroadcastOptions opts;
       opts.rootRank = 0;
       opts.timeout = Millis(timeout_);
-      pg_->broadcast(tensors, opts)->wait(Millis(timeout_));
+      std::vector<c10::intrusive_ptr<c10d::Work>> works;
+      const size_t part = (size + kConnections - 1) / kConnections;
+      for (size_t off = 0; off < size; off += part) {
+        std::vector<at::Tensor> tensors{at::from_blob(
+            static_cast<char*>(data) + off, {static_cast<int64_t>(std::min(part, size - off))},
+            at::TensorOptions(at::kByte))};
+        works.push_back(pg_->broadcast(tensors, opts));
+      }
+      for (auto& w : works) w->wait(Millis(timeout_));
       return absl::OkStatus();
     } catch (const std::exception& e) {
       aborted_ = true;
@@ -117,11 +127,13 @@ class GlooFactory final : public CommunicatorFactory {
       base->setTimeout(Millis(timeout));
       auto store = c10::make_intrusive<c10d::PrefixStore>(rendezvous.substr(slash + 1), base);
       auto opts = c10d::ProcessGroupGloo::Options::create(Millis(timeout));
-      opts->devices.push_back(
-          options_.host.empty()
-              ? c10d::ProcessGroupGloo::createDefaultDevice()
-              : c10d::ProcessGroupGloo::createDeviceForHostname(options_.host));
-      opts->threads = 1;
+      for (int i = 0; i < kConnections; ++i) {
+        opts->devices.push_back(
+            options_.host.empty()
+                ? c10d::ProcessGroupGloo::createDefaultDevice()
+                : c10d::ProcessGroupGloo::createDeviceForHostname(options_.host));
+      }
+      opts->threads = kConnections;
       auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, opts);
       return std::unique_ptr<Communicator>(
           new GlooCommunicator(std::move(pg), rank, world_size, timeout));
