@@ -92,15 +92,6 @@ double TcpLoopbackGbps(size_t bytes) {
   return best;
 }
 
-std::string Payload(size_t bytes, uint32_t seed) {
-  std::string s(bytes, '\0');
-  std::mt19937_64 rng(seed);
-  for (size_t i = 0; i + 8 <= bytes; i += 8) {
-    const uint64_t x = rng();
-    std::memcpy(s.data() + i, &x, 8);
-  }
-  return s;
-}
 
 // Waits until every peer printed `version`; returns false on timeout or a wrong checksum.
 // `slowest` gets the longest receive time a peer reported (announcement to verified buffer).
@@ -153,7 +144,7 @@ int main(int argc, char** argv) {
   // nothing here but copies and checksums the buffer) until every receiver reported.
   std::cout << "transport actors  seconds  GB/s/actor  vs_memcpy  vs_tcp  aggregate_GB/s  "
                "publish_to_all\n";
-  const std::string v1 = Payload(bytes, 1), v2 = Payload(bytes, 2);
+  const std::string v1 = rw::RandomBytes(bytes, 1), v2 = rw::RandomBytes(bytes, 2);
   const uint32_t crc1 = rhythm::common::Crc32c(v1), crc2 = rhythm::common::Crc32c(v2);
   for (const std::string& transport : std::vector<std::string>(absl::StrSplit(transports_flag, ','))) {
     for (const std::string& n_str : std::vector<std::string>(absl::StrSplit(actors_flag, ','))) {

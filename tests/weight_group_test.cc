@@ -19,15 +19,9 @@ namespace {
 
 using common::weights::TestHost;
 using common::weights::TestHostOptions;
+using common::weights::RandomBytes;
 
 constexpr double kTimeoutS = 2.0;  // the group's collective timeout in these tests
-
-std::string RandomBytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string s(n, '\0');
-  for (char& c : s) c = static_cast<char>(rng() & 0xff);
-  return s;
-}
 
 struct Peer {
   ChildProcess p;

@@ -17,13 +17,6 @@
 namespace rhythm::common::weights {
 namespace {
 
-std::string RandomBytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string s(n, '\0');
-  for (char& c : s) c = static_cast<char>(rng() & 0xff);
-  return s;
-}
-
 int Gpus() {
   absl::StatusOr<NcclInfo> info = ProbeNccl();
   return info.ok() ? info->cuda_devices : 0;

@@ -2,11 +2,24 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+#include <cstring>
+#include <random>
 #include <stdexcept>
 
 #include "common/weights/communicator.h"
 
 namespace rhythm::common::weights {
+
+std::string RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; i += 8) {
+    const uint64_t x = rng();
+    std::memcpy(s.data() + i, &x, std::min<size_t>(8, n - i));
+  }
+  return s;
+}
 
 TestHost::TestHost(TestHostOptions o) {
   registry_ = std::make_shared<prometheus::Registry>();

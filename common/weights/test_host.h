@@ -27,6 +27,9 @@ struct TestHostOptions {
   std::function<bool(v1::WeightChunk&)> chunk_hook;
 };
 
+// `n` bytes from a seeded generator (same seed, same bytes): test payloads.
+std::string RandomBytes(size_t n, uint32_t seed);
+
 class TestHost {
  public:
   explicit TestHost(TestHostOptions options);
