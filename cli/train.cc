@@ -148,20 +148,19 @@ std::string Chart(const std::string& title, const std::vector<Series>& series,
       const double py = top + h - h * (y - lo) / (hi - lo);
       absl::StrAppend(&points, absl::StrFormat("%.1f,%.1f ", px, py));
       if (markers) {
-        absl::StrAppend(&dots, absl::StrFormat("<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>",
-                                               px, py, s.colour));
+        absl::StrAppend(&dots, absl::StrFormat("<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>", px,
+                                               py, s.colour));
       }
     }
-    absl::StrAppend(&body,
-                    absl::StrFormat("<polyline class='series' data-label='%s' fill='none' "
-                                    "stroke='%s' stroke-width='2.5' points='%s'/>%s",
-                                    s.label, s.colour, points, dots));
+    absl::StrAppend(&body, absl::StrFormat("<polyline class='series' data-label='%s' fill='none' "
+                                           "stroke='%s' stroke-width='2.5' points='%s'/>%s",
+                                           s.label, s.colour, points, dots));
   }
   std::string legend;
   if (series.size() > 1) {
     for (const Series& s : series) {
-      absl::StrAppend(&legend, absl::StrFormat(" <span style='color:%s'>&#9632; %s</span>",
-                                               s.colour, s.label));
+      absl::StrAppend(
+          &legend, absl::StrFormat(" <span style='color:%s'>&#9632; %s</span>", s.colour, s.label));
     }
   }
   return absl::StrFormat(
@@ -197,11 +196,25 @@ Series MovingAverage(const Series& in, size_t window, const char* label, const c
 std::string Escape(const std::string& s) {
   std::string out;
   for (char c : s) {
-    if (c == '<') out += "&lt;";
-    else if (c == '>') out += "&gt;";
-    else if (c == '&') out += "&amp;";
-    else if (c == '\n') out += "&#8629;";
-    else out += c;
+    switch (c) {
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      case '\n':
+        out += "&#8629;";
+        break;
+      default:
+        out += c;
+    }
   }
   return out;
 }
@@ -219,9 +232,12 @@ std::string RenderRollouts(const std::string& dump_dir, const common::Tokenizer&
   std::ifstream in(files.back());
   std::string html;
   int shown = 0;
-  for (std::string line; std::getline(in, line) && shown < 8; ++shown) {
+  std::map<int64_t, int> per_group;  // at most two responses of each prompt
+  for (std::string line; std::getline(in, line) && shown < 10;) {
     nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded() || !j.contains("response_ids") || j["waad"].empty()) continue;
+    if (++per_group[j.value("group", int64_t{0})] > 2) continue;
+    ++shown;
     std::vector<double> waad = j["waad"].get<std::vector<double>>(), fai;
     for (const auto& f : j["fai"]) fai.push_back(f.is_null() ? std::nan("") : f.get<double>());
     std::vector<double> entropy = j["entropy"].get<std::vector<double>>();
@@ -237,7 +253,9 @@ std::string RenderRollouts(const std::string& dump_dir, const common::Tokenizer&
     }
     double wmax = 1e-9, fmax = 1e-9;
     for (double w : waad) wmax = std::max(wmax, w);
-    for (double f : fai) if (!std::isnan(f)) fmax = std::max(fmax, f);
+    for (double f : fai) {
+      if (!std::isnan(f)) fmax = std::max(fmax, f);
+    }
     const std::vector<int32_t> prompt = j["prompt_ids"].get<std::vector<int32_t>>();
     absl::StrAppend(&html, "<div class='rollout'><span class='prompt'>",
                     Escape(tokenizer.Decode(prompt).value_or("")), "</span>");
@@ -246,15 +264,15 @@ std::string RenderRollouts(const std::string& dump_dir, const common::Tokenizer&
       const double wa = waad[t] / wmax;
       const double fa = t < fai.size() && !std::isnan(fai[t]) ? fai[t] / fmax : 0;
       absl::StrAppend(
-          &html,
-          absl::StrFormat("<span class='tok%s%s' title='WAAD %.3f FAI %s' style='background:"
-                          "linear-gradient(rgba(37,99,235,%.2f),rgba(249,115,22,%.2f))'>%s</span>",
-                          preplan.count(t) ? " preplan" : "", anchor.count(t) ? " anchor" : "",
-                          waad[t], t < fai.size() && !std::isnan(fai[t]) ? absl::StrCat(fai[t]) : "-",
-                          0.6 * wa, 0.6 * fa, Escape(tokenizer.Decode({ids[t]}).value_or("?"))));
+          &html, absl::StrFormat(
+                     "<span class='tok%s%s' title='WAAD %.3f FAI %s' style='background:"
+                     "linear-gradient(rgba(37,99,235,%.2f),rgba(249,115,22,%.2f))'>%s</span>",
+                     preplan.count(t) ? " preplan" : "", anchor.count(t) ? " anchor" : "", waad[t],
+                     t < fai.size() && !std::isnan(fai[t]) ? absl::StrCat(fai[t]) : "-", 0.6 * wa,
+                     0.6 * fa, Escape(tokenizer.Decode({ids[t]}).value_or("?"))));
     }
-    absl::StrAppend(&html, absl::StrFormat(" <small>reward %.2f</small></div>",
-                                           j["reward"].get<double>()));
+    absl::StrAppend(
+        &html, absl::StrFormat(" <small>reward %.2f</small></div>", j["reward"].get<double>()));
   }
   return html;
 }
@@ -286,7 +304,7 @@ void WriteReport(const std::string& path, const std::vector<Row>& rows,
          "normal;margin-left:.5em}.rollout{font-family:monospace;"
          "margin:.4em 0;font-size:15px}.tok{padding:1px 1px}.preplan{text-decoration:underline"
          " 2px #2563eb}.anchor{outline:1px solid #f97316}.prompt{color:#666}td,th{padding:"
-         "2px 10px;text-align:right}</style></head><body>"
+         "2px 10px;text-align:right}th:first-child{text-align:left}</style></head><body>"
       << "<h1>rhythm train</h1><p>Task <b>"
       << common::EnumShortName(v1::TaskKind_descriptor(), config.task().kind())
       << "</b>, credit strategy <b>"
@@ -311,9 +329,8 @@ void WriteReport(const std::string& path, const std::vector<Row>& rows,
                                                100 * sum.after.sampled, 100 * sum.after.passk)
                              : "",
              sum.after.problems)
-      << Chart(absl::StrFormat("held-out accuracy (first %d problems)",
-                               sum.subset),
-               heldout_series, Scale::kPercent, /*markers=*/true)
+      << Chart(absl::StrFormat("held-out accuracy (first %d problems)", sum.subset), heldout_series,
+               Scale::kPercent, /*markers=*/true)
       << Chart("reward (batch mean)",
                {RowSeries(rows, &Row::reward, "reward", kLightBlue),
                 MovingAverage(RowSeries(rows, &Row::reward, "", ""), 10, "mean of 10", kBlue)})
@@ -322,7 +339,10 @@ void WriteReport(const std::string& path, const std::vector<Row>& rows,
                 MovingAverage(RowSeries(rows, &Row::accuracy, "", ""), 10, "mean of 10", kBlue)},
                Scale::kPercent)
       << Chart("loss", {RowSeries(rows, &Row::loss, "loss", kBlue)})
-      << Chart("approx KL", {RowSeries(rows, &Row::kl, "kl", kBlue)})
+      << Chart(config.trainer().mini_batches() == 1
+                   ? "approx KL <small>(0: one update per batch, so old = new policy)</small>"
+                   : "approx KL",
+               {RowSeries(rows, &Row::kl, "kl", kBlue)})
       << Chart("entropy (nats per token)", {RowSeries(rows, &Row::entropy, "entropy", kBlue)})
       << Chart("tokens / s (learner)",
                {RowSeries(rows, &Row::tokens_per_second, "tokens/s", kBlue)}, Scale::kFromZero)
@@ -335,8 +355,7 @@ void WriteReport(const std::string& path, const std::vector<Row>& rows,
 
 void RegisterTrainFlags(common::FlagParser& parser, TrainFlags& f) {
   parser.AddString("actors", "N", "train: actor processes", &f.actors);
-  parser.AddString("sft-steps", "N", "train: supervised warm-start steps (0 = none)",
-                   &f.sft_steps);
+  parser.AddString("sft-steps", "N", "train: supervised warm-start steps (0 = none)", &f.sft_steps);
 }
 
 int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::string& model_dir,
@@ -365,10 +384,9 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
     }
   }
   ApplyTrainDefaults(config);
-  const std::string out = out_flag.empty()
-                              ? absl::FormatTime("runs/train-%Y%m%d-%H%M%S", absl::Now(),
-                                                 absl::LocalTimeZone())
-                              : out_flag;
+  const std::string out = out_flag.empty() ? absl::FormatTime("runs/train-%Y%m%d-%H%M%S",
+                                                              absl::Now(), absl::LocalTimeZone())
+                                           : out_flag;
   std::error_code ec;
   fs::create_directories(out, ec);
   if (ec) return Fail(out + ": " + ec.message());
@@ -387,8 +405,8 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
     start_model = out + "/sft";
     std::cout << "rhythm train: supervised warm start (" << sft_steps << " steps) -> "
               << start_model << std::endl;
-    if (absl::Status s = Sft("", start_model, std::max<int64_t>(sft_steps, 1), 32, 2e-3, config,
-                             std::cout);
+    if (absl::Status s =
+            Sft("", start_model, std::max<int64_t>(sft_steps, 1), 32, 2e-3, config, std::cout);
         !s.ok()) {
       return Fail(std::string(s.message()));
     }
@@ -412,8 +430,7 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
   sum.subset = subset;
   std::vector<HeldOutPoint> heldout;
   auto describe = [&](const EvalResult& r) {
-    return k > 1 ? absl::StrFormat("%.1f%% greedy, %.1f%% sampled", 100 * r.pass1,
-                                   100 * r.sampled)
+    return k > 1 ? absl::StrFormat("%.1f%% greedy, %.1f%% sampled", 100 * r.pass1, 100 * r.sampled)
                  : absl::StrFormat("%.1f%%", 100 * r.pass1);
   };
   {
@@ -434,9 +451,8 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
   const std::string config_path = out + "/config.yaml";
   common::ChildProcess learner;
   if (!learner.Start({bin + "/rhythm-learner", "--config", config_path, "--set",
-                      "learner.run_dir=" + out + "/run", "--set",
-                      "learner.address=127.0.0.1:0", "--set",
-                      "learner.metrics_address=127.0.0.1:0",
+                      "learner.run_dir=" + out + "/run", "--set", "learner.address=127.0.0.1:0",
+                      "--set", "learner.metrics_address=127.0.0.1:0",
                       // rhythm train decides when to stop: actors first, while the learner can
                       // still ack what they flush.
                       "--set", "trainer.steps=0", "--dump-rollouts", out + "/dump"},
@@ -541,12 +557,13 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
       std::cout << absl::StrFormat(
                        "%sstep %d/%d  version %d  reward %.3f  acc %.3f  held-out %.1f%% (v%d)  "
                        "loss %.4f  kl %.5f  tok/s %.0f  staleness %.2f  ETA %d:%02d%s",
-                       tty ? "\r" : "", version, target, version, r.reward, r.accuracy,
-                       100 * (k > 1 ? h.sampled : h.greedy), h.version, r.loss, r.kl,
-                       r.tokens_per_second, r.staleness, static_cast<int>(eta) / 60,
-                       static_cast<int>(eta) % 60, tty ? "\033[K" : "\n")
+                       tty ? "\r" : "", target > 0 ? std::min(version, target) : version, target,
+                       version, r.reward, r.accuracy, 100 * (k > 1 ? h.sampled : h.greedy),
+                       h.version, r.loss, r.kl, r.tokens_per_second, r.staleness,
+                       static_cast<int>(eta) / 60, static_cast<int>(eta) % 60,
+                       tty ? "\033[K" : "\n")
                 << std::flush;
-      if (version >= target) break;
+      if (target > 0 && version >= target) break;  // trainer.steps = 0: until Ctrl-C
     }
   }
   if (tty) std::cout << "\n";

@@ -34,12 +34,20 @@ class TrainTest : public ::testing::Test {
   static void SetUpTestSuite() {
     out_ = new std::string(::testing::TempDir() + "/train_test_run");
     fs::remove_all(*out_);
-    result_ = new ProcessResult(RunProcess(
-        {BinaryPath("rhythm"), "train", "--out", *out_, "--sft-steps", "20", "--steps", "6",
-         "--actors", "2", "--n", "64", "--pass-k", "2", "--set", "model.tiny.num_layers=2",
-         "--set", "model.tiny.hidden_size=64", "--set", "model.tiny.intermediate_size=128",
-         "--set", "trainer.batch_groups=2", "--set", "learner.checkpoint_every=3"},
-        400));
+    std::vector<std::string> args = {BinaryPath("rhythm"), "train", "--out", *out_};
+    for (const char* arg : {"--sft-steps", "20",
+                            "--steps",     "6",
+                            "--actors",    "2",
+                            "--n",         "64",
+                            "--pass-k",    "2",
+                            "--set",       "model.tiny.num_layers=2",
+                            "--set",       "model.tiny.hidden_size=64",
+                            "--set",       "model.tiny.intermediate_size=128",
+                            "--set",       "trainer.batch_groups=2",
+                            "--set",       "learner.checkpoint_every=3"}) {
+      args.push_back(arg);
+    }
+    result_ = new ProcessResult(RunProcess(args, 400));
   }
   static void TearDownTestSuite() {
     delete result_;
@@ -61,9 +69,9 @@ TEST_F(TrainTest, WritesTheRunDirectoryAndEvaluatesCheckpoints) {
                                                   R"(sampled -> [0-9.]+% greedy, [0-9.]+% )"
                                                   R"(sampled \(n=64\))")))
       << r.out;
-  for (const char* f : {"config.yaml", "metrics.csv", "report.html", "final/config.json",
-                        "final/model.safetensors", "final/rhythm_tokenizer.json",
-                        "sft/config.json", "run/checkpoints/LATEST"}) {
+  for (const char* f :
+       {"config.yaml", "metrics.csv", "report.html", "final/config.json", "final/model.safetensors",
+        "final/rhythm_tokenizer.json", "sft/config.json", "run/checkpoints/LATEST"}) {
     EXPECT_TRUE(fs::exists(*out_ + "/" + f)) << f;
   }
   // metrics.csv: learner rows (reward set) and held-out rows (held-out columns set).
@@ -114,7 +122,8 @@ struct Image {
 uint32_t BigEndian32(const std::string& s, size_t at) {
   return (uint32_t{static_cast<uint8_t>(s[at])} << 24) |
          (uint32_t{static_cast<uint8_t>(s[at + 1])} << 16) |
-         (uint32_t{static_cast<uint8_t>(s[at + 2])} << 8) | uint32_t{static_cast<uint8_t>(s[at + 3])};
+         (uint32_t{static_cast<uint8_t>(s[at + 2])} << 8) |
+         uint32_t{static_cast<uint8_t>(s[at + 3])};
 }
 
 bool DecodePng(const std::string& png, Image* image, std::string* error) {
@@ -147,8 +156,8 @@ bool DecodePng(const std::string& png, Image* image, std::string* error) {
   std::vector<uint8_t> raw((stride + 1) * image->height);
   uLongf raw_size = raw.size();
   if (image->channels == 0 ||
-      uncompress(raw.data(), &raw_size, reinterpret_cast<const Bytef*>(idat.data()),
-                 idat.size()) != Z_OK ||
+      uncompress(raw.data(), &raw_size, reinterpret_cast<const Bytef*>(idat.data()), idat.size()) !=
+          Z_OK ||
       raw_size != raw.size()) {
     *error = "bad image data";
     return false;
@@ -166,13 +175,20 @@ bool DecodePng(const std::string& png, Image* image, std::string* error) {
       const int c = up != nullptr && i >= static_cast<size_t>(bpp) ? up[i - bpp] : 0;
       int predictor = 0;
       switch (filter) {
-        case 0: predictor = 0; break;
-        case 1: predictor = a; break;
-        case 2: predictor = b; break;
-        case 3: predictor = (a + b) / 2; break;
+        case 0:
+          predictor = 0;
+          break;
+        case 1:
+          predictor = a;
+          break;
+        case 2:
+          predictor = b;
+          break;
+        case 3:
+          predictor = (a + b) / 2;
+          break;
         case 4: {
-          const int p = a + b - c, pa = std::abs(p - a), pb = std::abs(p - b),
-                    pc = std::abs(p - c);
+          const int p = a + b - c, pa = std::abs(p - a), pb = std::abs(p - b), pc = std::abs(p - c);
           predictor = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
           break;
         }
@@ -192,7 +208,8 @@ int64_t CountColour(const Image& image, uint32_t rgb) {
   const int r = (rgb >> 16) & 0xff, g = (rgb >> 8) & 0xff, b = rgb & 0xff;
   for (size_t i = 0; i + 2 < image.pixels.size(); i += image.channels) {
     if (std::abs(image.pixels[i] - r) + std::abs(image.pixels[i + 1] - g) +
-            std::abs(image.pixels[i + 2] - b) <= 12) {
+            std::abs(image.pixels[i + 2] - b) <=
+        12) {
       ++n;
     }
   }
@@ -239,7 +256,8 @@ TEST_F(TrainTest, ReportRendersItsPlotsInHeadlessChromium) {
       << dom.out.substr(0, 2000);
   // Polylines with at least two points, by series.
   std::map<std::string, int> points_by_series;
-  const std::regex line(R"re(<polyline class="series" data-label="([^"]+)"[^>]* points="([^"]*)")re");
+  const std::regex line(
+      R"re(<polyline class="series" data-label="([^"]+)"[^>]* points="([^"]*)")re");
   for (auto it = std::sregex_iterator(dom.out.begin(), dom.out.end(), line);
        it != std::sregex_iterator(); ++it) {
     const std::vector<std::string> pts =
