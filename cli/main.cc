@@ -27,7 +27,7 @@ constexpr char kCommands[] =
     "                [--head-quantile 0.3] [--json] [--reference]\n"
     "  train       the one-command local cluster: warm start, learner + actors, report:\n"
     "              rhythm train [--task arithmetic] [--actors 2] [--strategy coupled]\n"
-    "                           [--steps 200] [--out DIR] [--model DIR] [--sft-steps 3000]\n"
+    "                           [--steps 300] [--out DIR] [--model DIR] [--sft-steps 2000]\n"
     "                           [--n 500] [--pass-k 4]\n"
     "  sft         supervised warm start on the task's reference solutions:\n"
     "              rhythm sft --out DIR [--model DIR] [--task T] [--steps 300] [--batch 32]\n"

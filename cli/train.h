@@ -1,9 +1,12 @@
 // `rhythm train`: the one-command local cluster.
 //
-//   resolved config ─ (no model.path) rhythm sft on the task's reference solutions ─ eval
+//   resolved config (+ the built-in default where unset: arithmetic, one torch thread per
+//   process, 500 held-out problems, lr 3e-4, 300 steps)
+//   ─ (no --model) rhythm sft on the task's reference solutions ─ held-out eval (--n, --pass-k)
 //   ─ rhythm-learner + N rhythm-actor child processes on localhost (posix_spawn), supervised:
 //     a crashed actor is restarted, a crashed learner stops the run
-//   ─ progress line from the learner's /metrics; metrics.csv; Ctrl-C stops everything
+//   ─ progress line from the learner's /metrics; each new checkpoint scored on the first 256
+//     held-out problems (greedy and sampled pass@1); metrics.csv; Ctrl-C stops everything
 //   ─ at the end: eval of the final checkpoint, the Hugging Face export and report.html
 // Run directory (--out, default runs/train-<time>): config.yaml, sft/, run/ (the learner's
 // checkpoints and rollout log), dump/ (trained batches), final/ (HF export), metrics.csv,
