@@ -355,7 +355,8 @@ void WriteReport(const std::string& path, const std::vector<Row>& rows,
 
 void RegisterTrainFlags(common::FlagParser& parser, TrainFlags& f) {
   parser.AddString("actors", "N", "train: actor processes", &f.actors);
-  parser.AddString("sft-steps", "N", "train: supervised warm-start steps (--model DIR skips it)", &f.sft_steps);
+  parser.AddString("sft-steps", "N", "train: supervised warm-start steps (--model DIR skips it)",
+                   &f.sft_steps);
 }
 
 int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::string& model_dir,
