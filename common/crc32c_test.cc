@@ -101,10 +101,14 @@ TEST(Crc32c, HardwareAndPortableAgreeOnLargeBuffers) {
     EXPECT_EQ(ExtendHardware(0, data.data(), data.size()), portable);
     EXPECT_EQ(Crc32c(data), portable);
   }
-  // Chaining from a non-zero CRC too.
-  const std::string data = RandomBytes(4099, 9);
-  EXPECT_EQ(ExtendHardware(0xDEADBEEFu, data.data(), data.size()),
-            ExtendPortable(0xDEADBEEFu, data.data(), data.size()));
+  // Chaining from a non-zero CRC too, below and above the three-lane block (12 KiB), and at
+  // the block boundaries.
+  for (size_t n : {4099, 12287, 12288, 12289, 3 * 12288, 100003}) {
+    const std::string data = RandomBytes(n, 9);
+    EXPECT_EQ(ExtendHardware(0xDEADBEEFu, data.data(), data.size()),
+              ExtendPortable(0xDEADBEEFu, data.data(), data.size()))
+        << n;
+  }
 }
 
 TEST(Crc32c, ExtendEqualsCrcOfConcatenationAtEverySplit) {
