@@ -214,6 +214,11 @@ absl::Status Actor::ApplyWeights(const v1::WeightVersion& v, const std::string& 
   return absl::OkStatus();
 }
 
+bool Actor::GroupConnected() {
+  absl::MutexLock lock(&group_mu_);
+  return member_ != nullptr && member_->connected();
+}
+
 void Actor::GroupLoop() {
   const v1::TransportConfig& t = options_.config.transport();
   common::weights::CollectiveOptions co;
@@ -233,12 +238,10 @@ void Actor::GroupLoop() {
       member_ = std::make_unique<common::weights::GroupMember>(
           &weights_stub_, options_.actor_id, std::move(*factory), weight_metrics_.get());
     }
-    in_group_ = true;
     absl::Status s = member_->Run([this](common::weights::ReceivedVersion r) {
       absl::MutexLock lock(&group_mu_);
       received_ = std::make_unique<common::weights::ReceivedVersion>(std::move(r));
     });
-    in_group_ = false;
     if (s.code() == absl::StatusCode::kFailedPrecondition) {
       RHYTHM_LOG(Warning) << "actor: " << s.message() << "; using gRPC";
       return;
@@ -388,7 +391,7 @@ absl::Status Actor::Run() {
       absl::MutexLock lock(&group_mu_);
       received = std::move(received_);
     }
-    if (received && received->announcement.version() != version_.load()) {
+    if (received && received->announcement.version() > version_.load()) {
       absl::Status s = ApplyWeights(received->announcement, received->bytes,
                                     std::chrono::steady_clock::now());
       {
@@ -397,7 +400,7 @@ absl::Status Actor::Run() {
       }
       if (s.code() == absl::StatusCode::kInvalidArgument) return s;  // model does not fit
     } else if (latest_version_.load() != version_.load() &&
-               (!in_group_.load() || version_.load() < 0)) {
+               (!GroupConnected() || version_.load() < 0)) {
       absl::Status s = FetchLatestOverGrpc();
       if (!s.ok()) {
         if (s.code() == absl::StatusCode::kInvalidArgument) return s;  // model does not fit

@@ -74,6 +74,8 @@ class Actor {
                             std::chrono::steady_clock::time_point pause_start);
   // The broadcast group membership loop (background thread; only for gloo / nccl).
   void GroupLoop();
+  // True while this actor is a connected member: versions then arrive by broadcast.
+  bool GroupConnected();
   absl::Status GenerateBatch();
   void HeartbeatLoop();
 
@@ -87,7 +89,7 @@ class Actor {
   absl::Mutex group_mu_;
   std::unique_ptr<common::weights::GroupMember> member_ ABSL_GUARDED_BY(group_mu_);
   std::unique_ptr<common::weights::ReceivedVersion> received_ ABSL_GUARDED_BY(group_mu_);
-  std::atomic<bool> in_group_{false};
+
   v1::RhythmConfig learner_config_;
   std::unique_ptr<common::model::Transformer> model_;
   std::unique_ptr<common::Tokenizer> tokenizer_;

@@ -176,6 +176,15 @@ absl::Status LearnerServer::Init() {
 
 absl::Status LearnerServer::InitWeightTransport() {
   const v1::TransportConfig& t = options_.config.transport();
+  // A chunk plus its framing must fit the learner's send limit and the actors' receive limit
+  // (64 MiB, actor/main.cc), or every download would fail.
+  const int64_t limit = std::min<int64_t>(options_.config.learner().max_message_bytes(), 64 << 20);
+  if (static_cast<int64_t>(t.chunk_bytes()) + 4096 > limit) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config: transport.chunk_bytes ", t.chunk_bytes(),
+        " does not fit one gRPC message (learner.max_message_bytes ",
+        options_.config.learner().max_message_bytes(), ", actors 67108864, less 4096 of framing)"));
+  }
   weight_metrics_ = std::make_unique<common::weights::LearnerWeightMetrics>(*options_.registry);
   versions_ = std::make_unique<common::weights::VersionStore>(
       options_.config.learner().keep_versions(), static_cast<uint32_t>(t.chunk_bytes()),

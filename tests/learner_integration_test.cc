@@ -313,6 +313,16 @@ TEST(LearnerProcess, IngestsValidatesTrainsAndServesWeights) {
   EXPECT_TRUE(std::filesystem::exists(run + "/checkpoints/" + name + "/model/config.json"));
 }
 
+TEST(LearnerProcess, AWeightChunkTooLargeForOneMessageIsAConfigError) {
+  const std::string run = TempRunDir("chunk");
+  std::vector<std::string> args = LearnerArgs(run);
+  args.insert(args.end(), {"--set", "transport.chunk_bytes=33554432"});
+  ProcessResult r = RunProcess(args, 60);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("transport.chunk_bytes 33554432"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("learner.max_message_bytes"), std::string::npos) << r.err;
+}
+
 TEST(LearnerProcess, ThrottlesAClientThatStopsReadingAcks) {
   const std::string run = TempRunDir("throttle");
   Learner l;

@@ -16,21 +16,20 @@
 namespace rhythm::common::weights {
 namespace {
 
-// Polls the communicator until its pending operation completes (`done` returns true), it
-// reports an error, or `deadline` passes; aborts it in the last two cases.
+// Polls the communicator until its pending work is queued (async error ncclSuccess) and then
+// `done` returns true, or it reports an error, or `deadline` passes. Does not abort: the caller
+// owns the communicator and aborts it on failure.
 absl::Status AwaitNccl(ncclComm_t comm, absl::Time deadline, const std::function<bool()>& done,
                        const char* what) {
   while (true) {
     ncclResult_t async = ncclSuccess;
     if (ncclCommGetAsyncError(comm, &async) != ncclSuccess ||
         (async != ncclSuccess && async != ncclInProgress)) {
-      ncclCommAbort(comm);
       return absl::UnavailableError(
           absl::StrCat("nccl: ", what, " failed: ", ncclGetErrorString(async)));
     }
     if (async == ncclSuccess && done()) return absl::OkStatus();
     if (absl::Now() > deadline) {
-      ncclCommAbort(comm);
       return absl::DeadlineExceededError(absl::StrCat("nccl: ", what, " timed out"));
     }
     absl::SleepFor(absl::Microseconds(200));
@@ -42,24 +41,25 @@ class NcclCommunicator final : public Communicator {
   NcclCommunicator(ncclComm_t comm, int device, int rank, int world, absl::Duration timeout)
       : comm_(comm), device_(device), rank_(rank), world_(world), timeout_(timeout) {}
 
+  // Teardown aborts rather than destroys: ncclCommDestroy/Finalize synchronise with the other
+  // ranks, which may already be gone or re-forming; abort is local and never blocks.
   ~NcclCommunicator() override {
+    Abort();
     cudaSetDevice(device_);
     if (buffer_ != nullptr) cudaFree(buffer_);
     if (event_ != nullptr) cudaEventDestroy(event_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
-    if (comm_ != nullptr) aborted_ ? ncclCommAbort(comm_) : ncclCommDestroy(comm_);
   }
 
   absl::Status Broadcast(void* data, size_t size) override {
-    if (aborted_) return absl::UnavailableError("nccl: the communicator was aborted");
+    if (comm_ == nullptr) return absl::UnavailableError("nccl: the communicator was aborted");
     absl::Status s = BroadcastImpl(data, size);
-    if (!s.ok()) aborted_ = true;  // AwaitNccl aborted it, or a CUDA call failed
+    if (!s.ok()) Abort();
     return s;
   }
   void Abort() override {
-    if (!aborted_ && comm_ != nullptr) ncclCommAbort(comm_);
+    if (comm_ != nullptr) ncclCommAbort(comm_);
     comm_ = nullptr;
-    aborted_ = true;
   }
   int rank() const override { return rank_; }
   int world_size() const override { return world_; }
@@ -80,12 +80,15 @@ class NcclCommunicator final : public Communicator {
     if (rank_ == 0) {
       RHYTHM_CUDA_CHECK(cudaMemcpyAsync(buffer_, data, size, cudaMemcpyHostToDevice, stream_));
     }
+    const absl::Time deadline = absl::Now() + timeout_;
     RHYTHM_NCCL_CHECK(ncclBroadcast(buffer_, buffer_, size, ncclUint8, 0, comm_, stream_));
+    // Non-blocking: the kernel may not be on the stream yet; wait until NCCL has queued it,
+    // then record the event behind it and wait for that, all under one deadline.
+    RHYTHM_RETURN_IF_ERROR(AwaitNccl(comm_, deadline, [] { return true; }, "broadcast enqueue"));
     RHYTHM_CUDA_CHECK(cudaEventRecord(event_, stream_));
     cudaEvent_t ev = event_;
-    RHYTHM_RETURN_IF_ERROR(AwaitNccl(comm_, absl::Now() + timeout_,
-                                          [ev] { return cudaEventQuery(ev) == cudaSuccess; },
-                                          "broadcast"));
+    RHYTHM_RETURN_IF_ERROR(AwaitNccl(
+        comm_, deadline, [ev] { return cudaEventQuery(ev) == cudaSuccess; }, "broadcast"));
     if (rank_ != 0) {
       RHYTHM_CUDA_CHECK(cudaMemcpyAsync(data, buffer_, size, cudaMemcpyDeviceToHost, stream_));
       RHYTHM_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -100,7 +103,6 @@ class NcclCommunicator final : public Communicator {
   cudaEvent_t event_ = nullptr;
   void* buffer_ = nullptr;
   size_t capacity_ = 0;
-  bool aborted_ = false;
 };
 
 class NcclFactory final : public CommunicatorFactory {
@@ -133,7 +135,10 @@ class NcclFactory final : public CommunicatorFactory {
     ncclComm_t comm = nullptr;
     RHYTHM_NCCL_CHECK(ncclCommInitRankConfig(&comm, world_size, id, rank, &config));
     absl::Status s = AwaitNccl(comm, absl::Now() + timeout, [] { return true; }, "init");
-    if (!s.ok()) return s;
+    if (!s.ok()) {
+      ncclCommAbort(comm);
+      return s;
+    }
     return std::unique_ptr<Communicator>(
         new NcclCommunicator(comm, options_.cuda_device, rank, world_size, timeout));
   }

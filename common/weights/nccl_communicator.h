@@ -3,7 +3,8 @@
 // learner's gRPC control plane (Weights.WeightGroup). Each broadcast runs on a dedicated CUDA
 // stream; completion is polled with a CUDA event while ncclCommGetAsyncError is watched, and a
 // peer that dies or hangs past the timeout gets the communicator aborted (ncclCommAbort), so no
-// rank blocks forever. Buffers are staged through device memory (Communicator speaks host
+// rank blocks forever; teardown aborts too (destroy would synchronise with ranks that may be
+// gone). Buffers are staged through device memory (Communicator speaks host
 // memory; Debian's LibTorch has no CUDA tensors to broadcast from in place).
 #pragma once
 

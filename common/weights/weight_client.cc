@@ -57,8 +57,16 @@ absl::Status FetchRange(v1::Weights::StubInterface& stub, const v1::WeightVersio
       ++next;
     }
     const grpc::Status s = reader->Finish();
-    if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
-      return absl::NotFoundError(s.error_message());
+    switch (s.error_code()) {
+      case grpc::StatusCode::NOT_FOUND:
+        return absl::NotFoundError(s.error_message());
+      case grpc::StatusCode::RESOURCE_EXHAUSTED:  // a chunk over a message-size limit
+      case grpc::StatusCode::INVALID_ARGUMENT:
+      case grpc::StatusCode::OUT_OF_RANGE:
+        return absl::FailedPreconditionError(absl::StrCat(
+            "weights: version ", v.version(), " cannot be fetched: ", s.error_message()));
+      default:
+        break;  // broken or cancelled: resume
     }
     if (next >= end) break;
   }
@@ -147,11 +155,22 @@ absl::Status GroupMember::Run(const std::function<void(ReceivedVersion)>& delive
       if (!stream->Write(ready)) break;
     } else if (e.has_connect()) {
       if (e.connect().group_id() != form.group_id()) continue;
+      const auto start = std::chrono::steady_clock::now();
       absl::StatusOr<std::unique_ptr<Communicator>> c = factory_->Connect(
           form.source().rendezvous(), form.source().rank(), form.source().world_size(),
           absl::Seconds(form.timeout_s()));
       if (!c.ok()) {
-        RHYTHM_LOG(Warning) << "weights: " << c.status();  // the learner re-forms
+        if (Since(start) < form.timeout_s() / 2) {
+          // Failed at once: a local problem (no such address, store unreachable) that would
+          // fail every re-form for all members. Leave; the learner re-forms without us.
+          result = absl::UnavailableError(
+              absl::StrCat("weights: cannot connect to group ", form.group_id(), ": ",
+                           c.status().message()));
+          break;
+        }
+        // Timed out waiting for the others: the learner re-forms; meanwhile connected() is
+        // false and the actor fetches over gRPC.
+        RHYTHM_LOG(Warning) << "weights: " << c.status();
         continue;
       }
       comm = std::move(*c);

@@ -80,8 +80,8 @@ void WeightGroupHost::Ready(Member& m, int64_t group_id) {
 
 void WeightGroupHost::Leave(Member& m) {
   absl::MutexLock lock(&mu_);
+  if (!m.gone_ && !m.dropped_) dirty_ = true;  // a dropped member was already re-formed away
   m.gone_ = true;
-  dirty_ = true;
 }
 
 int WeightGroupHost::group_size() const {
@@ -193,10 +193,13 @@ absl::Status WeightGroupHost::Broadcast(const PublishedVersion& v) {
   const auto start = std::chrono::steady_clock::now();
   {
     absl::MutexLock lock(&mu_);
-    for (size_t i = 0; i < group_.size(); ++i) {
-      if (group_[i]->gone_ || group_[i]->dropped_) {
-        return absl::UnavailableError(absl::StrCat(group_[i]->actor_id_, " left the group"));
+    // Check everyone before telling anyone, so no member waits for a broadcast that won't come.
+    for (const auto& m : group_) {
+      if (m->gone_ || m->dropped_) {
+        return absl::UnavailableError(absl::StrCat(m->actor_id_, " left the group"));
       }
+    }
+    for (size_t i = 0; i < group_.size(); ++i) {
       v1::WeightGroupEvent e;
       *e.mutable_broadcast() = v.announcement;
       v1::WeightSource* s = e.mutable_broadcast()->mutable_source();

@@ -211,9 +211,11 @@ TEST(GrpcFetchTest, ASlowReaderDoesNotBlockOthers) {
 // A member on its own thread, collecting what it receives.
 class Member {
  public:
-  Member(const std::string& address, const std::string& id) : stub_(Stub(address)) {
+  Member(const std::string& address, const std::string& id,
+         const std::string& host = "127.0.0.1")
+      : stub_(Stub(address)) {
     CollectiveOptions co;
-    co.host = "127.0.0.1";
+    co.host = host;
     auto f = NewCommunicatorFactory(v1::TRANSPORT_KIND_GLOO, co);
     EXPECT_TRUE(f.ok()) << f.status();
     member_ = std::make_unique<GroupMember>(stub_.get(), id, std::move(*f), nullptr);
@@ -243,7 +245,12 @@ class Member {
     }
     return "";
   }
-  absl::Status status() const { return status_; }
+  // Waits for Run to end; its status.
+  absl::Status Finish() {
+    thread_.join();
+    thread_ = std::thread([] {});
+    return status_;
+  }
 
  private:
   std::unique_ptr<v1::Weights::Stub> stub_;
@@ -309,6 +316,23 @@ TEST(GlooGroupTest, BroadcastsEveryDtypeBitExactAndAJoinerGetsTheCurrentVersion)
   EXPECT_EQ(host.group()->last_broadcast_version(), 3);
   EXPECT_GE(host.metrics().reforms.Value(), 2);
   EXPECT_EQ(host.metrics().group_size.Value(), 3);
+}
+
+TEST(GlooGroupTest, AMemberThatCannotConnectLeavesAndTheOthersCarryOn) {
+  TestHostOptions o;
+  o.gloo_group = true;
+  o.timeout = absl::Seconds(2);
+  TestHost host(o);
+  Member good(host.address(), "good");
+  // An address this machine does not have (TEST-NET-3): its Gloo device cannot be created.
+  Member bad(host.address(), "bad", "203.0.113.7");
+  absl::Status s = bad.Finish();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("cannot connect"), std::string::npos) << s;
+  ASSERT_TRUE(WaitForGroup(*host.group(), 1, absl::Seconds(30)));
+  const std::string v1 = RandomBytes(30000, 21);
+  host.Publish(1, v1);
+  EXPECT_EQ(good.WaitFor(1, absl::Seconds(30)), v1);
 }
 
 TEST(GlooGroupTest, ALearnerWithoutAGroupSendsActorsToGrpc) {
