@@ -6,24 +6,23 @@
 #include "absl/strings/str_cat.h"
 #include "common/backoff.h"
 #include "common/crc32c.h"
+#include "common/fp16.h"
 #include "common/logging.h"
 #include "common/metric_builders.h"
 #include "common/model/flat_weights.h"
 #include "common/model/hf_checkpoint.h"
-#include "common/runtime.h"
 #include "common/rollout/engine.h"
+#include "common/runtime.h"
 #include "common/status.h"
 #include "common/tokenizer/char_tokenizer.h"
 #include "common/weights/communicator.h"
 #include "grpcpp/grpcpp.h"
-#include "common/fp16.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 
 namespace rhythm::actor {
 namespace {
-
 
 absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
   if (s.ok()) return absl::OkStatus();
@@ -48,28 +47,38 @@ double Since(std::chrono::steady_clock::time_point t) {
 struct ActorMetrics {
   explicit ActorMetrics(prometheus::Registry& r)
       : tokens_per_second(common::AddGauge(r, "rhythm_actor_tokens_per_second",
-                                "Tokens generated per second, last batch")),
-        rollouts_sent(common::AddCounter(r, "rhythm_actor_rollouts_sent_total", "Rollouts produced")),
+                                           "Tokens generated per second, last batch")),
+        rollouts_sent(
+            common::AddCounter(r, "rhythm_actor_rollouts_sent_total", "Rollouts produced")),
         rollouts_acked(common::AddCounter(r, "rhythm_actor_rollouts_acked_total",
-                               "Rollouts the learner acknowledged (durable)")),
+                                          "Rollouts the learner acknowledged (durable)")),
         rollouts_rejected(common::AddCounter(r, "rhythm_actor_rollouts_rejected_total",
-                                  "Rollouts the learner rejected as invalid")),
-        rollouts_resent(common::AddGauge(r, "rhythm_actor_rollouts_resent",
-                              "Rollouts written again after a reconnect (running total)")),
-        unacked(common::AddGauge(r, "rhythm_actor_unacked_rollouts", "Rollouts kept for resending")),
-        reward_mean(common::AddGauge(r, "rhythm_actor_reward_mean", "Mean reward of the last batch")),
-        response_length(common::AddHistogram(r, "rhythm_actor_response_length_tokens", "Response lengths",
-                             {4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096})),
-        policy_version(common::AddGauge(r, "rhythm_actor_policy_version", "Version generating now")),
-        version_lag(common::AddGauge(r, "rhythm_actor_version_lag", "Newest version - version in use")),
+                                             "Rollouts the learner rejected as invalid")),
+        rollouts_resent(
+            common::AddGauge(r, "rhythm_actor_rollouts_resent",
+                             "Rollouts written again after a reconnect (running total)")),
+        unacked(
+            common::AddGauge(r, "rhythm_actor_unacked_rollouts", "Rollouts kept for resending")),
+        reward_mean(
+            common::AddGauge(r, "rhythm_actor_reward_mean", "Mean reward of the last batch")),
+        response_length(common::AddHistogram(r, "rhythm_actor_response_length_tokens",
+                                             "Response lengths",
+                                             {4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096})),
+        policy_version(
+            common::AddGauge(r, "rhythm_actor_policy_version", "Version generating now")),
+        version_lag(
+            common::AddGauge(r, "rhythm_actor_version_lag", "Newest version - version in use")),
         weight_swap_seconds(common::AddHistogram(r, "rhythm_actor_weight_swap_seconds",
-                                 "Seconds to fetch and swap in a version",
-                                 {0.01, 0.05, 0.1, 0.5, 1, 5, 30})),
-        reconnects(common::AddGauge(r, "rhythm_actor_reconnects", "Rollout-stream reconnects (total)")),
-        generation_seconds(common::AddHistogram(r, "rhythm_actor_generation_seconds", "Seconds per batch",
-                                {0.1, 0.5, 1, 2, 5, 10, 30, 60, 120})),
+                                                 "Seconds to fetch and swap in a version",
+                                                 {0.01, 0.05, 0.1, 0.5, 1, 5, 30})),
+        reconnects(
+            common::AddGauge(r, "rhythm_actor_reconnects", "Rollout-stream reconnects (total)")),
+        generation_seconds(common::AddHistogram(r, "rhythm_actor_generation_seconds",
+                                                "Seconds per batch",
+                                                {0.1, 0.5, 1, 2, 5, 10, 30, 60, 120})),
         verification_seconds(common::AddHistogram(r, "rhythm_actor_verification_seconds",
-                                  "Seconds to verify a batch", {0.0001, 0.001, 0.01, 0.1, 1})) {}
+                                                  "Seconds to verify a batch",
+                                                  {0.0001, 0.001, 0.01, 0.1, 1})) {}
   prometheus::Gauge& tokens_per_second;
   prometheus::Counter& rollouts_sent;
   prometheus::Counter& rollouts_acked;
@@ -145,9 +154,9 @@ absl::Status Actor::Register() {
 
 absl::Status Actor::RegisterWithRetry() {
   const v1::ActorConfig& a = options_.config.actor();
-  common::Backoff backoff({absl::Seconds(a.backoff_initial_s()), absl::Seconds(a.backoff_max_s()),
-                           2.0, 0.5},
-                          options_.config.runtime().seed());
+  common::Backoff backoff(
+      {absl::Seconds(a.backoff_initial_s()), absl::Seconds(a.backoff_max_s()), 2.0, 0.5},
+      options_.config.runtime().seed());
   while (!stop_.load()) {
     absl::Status s = Register();
     if (s.ok()) return s;
@@ -163,16 +172,16 @@ absl::Status Actor::BuildModel(const v1::RhythmConfig& c) {
   RHYTHM_ASSIGN_OR_RETURN(const c10::Device device,
                           common::ResolveDevice(options_.config.runtime().device()));
   if (!c.model().path().empty()) {
-    RHYTHM_ASSIGN_OR_RETURN(model_, common::model::LoadHfModel(c.model().path(), at::kFloat, device));
+    RHYTHM_ASSIGN_OR_RETURN(model_,
+                            common::model::LoadHfModel(c.model().path(), at::kFloat, device));
     RHYTHM_ASSIGN_OR_RETURN(tokenizer_, common::LoadTokenizer(c.model().path()));
   } else {
     tokenizer_ = common::CharTokenizer::CreateDefault();
-    RHYTHM_ASSIGN_OR_RETURN(
-        model_, common::model::Transformer::RandomInit(
-                    common::model::FromTinyConfig(c.model().tiny(), tokenizer_->vocab_size(),
-                                                  common::CharTokenizer::kBosId,
-                                                  tokenizer_->eos_id()),
-                    0, at::kFloat, device));
+    RHYTHM_ASSIGN_OR_RETURN(model_, common::model::Transformer::RandomInit(
+                                        common::model::FromTinyConfig(
+                                            c.model().tiny(), tokenizer_->vocab_size(),
+                                            common::CharTokenizer::kBosId, tokenizer_->eos_id()),
+                                        0, at::kFloat, device));
   }
   RHYTHM_ASSIGN_OR_RETURN(task_, common::tasks::CreateTask(c.task(), c.runtime().seed()));
   return absl::OkStatus();
@@ -204,8 +213,8 @@ absl::Status Actor::FetchLatestOverGrpc() {
 
 absl::Status Actor::ApplyWeights(const v1::WeightVersion& v, const std::string& bytes,
                                  std::chrono::steady_clock::time_point pause_start) {
-  RHYTHM_RETURN_IF_ERROR(common::model::ApplyFlatWeights(
-      {v.tensors().begin(), v.tensors().end()}, bytes, v.wire_dtype(), *model_));
+  RHYTHM_RETURN_IF_ERROR(common::model::ApplyFlatWeights({v.tensors().begin(), v.tensors().end()},
+                                                         bytes, v.wire_dtype(), *model_));
   version_ = v.version();
   metrics_->weight_swap_seconds.Observe(Since(pause_start));
   weight_metrics_->pause_seconds.Observe(Since(pause_start));
@@ -392,8 +401,8 @@ absl::Status Actor::Run() {
       received = std::move(received_);
     }
     if (received && received->announcement.version() > version_.load()) {
-      absl::Status s = ApplyWeights(received->announcement, received->bytes,
-                                    std::chrono::steady_clock::now());
+      absl::Status s =
+          ApplyWeights(received->announcement, received->bytes, std::chrono::steady_clock::now());
       {
         absl::MutexLock lock(&group_mu_);
         if (member_) member_->Recycle(std::move(received->bytes));

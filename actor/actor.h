@@ -15,9 +15,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <thread>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"

@@ -11,11 +11,11 @@
 #include <unistd.h>
 
 #include <csignal>
-#include <thread>
 #include <cstring>
 #include <iostream>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -92,11 +92,10 @@ double TcpLoopbackGbps(size_t bytes) {
   return best;
 }
 
-
 // Waits until every peer printed `version`; returns false on timeout or a wrong checksum.
 // `slowest` gets the longest receive time a peer reported (announcement to verified buffer).
-bool AwaitAll(std::vector<std::unique_ptr<rhythm::common::ChildProcess>>& peers,
-              int64_t version, uint32_t crc, double timeout_s, double* slowest = nullptr) {
+bool AwaitAll(std::vector<std::unique_ptr<rhythm::common::ChildProcess>>& peers, int64_t version,
+              uint32_t crc, double timeout_s, double* slowest = nullptr) {
   for (auto& p : peers) {
     while (true) {
       const std::string line = p->ReadLine(timeout_s);
@@ -146,7 +145,8 @@ int main(int argc, char** argv) {
                "publish_to_all\n";
   const std::string v1 = rw::RandomBytes(bytes, 1), v2 = rw::RandomBytes(bytes, 2);
   const uint32_t crc1 = rhythm::common::Crc32c(v1), crc2 = rhythm::common::Crc32c(v2);
-  for (const std::string& transport : std::vector<std::string>(absl::StrSplit(transports_flag, ','))) {
+  for (const std::string& transport :
+       std::vector<std::string>(absl::StrSplit(transports_flag, ','))) {
     for (const std::string& n_str : std::vector<std::string>(absl::StrSplit(actors_flag, ','))) {
       int n = 0;
       if (!absl::SimpleAtoi(n_str, &n) || n < 1) continue;
@@ -159,8 +159,8 @@ int main(int argc, char** argv) {
       std::vector<std::unique_ptr<rhythm::common::ChildProcess>> peers;
       for (int i = 0; i < n; ++i) {
         peers.push_back(std::make_unique<rhythm::common::ChildProcess>());
-        peers.back()->Start({peer, "--address", host.address(), "--transport", transport,
-                             "--id", absl::StrCat("p", i), "--streams", streams_flag},
+        peers.back()->Start({peer, "--address", host.address(), "--transport", transport, "--id",
+                             absl::StrCat("p", i), "--streams", streams_flag},
                             "/dev/null");
       }
       if (o.gloo_group) {

@@ -58,8 +58,7 @@ uint32_t ExtendPortable(uint32_t crc, const void* data, size_t size) {
 #if defined(__x86_64__)
 
 // One lane over `words` 8-byte words from register state `c` (the inverted CRC).
-__attribute__((target("sse4.2"))) inline uint64_t Lane(uint64_t c, const uint8_t* p,
-                                                       size_t words) {
+__attribute__((target("sse4.2"))) inline uint64_t Lane(uint64_t c, const uint8_t* p, size_t words) {
   for (size_t i = 0; i < words; ++i) {
     uint64_t word;
     std::memcpy(&word, p + 8 * i, 8);  // unaligned-safe load; x86 is little-endian like the CRC

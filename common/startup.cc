@@ -5,7 +5,6 @@
 
 #include <csignal>
 #include <cstdlib>
-
 #include <iostream>
 
 #include "common/config.h"
@@ -39,8 +38,8 @@ void StopWithParent() {
   // Otherwise the variable came through another process (a shell): not our parent's.
 }
 
-Startup ParseStartup(const std::string& program, FlagParser& parser, CommonFlags& flags,
-                     int argc, const char* const* argv, int first, size_t max_positionals) {
+Startup ParseStartup(const std::string& program, FlagParser& parser, CommonFlags& flags, int argc,
+                     const char* const* argv, int first, size_t max_positionals) {
   Startup out;
   StopWithParent();
   auto fail = [&](absl::string_view message) {

@@ -8,9 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/crc32c.h"
+#include "common/fp16.h"
 #include "common/logging.h"
 #include "common/model/flat_weights.h"
-#include "common/fp16.h"
 #include "common/status.h"
 #include "grpcpp/grpcpp.h"
 #include "learner/checkpoint.h"
@@ -61,13 +61,12 @@ LearnerServer::LearnerServer(LearnerServerOptions options)
     : options_(std::move(options)),
       clock_(options_.clock ? *options_.clock : common::RealClock::Get()),
       ingest_queue_(static_cast<size_t>(options_.config.learner().queue_capacity())),
-      session_(absl::StrCat(absl::Hex(absl::Uniform<uint64_t>(absl::BitGen()),
-                                      absl::kZeroPad16))) {}
+      session_(absl::StrCat(absl::Hex(absl::Uniform<uint64_t>(absl::BitGen()), absl::kZeroPad16))) {
+}
 
 LearnerServer::~LearnerServer() { Shutdown().IgnoreError(); }
 
-absl::StatusOr<std::unique_ptr<LearnerServer>> LearnerServer::Create(
-    LearnerServerOptions options) {
+absl::StatusOr<std::unique_ptr<LearnerServer>> LearnerServer::Create(LearnerServerOptions options) {
   if (!options.registry) options.registry = std::make_shared<prometheus::Registry>();
   std::unique_ptr<LearnerServer> s(new LearnerServer(std::move(options)));
   RHYTHM_RETURN_IF_ERROR(s->Init());
@@ -90,14 +89,14 @@ absl::Status LearnerServer::Init() {
   lease_options.lease_timeout = absl::Seconds(c.learner().lease_timeout_s());
   lease_options.heartbeat_timeout = absl::Seconds(c.learner().heartbeat_timeout_s());
   leases_ = std::make_unique<PromptLeases>(options_.prompts, lease_options, clock_);
-  assembler_ = std::make_unique<BatchAssembler>(BatchAssembler::Options{
-      c.trainer().batch_groups(), c.trainer().max_staleness(),
-      c.credit().drop_zero_variance_groups()});
+  assembler_ = std::make_unique<BatchAssembler>(
+      BatchAssembler::Options{c.trainer().batch_groups(), c.trainer().max_staleness(),
+                              c.credit().drop_zero_variance_groups()});
 
   if (!options_.resume && log_->last_seq() > 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        run_dir, " already holds a run (its rollout log is not empty): pass --resume ", run_dir,
-        " to continue it, or use a new learner.run_dir"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(run_dir, " already holds a run (its rollout log is not empty): pass --resume ",
+                     run_dir, " to continue it, or use a new learner.run_dir"));
   }
   int64_t version = 0, optimizer_steps = 0;
   common::model::TensorMap optimizer;
@@ -129,9 +128,9 @@ absl::Status LearnerServer::Init() {
   }
   if (!model_) model_ = std::move(options_.model);
   if (!model_) return absl::InvalidArgumentError("learner: no model");
-  RHYTHM_ASSIGN_OR_RETURN(trainer_,
-                          Trainer::Create(*model_, c.trainer(), c.credit(), c.runtime().seed(),
-                                          version, c.generation().temperature()));
+  RHYTHM_ASSIGN_OR_RETURN(
+      trainer_, Trainer::Create(*model_, c.trainer(), c.credit(), c.runtime().seed(), version,
+                                c.generation().temperature()));
   if (!optimizer.empty()) {
     RHYTHM_RETURN_IF_ERROR(trainer_->RestoreOptimizerState(optimizer, optimizer_steps, version));
   }
@@ -141,12 +140,13 @@ absl::Status LearnerServer::Init() {
   {
     absl::MutexLock lock(&state_mu_);
     if (log_->first_seq() > log_seq_ + 1 && log_->last_seq() >= log_->first_seq()) {
-      return absl::DataLossError(absl::StrCat(
-          "the rollout log starts at record ", log_->first_seq(), " but the checkpoint covers only ",
-          log_seq_, ": records in between are gone"));
+      return absl::DataLossError(absl::StrCat("the rollout log starts at record ",
+                                              log_->first_seq(), " but the checkpoint covers only ",
+                                              log_seq_, ": records in between are gone"));
     }
     RHYTHM_RETURN_IF_ERROR(log_->Replay(log_seq_, [&](uint64_t seq, absl::string_view rec) {
-      if (rec.empty()) return absl::DataLossError(absl::StrCat("rollout log record ", seq, " is empty"));
+      if (rec.empty())
+        return absl::DataLossError(absl::StrCat("rollout log record ", seq, " is empty"));
       const absl::string_view payload = rec.substr(1);
       if (rec[0] == kRolloutRecord) {
         v1::Rollout r;
@@ -223,9 +223,8 @@ absl::Status LearnerServer::Start() {
   // gRPC's own limit is set above ours so an oversized rollout reaches validation and gets a
   // named rejection on a stream that stays open; only messages over twice the limit kill the
   // stream (RESOURCE_EXHAUSTED).
-  builder.SetMaxReceiveMessageSize(
-      static_cast<int>(std::min<int64_t>(2 * static_cast<int64_t>(lc.max_message_bytes()),
-                                         std::numeric_limits<int>::max())));
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(
+      2 * static_cast<int64_t>(lc.max_message_bytes()), std::numeric_limits<int>::max())));
   builder.SetMaxSendMessageSize(lc.max_message_bytes());
   builder.RegisterService(this);
   builder.RegisterService(weight_service_.get());
@@ -296,9 +295,8 @@ void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::Rol
     ack.set_reject_reason(reason);
     done(ack);
   };
-  ValidationResult v = ValidateRollout(
-      rollout, {model_->config().vocab_size, version_.load(),
-                options_.config.learner().max_message_bytes()});
+  ValidationResult v = ValidateRollout(rollout, {model_->config().vocab_size, version_.load(),
+                                                 options_.config.learner().max_message_bytes()});
   if (!v.ok()) return reject(v.reason, std::string(v.status.message()));
   const std::string key = RolloutKey(rollout);
   {
@@ -325,8 +323,7 @@ void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::Rol
       lock.Release();
       return reject(v1::REJECT_REASON_MALFORMED,
                     absl::StrCat("rollout ", rollout.rollout_id(), ": group_size = ",
-                                 rollout.group_size(), " but the lease has ",
-                                 lease->group_size()));
+                                 rollout.group_size(), " but the lease has ", lease->group_size()));
     }
     in_flight_[key];
   }
@@ -427,10 +424,10 @@ void LearnerServer::DumpBatch(const std::vector<Group>& batch, int64_t step) {
           std::vector<float>(r.behaviour_logprobs().begin(), r.behaviour_logprobs().end());
       j["rollout_id"] = r.rollout_id();
       j["actor_id"] = r.actor_id();
-      j["prompt_ids"] = std::vector<uint32_t>(r.prompt_token_ids().begin(),
-                                              r.prompt_token_ids().end());
-      j["response_ids"] = std::vector<uint32_t>(r.response_token_ids().begin(),
-                                                r.response_token_ids().end());
+      j["prompt_ids"] =
+          std::vector<uint32_t>(r.prompt_token_ids().begin(), r.prompt_token_ids().end());
+      j["response_ids"] =
+          std::vector<uint32_t>(r.response_token_ids().begin(), r.response_token_ids().end());
       out << j.dump() << "\n";
     }
   }
@@ -569,13 +566,14 @@ void LearnerServer::HousekeepingLoop() {
     metrics_->queue_depth.Set(static_cast<double>(assembler_->queued()));
     metrics_->leases_outstanding.Set(static_cast<double>(leases_->outstanding()));
     const BatchAssembler::Counters c = assembler_->counters();
-    metrics_->groups_dropped.Add({{"reason", "stale"}}).Increment(
-        c.dropped_stale - metrics_->groups_dropped.Add({{"reason", "stale"}}).Value());
-    metrics_->groups_dropped.Add({{"reason", "zero_variance"}}).Increment(
-        c.dropped_zero_variance -
-        metrics_->groups_dropped.Add({{"reason", "zero_variance"}}).Value());
-    metrics_->groups_dropped.Add({{"reason", "expired"}}).Increment(
-        c.dropped_expired - metrics_->groups_dropped.Add({{"reason", "expired"}}).Value());
+    metrics_->groups_dropped.Add({{"reason", "stale"}})
+        .Increment(c.dropped_stale - metrics_->groups_dropped.Add({{"reason", "stale"}}).Value());
+    metrics_->groups_dropped.Add({{"reason", "zero_variance"}})
+        .Increment(c.dropped_zero_variance -
+                   metrics_->groups_dropped.Add({{"reason", "zero_variance"}}).Value());
+    metrics_->groups_dropped.Add({{"reason", "expired"}})
+        .Increment(c.dropped_expired -
+                   metrics_->groups_dropped.Add({{"reason", "expired"}}).Value());
   }
 }
 

@@ -17,9 +17,9 @@
 namespace rhythm::testing {
 namespace {
 
+using common::weights::RandomBytes;
 using common::weights::TestHost;
 using common::weights::TestHostOptions;
-using common::weights::RandomBytes;
 
 constexpr double kTimeoutS = 2.0;  // the group's collective timeout in these tests
 
@@ -31,8 +31,13 @@ struct Peer {
   void Start(const std::string& address, const std::string& name,
              std::vector<std::string> extra = {}) {
     id = name;
-    std::vector<std::string> args = {BinaryPath("rhythm-weight-peer"), "--address", address,
-                                     "--transport", "gloo", "--id", name};
+    std::vector<std::string> args = {BinaryPath("rhythm-weight-peer"),
+                                     "--address",
+                                     address,
+                                     "--transport",
+                                     "gloo",
+                                     "--id",
+                                     name};
     for (auto& a : extra) args.push_back(a);
     ASSERT_TRUE(p.Start(args, ::testing::TempDir() + "/weight_peer_" + name + ".log"));
   }

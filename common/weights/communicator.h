@@ -37,8 +37,8 @@ class CommunicatorFactory {
   // Every rank, rank 0 included: joins the group; blocks until all `world_size` ranks joined,
   // or fails after `timeout` (which also bounds each later Broadcast).
   virtual absl::StatusOr<std::unique_ptr<Communicator>> Connect(const std::string& rendezvous,
-                                                               int rank, int world_size,
-                                                               absl::Duration timeout) = 0;
+                                                                int rank, int world_size,
+                                                                absl::Duration timeout) = 0;
 };
 
 struct CollectiveOptions {

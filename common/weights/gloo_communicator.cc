@@ -60,8 +60,9 @@ class GlooCommunicator final : public Communicator {
       return absl::OkStatus();
     } catch (const std::exception& e) {
       aborted_ = true;
-      return absl::UnavailableError(absl::StrCat("gloo: broadcast of ", size, " bytes failed (rank ",
-                                                 rank_, " of ", world_, "): ", FirstLine(e)));
+      return absl::UnavailableError(absl::StrCat("gloo: broadcast of ", size,
+                                                 " bytes failed (rank ", rank_, " of ", world_,
+                                                 "): ", FirstLine(e)));
     }
   }
   void Abort() override { aborted_ = true; }
@@ -103,8 +104,8 @@ class GlooFactory final : public CommunicatorFactory {
   }
 
   absl::StatusOr<std::unique_ptr<Communicator>> Connect(const std::string& rendezvous, int rank,
-                                                       int world_size,
-                                                       absl::Duration timeout) override {
+                                                        int world_size,
+                                                        absl::Duration timeout) override {
     const size_t slash = rendezvous.find('/');
     const size_t colon = rendezvous.rfind(':', slash);
     int port = 0;
@@ -129,9 +130,8 @@ class GlooFactory final : public CommunicatorFactory {
       auto opts = c10d::ProcessGroupGloo::Options::create(Millis(timeout));
       for (int i = 0; i < kConnections; ++i) {
         opts->devices.push_back(
-            options_.host.empty()
-                ? c10d::ProcessGroupGloo::createDefaultDevice()
-                : c10d::ProcessGroupGloo::createDeviceForHostname(options_.host));
+            options_.host.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
+                                  : c10d::ProcessGroupGloo::createDeviceForHostname(options_.host));
       }
       opts->threads = kConnections;
       auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, opts);
@@ -139,7 +139,8 @@ class GlooFactory final : public CommunicatorFactory {
           new GlooCommunicator(std::move(pg), rank, world_size, timeout));
     } catch (const std::exception& e) {
       return absl::UnavailableError(absl::StrCat("gloo: rank ", rank, " of ", world_size,
-                                                 " could not join '", rendezvous, "': ", FirstLine(e)));
+                                                 " could not join '", rendezvous,
+                                                 "': ", FirstLine(e)));
     }
   }
 

@@ -10,8 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/cuda_status.h"
-#include "common/status.h"
 #include "common/nccl_probe.h"
+#include "common/status.h"
 
 namespace rhythm::common::weights {
 namespace {
@@ -84,7 +84,8 @@ class NcclCommunicator final : public Communicator {
     RHYTHM_NCCL_CHECK(ncclBroadcast(buffer_, buffer_, size, ncclUint8, 0, comm_, stream_));
     // Non-blocking: the kernel may not be on the stream yet; wait until NCCL has queued it,
     // then record the event behind it and wait for that, all under one deadline.
-    RHYTHM_RETURN_IF_ERROR(AwaitNccl(comm_, deadline, [] { return true; }, "broadcast enqueue"));
+    RHYTHM_RETURN_IF_ERROR(AwaitNccl(
+        comm_, deadline, [] { return true; }, "broadcast enqueue"));
     RHYTHM_CUDA_CHECK(cudaEventRecord(event_, stream_));
     cudaEvent_t ev = event_;
     RHYTHM_RETURN_IF_ERROR(AwaitNccl(
@@ -114,15 +115,14 @@ class NcclFactory final : public CommunicatorFactory {
     ncclUniqueId id;
     ncclResult_t r = ncclGetUniqueId(&id);
     if (r != ncclSuccess) {
-      return absl::UnavailableError(
-          absl::StrCat("nccl: ncclGetUniqueId: ", ncclGetErrorString(r)));
+      return absl::UnavailableError(absl::StrCat("nccl: ncclGetUniqueId: ", ncclGetErrorString(r)));
     }
     return std::string(id.internal, sizeof(id.internal));
   }
 
   absl::StatusOr<std::unique_ptr<Communicator>> Connect(const std::string& rendezvous, int rank,
-                                                       int world_size,
-                                                       absl::Duration timeout) override {
+                                                        int world_size,
+                                                        absl::Duration timeout) override {
     ncclUniqueId id;
     if (rendezvous.size() != sizeof(id.internal)) {
       return absl::InvalidArgumentError(absl::StrCat("nccl: rendezvous has ", rendezvous.size(),
@@ -134,7 +134,8 @@ class NcclFactory final : public CommunicatorFactory {
     config.blocking = 0;  // init and collectives return at once; we poll with a deadline
     ncclComm_t comm = nullptr;
     RHYTHM_NCCL_CHECK(ncclCommInitRankConfig(&comm, world_size, id, rank, &config));
-    absl::Status s = AwaitNccl(comm, absl::Now() + timeout, [] { return true; }, "init");
+    absl::Status s = AwaitNccl(
+        comm, absl::Now() + timeout, [] { return true; }, "init");
     if (!s.ok()) {
       ncclCommAbort(comm);
       return s;

@@ -55,13 +55,16 @@ TEST(NcclGroup, TwoGpusBroadcastBitExact) {
   absl::Mutex mu;
   std::vector<ReceivedVersion> got;
   std::thread t([&] {
-    member.Run([&](ReceivedVersion r) {
-      absl::MutexLock lock(&mu);
-      got.push_back(std::move(r));
-    }).IgnoreError();
+    member
+        .Run([&](ReceivedVersion r) {
+          absl::MutexLock lock(&mu);
+          got.push_back(std::move(r));
+        })
+        .IgnoreError();
   });
   const absl::Time end = absl::Now() + absl::Seconds(60);
-  while (host.group()->group_size() < 1 && absl::Now() < end) absl::SleepFor(absl::Milliseconds(20));
+  while (host.group()->group_size() < 1 && absl::Now() < end)
+    absl::SleepFor(absl::Milliseconds(20));
   const std::string v1 = RandomBytes(5 << 20, 2);
   host.Publish(1, v1);
   {

@@ -25,10 +25,9 @@ absl::Status FetchRange(v1::Weights::StubInterface& stub, const v1::WeightVersio
   bool broken = false;
   for (int attempt = 0; next < end; ++attempt) {
     if (attempt >= o.max_attempts) {
-      return absl::UnavailableError(absl::StrCat("weights: chunks ", next, "..", end - 1,
-                                                 " of version ", v.version(),
-                                                 " did not arrive after ", o.max_attempts,
-                                                 " attempts"));
+      return absl::UnavailableError(
+          absl::StrCat("weights: chunks ", next, "..", end - 1, " of version ", v.version(),
+                       " did not arrive after ", o.max_attempts, " attempts"));
     }
     if (broken && o.metrics) o.metrics->resumes.Increment();
     broken = true;
@@ -46,8 +45,8 @@ absl::Status FetchRange(v1::Weights::StubInterface& stub, const v1::WeightVersio
       if (chunk.index() != next || chunk.offset() != want_off ||
           chunk.offset() + chunk.data().size() > v.total_bytes() ||
           Crc32c(chunk.data()) != chunk.crc32c()) {
-        RHYTHM_LOG(Warning) << "weights: chunk " << chunk.index() << " of version "
-                            << v.version() << " is corrupt or out of order; fetching it again";
+        RHYTHM_LOG(Warning) << "weights: chunk " << chunk.index() << " of version " << v.version()
+                            << " is corrupt or out of order; fetching it again";
         if (o.metrics) o.metrics->chunk_refetches.Increment();
         broken = false;  // a refetch, not a resume
         ctx.TryCancel();
@@ -104,17 +103,18 @@ absl::StatusOr<std::string> FetchOverGrpc(v1::Weights::StubInterface& stub,
     if (!s.ok()) return s;
   }
   if (Crc32c(buffer) != v.crc32c()) {
-    return absl::DataLossError(absl::StrCat("weights: version ", v.version(),
-                                            " failed its whole-buffer checksum"));
+    return absl::DataLossError(
+        absl::StrCat("weights: version ", v.version(), " failed its whole-buffer checksum"));
   }
   if (o.metrics) o.metrics->sync.Record(v1::TRANSPORT_KIND_GRPC, buffer.size(), Since(start));
   return buffer;
 }
 
 GroupMember::GroupMember(v1::Weights::StubInterface* stub, std::string actor_id,
-                         std::unique_ptr<CommunicatorFactory> factory,
-                         ActorWeightMetrics* metrics)
-    : stub_(stub), actor_id_(std::move(actor_id)), factory_(std::move(factory)),
+                         std::unique_ptr<CommunicatorFactory> factory, ActorWeightMetrics* metrics)
+    : stub_(stub),
+      actor_id_(std::move(actor_id)),
+      factory_(std::move(factory)),
       metrics_(metrics) {}
 
 void GroupMember::Recycle(std::string buffer) {
@@ -156,16 +156,15 @@ absl::Status GroupMember::Run(const std::function<void(ReceivedVersion)>& delive
     } else if (e.has_connect()) {
       if (e.connect().group_id() != form.group_id()) continue;
       const auto start = std::chrono::steady_clock::now();
-      absl::StatusOr<std::unique_ptr<Communicator>> c = factory_->Connect(
-          form.source().rendezvous(), form.source().rank(), form.source().world_size(),
-          absl::Seconds(form.timeout_s()));
+      absl::StatusOr<std::unique_ptr<Communicator>> c =
+          factory_->Connect(form.source().rendezvous(), form.source().rank(),
+                            form.source().world_size(), absl::Seconds(form.timeout_s()));
       if (!c.ok()) {
         if (Since(start) < form.timeout_s() / 2) {
           // Failed at once: a local problem (no such address, store unreachable) that would
           // fail every re-form for all members. Leave; the learner re-forms without us.
-          result = absl::UnavailableError(
-              absl::StrCat("weights: cannot connect to group ", form.group_id(), ": ",
-                           c.status().message()));
+          result = absl::UnavailableError(absl::StrCat(
+              "weights: cannot connect to group ", form.group_id(), ": ", c.status().message()));
           break;
         }
         // Timed out waiting for the others: the learner re-forms; meanwhile connected() is
@@ -187,8 +186,8 @@ absl::Status GroupMember::Run(const std::function<void(ReceivedVersion)>& delive
         spare_.clear();
       }
       r.bytes.resize(v.total_bytes());  // every byte is overwritten by the broadcast
-      const uint64_t bucket = std::min<uint64_t>(uint64_t{1} << 30,
-                                                 std::max<uint64_t>(1, v.bucket_bytes()));
+      const uint64_t bucket =
+          std::min<uint64_t>(uint64_t{1} << 30, std::max<uint64_t>(1, v.bucket_bytes()));
       absl::Status s;
       for (uint64_t off = 0; off < r.bytes.size() && s.ok(); off += bucket) {
         const uint64_t len = std::min<uint64_t>(bucket, r.bytes.size() - off);
@@ -225,9 +224,8 @@ absl::Status GroupMember::Run(const std::function<void(ReceivedVersion)>& delive
     return absl::FailedPreconditionError(s.error_message());
   }
   if (stop_.load()) return absl::CancelledError("stopped");
-  return absl::UnavailableError(absl::StrCat("weights: left the group: ",
-                                             s.error_message().empty() ? "stream ended"
-                                                                       : s.error_message()));
+  return absl::UnavailableError(absl::StrCat(
+      "weights: left the group: ", s.error_message().empty() ? "stream ended" : s.error_message()));
 }
 
 }  // namespace rhythm::common::weights

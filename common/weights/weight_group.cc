@@ -51,8 +51,8 @@ std::shared_ptr<WeightGroupHost::Member> WeightGroupHost::Join(const std::string
   return m;
 }
 
-absl::Status WeightGroupHost::NextEvent(Member& m, absl::Duration wait,
-                                        v1::WeightGroupEvent* event, bool* have) {
+absl::Status WeightGroupHost::NextEvent(Member& m, absl::Duration wait, v1::WeightGroupEvent* event,
+                                        bool* have) {
   *have = false;
   absl::MutexLock lock(&mu_);
   auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -183,8 +183,7 @@ bool WeightGroupHost::Form() {
       options_.metrics->reforms.Increment();
       options_.metrics->group_size.Set(static_cast<double>(live.size()));
     }
-    RHYTHM_LOG(Info) << "weights: group " << id << " formed with " << live.size()
-                     << " actors";
+    RHYTHM_LOG(Info) << "weights: group " << id << " formed with " << live.size() << " actors";
     return true;
   }
 }

@@ -69,8 +69,7 @@ class WeightGroupHost {
   std::shared_ptr<Member> Join(const std::string& actor_id);
   // The next event for `m`; nullopt after `wait` with nothing to send. Returns a non-OK status
   // when the stream must end (the host dropped the member, or is stopping).
-  absl::Status NextEvent(Member& m, absl::Duration wait, v1::WeightGroupEvent* event,
-                         bool* have);
+  absl::Status NextEvent(Member& m, absl::Duration wait, v1::WeightGroupEvent* event, bool* have);
   void Ready(Member& m, int64_t group_id);
   // The member's stream ended (client went away or the adapter gave up).
   void Leave(Member& m);

@@ -12,10 +12,14 @@ const prometheus::Histogram::BucketBoundaries kSeconds = {0.001, 0.01, 0.05, 0.1
 
 const char* TransportName(v1::TransportKind kind) {
   switch (kind) {
-    case v1::TRANSPORT_KIND_GRPC: return "grpc";
-    case v1::TRANSPORT_KIND_GLOO: return "gloo";
-    case v1::TRANSPORT_KIND_NCCL: return "nccl";
-    default: return "unspecified";
+    case v1::TRANSPORT_KIND_GRPC:
+      return "grpc";
+    case v1::TRANSPORT_KIND_GLOO:
+      return "gloo";
+    case v1::TRANSPORT_KIND_NCCL:
+      return "nccl";
+    default:
+      return "unspecified";
   }
 }
 
@@ -46,8 +50,8 @@ void SyncSeries::Record(v1::TransportKind kind, uint64_t bytes, double seconds) 
 
 LearnerWeightMetrics::LearnerWeightMetrics(prometheus::Registry& r)
     : sync(r, "learner"),
-      group_size(AddGauge(r, "rhythm_learner_weight_group_size",
-                          "Actors in the current broadcast group")),
+      group_size(
+          AddGauge(r, "rhythm_learner_weight_group_size", "Actors in the current broadcast group")),
       reforms(AddCounter(r, "rhythm_learner_weight_group_reforms_total",
                          "Times the broadcast group was (re-)formed")),
       failures(AddCounter(r, "rhythm_learner_weight_sync_failures_total",
@@ -56,8 +60,7 @@ LearnerWeightMetrics::LearnerWeightMetrics(prometheus::Registry& r)
 ActorWeightMetrics::ActorWeightMetrics(prometheus::Registry& r)
     : sync(r, "actor"),
       pause_seconds(AddHistogram(r, "rhythm_actor_generation_pause_seconds",
-                                 "Seconds generation stopped to swap in a new version",
-                                 kSeconds)),
+                                 "Seconds generation stopped to swap in a new version", kSeconds)),
       chunk_refetches(AddCounter(r, "rhythm_actor_weight_chunk_refetches_total",
                                  "gRPC weight chunks fetched again after a bad checksum")),
       resumes(AddCounter(r, "rhythm_actor_weight_download_resumes_total",

@@ -114,7 +114,8 @@ int main(int argc, char** argv) {
     absl::Status s = member.Run([&](rw::ReceivedVersion r) {
       Print(id, r.announcement, r.bytes, r.seconds, "gloo");
       member.Recycle(std::move(r.bytes));
-      if (exit_n > 0 && ++delivered >= exit_n) std::_Exit(0);  // skip static teardown under Gloo threads
+      if (exit_n > 0 && ++delivered >= exit_n)
+        std::_Exit(0);  // skip static teardown under Gloo threads
     });
     if (s.code() == absl::StatusCode::kFailedPrecondition) {
       std::cerr << "rhythm-weight-peer: " << s.message() << "\n";

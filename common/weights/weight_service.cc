@@ -8,8 +8,7 @@
 
 namespace rhythm::common::weights {
 
-grpc::Status WeightService::WatchVersions(grpc::ServerContext* ctx,
-                                          const v1::WatchVersionsRequest*,
+grpc::Status WeightService::WatchVersions(grpc::ServerContext* ctx, const v1::WatchVersionsRequest*,
                                           grpc::ServerWriter<v1::WeightVersion>* writer) {
   int64_t sent = -1;
   while (!ctx->IsCancelled() && !stopping_.load()) {
@@ -28,9 +27,10 @@ grpc::Status WeightService::FetchWeights(grpc::ServerContext* ctx,
   std::shared_ptr<const PublishedVersion> w = options_.store->Get(req->version());
   if (!w) {
     auto latest = options_.store->Latest();
-    return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        absl::StrCat("weights: version ", req->version(), " is not kept; newest is ",
-                                     latest ? latest->announcement.version() : -1));
+    return grpc::Status(
+        grpc::StatusCode::NOT_FOUND,
+        absl::StrCat("weights: version ", req->version(), " is not kept; newest is ",
+                     latest ? latest->announcement.version() : -1));
   }
   const uint32_t n = w->announcement.num_chunks();
   if (req->first_chunk() > n) {

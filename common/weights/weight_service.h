@@ -16,8 +16,8 @@ namespace rhythm::common::weights {
 
 struct WeightServiceOptions {
   const VersionStore* store = nullptr;
-  WeightGroupHost* group = nullptr;          // null: WeightGroup answers FAILED_PRECONDITION
-  LearnerWeightMetrics* metrics = nullptr;   // optional
+  WeightGroupHost* group = nullptr;         // null: WeightGroup answers FAILED_PRECONDITION
+  LearnerWeightMetrics* metrics = nullptr;  // optional
   // Test hook (fault injection): called on each chunk before it is written; it may change
   // the chunk, or return false to break the stream there as a dropped connection would.
   std::function<bool(v1::WeightChunk&)> chunk_hook;

@@ -211,8 +211,7 @@ TEST(GrpcFetchTest, ASlowReaderDoesNotBlockOthers) {
 // A member on its own thread, collecting what it receives.
 class Member {
  public:
-  Member(const std::string& address, const std::string& id,
-         const std::string& host = "127.0.0.1")
+  Member(const std::string& address, const std::string& id, const std::string& host = "127.0.0.1")
       : stub_(Stub(address)) {
     CollectiveOptions co;
     co.host = host;
