@@ -6,54 +6,68 @@ namespace rhythm::learner {
 
 LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
     : rollouts_received(common::AddCounter(r, "rhythm_learner_rollouts_received_total",
-                                "Rollouts received on actor streams")),
+                                           "Rollouts received on actor streams")),
       rollouts_accepted(common::AddCounter(r, "rhythm_learner_rollouts_accepted_total",
-                                "Rollouts made durable and queued")),
-      rollouts_duplicate(common::AddCounter(r, "rhythm_learner_rollouts_duplicate_total",
-                                 "Rollouts whose id was seen before (acked again, dropped)")),
+                                           "Rollouts made durable and queued")),
+      rollouts_duplicate(
+          common::AddCounter(r, "rhythm_learner_rollouts_duplicate_total",
+                             "Rollouts whose id was seen before (acked again, dropped)")),
       rollouts_rejected(prometheus::BuildCounter()
                             .Name("rhythm_learner_rollouts_rejected_total")
                             .Help("Rollouts rejected by validation, by reason")
                             .Register(r)),
       queue_depth(common::AddGauge(r, "rhythm_learner_queue_depth_rollouts",
-                        "Rollouts ingested and waiting to be trained on")),
+                                   "Rollouts ingested and waiting to be trained on")),
       staleness(common::AddHistogram(r, "rhythm_learner_staleness_versions",
-                     "Policy-version lag of trained groups", {0, 1, 2, 3, 4, 8, 16})),
+                                     "Policy-version lag of trained groups",
+                                     {0, 1, 2, 3, 4, 8, 16})),
       groups_dropped(prometheus::BuildCounter()
                          .Name("rhythm_learner_groups_dropped_total")
                          .Help("Groups dropped before training, by reason")
                          .Register(r)),
+      prompts_skipped(prometheus::BuildCounter()
+                          .Name("rhythm_learner_prompts_skipped_total")
+                          .Help("Dataset prompts never lent: unencodable or too long, by reason")
+                          .Register(r)),
       steps(common::AddCounter(r, "rhythm_learner_steps_total", "Training steps taken")),
-      step_seconds(common::AddHistogram(r, "rhythm_learner_step_seconds", "Seconds per training step",
-                        {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120})),
+      step_seconds(common::AddHistogram(r, "rhythm_learner_step_seconds",
+                                        "Seconds per training step",
+                                        {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120})),
       tokens_per_second(common::AddGauge(r, "rhythm_learner_tokens_per_second",
-                              "Response tokens trained per second, last step")),
+                                         "Response tokens trained per second, last step")),
       loss(common::AddGauge(r, "rhythm_learner_loss", "Policy loss, last step")),
-      reward_mean(common::AddGauge(r, "rhythm_learner_reward_mean", "Mean reward of the last batch")),
+      reward_mean(
+          common::AddGauge(r, "rhythm_learner_reward_mean", "Mean reward of the last batch")),
       accuracy(common::AddGauge(r, "rhythm_learner_accuracy_ratio",
-                     "Fraction of correct responses in the last batch")),
+                                "Fraction of correct responses in the last batch")),
       clip_fraction(common::AddGauge(r, "rhythm_learner_clip_fraction_ratio",
-                          "Fraction of tokens whose ratio was clipped, last step")),
-      approx_kl(common::AddGauge(r, "rhythm_learner_approx_kl", "Approximate KL(old || new), last step")),
-      entropy(common::AddGauge(r, "rhythm_learner_entropy_nats", "Mean sampling entropy of the last batch")),
+                                     "Fraction of tokens whose ratio was clipped, last step")),
+      approx_kl(
+          common::AddGauge(r, "rhythm_learner_approx_kl", "Approximate KL(old || new), last step")),
+      entropy(common::AddGauge(r, "rhythm_learner_entropy_nats",
+                               "Mean sampling entropy of the last batch")),
       preplan_credit_fraction(common::AddGauge(r, "rhythm_learner_preplan_credit_fraction_ratio",
-                                    "Share of |shaped advantage| on preplan tokens")),
+                                               "Share of |shaped advantage| on preplan tokens")),
       anchor_credit_fraction(common::AddGauge(r, "rhythm_learner_anchor_credit_fraction_ratio",
-                                   "Share of |shaped advantage| on anchor tokens")),
-      policy_version(common::AddGauge(r, "rhythm_learner_policy_version", "Newest published version")),
+                                              "Share of |shaped advantage| on anchor tokens")),
+      policy_version(
+          common::AddGauge(r, "rhythm_learner_policy_version", "Newest published version")),
       checkpoint_seconds(common::AddHistogram(r, "rhythm_learner_checkpoint_seconds",
-                              "Seconds to write a checkpoint", {0.05, 0.1, 0.5, 1, 5, 30, 120})),
+                                              "Seconds to write a checkpoint",
+                                              {0.05, 0.1, 0.5, 1, 5, 30, 120})),
       weight_publish_bytes(common::AddCounter(r, "rhythm_learner_weight_publish_bytes_total",
-                                   "Bytes of weights published")),
+                                              "Bytes of weights published")),
       weight_publish_seconds(common::AddHistogram(r, "rhythm_learner_weight_publish_seconds",
-                                  "Seconds to publish a version", {0.01, 0.05, 0.1, 0.5, 1, 5})),
+                                                  "Seconds to publish a version",
+                                                  {0.01, 0.05, 0.1, 0.5, 1, 5})),
       actors_connected(common::AddGauge(r, "rhythm_learner_actors_connected",
-                             "Actors heard from within the heartbeat timeout")),
-      leases_outstanding(common::AddGauge(r, "rhythm_learner_leases_outstanding", "Prompt leases out")),
+                                        "Actors heard from within the heartbeat timeout")),
+      leases_outstanding(
+          common::AddGauge(r, "rhythm_learner_leases_outstanding", "Prompt leases out")),
       leases_expired(common::AddCounter(r, "rhythm_learner_leases_expired_total",
-                             "Leases expired and re-issued")),
+                                        "Leases expired and re-issued")),
       rollout_log_bytes(common::AddGauge(r, "rhythm_learner_rollout_log_bytes",
-                              "Bytes in the durable rollout log")) {
+                                         "Bytes in the durable rollout log")) {
   // Every labelled series exists from the start, so dashboards and alerts see zeros.
   for (const char* reason : {"stale", "zero_variance", "expired"}) {
     groups_dropped.Add({{"reason", reason}});

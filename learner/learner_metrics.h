@@ -22,7 +22,8 @@ struct LearnerMetrics {
   prometheus::Counter& Rejected(v1::RejectReason reason);
   prometheus::Gauge& queue_depth;
   prometheus::Histogram& staleness;
-  prometheus::Family<prometheus::Counter>& groups_dropped;  // label reason
+  prometheus::Family<prometheus::Counter>& groups_dropped;   // label reason
+  prometheus::Family<prometheus::Counter>& prompts_skipped;  // label reason
   prometheus::Counter& steps;
   prometheus::Histogram& step_seconds;
   prometheus::Gauge& tokens_per_second;

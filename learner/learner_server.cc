@@ -88,6 +88,16 @@ absl::Status LearnerServer::Init() {
   lease_options.group_size = static_cast<uint32_t>(c.trainer().group_size());
   lease_options.lease_timeout = absl::Seconds(c.learner().lease_timeout_s());
   lease_options.heartbeat_timeout = absl::Seconds(c.learner().heartbeat_timeout_s());
+  lease_options.on_skip = [this](uint64_t index, const PromptSpec& spec) {
+    prometheus::Counter& c = metrics_->prompts_skipped.Add({{"reason", spec.skip_reason}});
+    c.Increment();
+    const auto n = static_cast<int64_t>(c.Value());
+    if (n <= 10 || n % 1000 == 0) {  // the counter has the rest
+      RHYTHM_LOG(Warning) << "learner: skipping prompt " << index << " (id " << spec.prompt_id
+                          << "): " << spec.skip_reason << ": " << spec.skip_detail << " ("
+                          << n << " skipped for this reason so far)";
+    }
+  };
   leases_ = std::make_unique<PromptLeases>(options_.prompts, lease_options, clock_);
   assembler_ = std::make_unique<BatchAssembler>(
       BatchAssembler::Options{c.trainer().batch_groups(), c.trainer().max_staleness(),

@@ -3,8 +3,8 @@
 
 #include "ATen/ATen.h"
 #include "common/clock.h"
-#include "common/rollout/engine.h"
 #include "common/fp16.h"
+#include "common/rollout/engine.h"
 #include "gtest/gtest.h"
 #include "learner/batch_assembler.h"
 #include "learner/prompt_leases.h"
@@ -35,10 +35,11 @@ v1::Rollout ValidRollout(uint64_t id = 1, uint64_t group = 7, uint32_t sample = 
 }
 
 TEST(Fp16, RoundTripsRepresentableValuesAndRounds) {
-  const std::vector<float> exact = {0.0f, -0.0f, 1.0f, -2.5f, 65504.0f, 0.000061035156f,
-                                    5.9604645e-08f, 1024.0f};
+  const std::vector<float> exact = {0.0f,     -0.0f,           1.0f,           -2.5f,
+                                    65504.0f, 0.000061035156f, 5.9604645e-08f, 1024.0f};
   EXPECT_EQ(common::DecodeFp16(common::EncodeFp16(exact)), exact);
-  const std::vector<float> back = common::DecodeFp16(common::EncodeFp16({0.1f, 3.14159f, 1e6f, NAN}));
+  const std::vector<float> back =
+      common::DecodeFp16(common::EncodeFp16({0.1f, 3.14159f, 1e6f, NAN}));
   EXPECT_NEAR(back[0], 0.1f, 1e-4);
   EXPECT_NEAR(back[1], 3.14159f, 2e-3);
   EXPECT_TRUE(std::isinf(back[2]));
@@ -68,10 +69,10 @@ TEST(Validation, EveryBadCaseNamesFieldValueAndReason) {
        "entropy has 4 values, response_token_ids has 3"},
       {[](v1::Rollout& r) { r.set_response_token_ids(1, 1000); },
        v1::REJECT_REASON_TOKEN_OUT_OF_VOCAB, "response_token_ids[1] = 1000 is outside"},
-      {[](v1::Rollout& r) { r.set_prompt_token_ids(0, 100); },
-       v1::REJECT_REASON_TOKEN_OUT_OF_VOCAB, "prompt_token_ids[0] = 100"},
-      {[](v1::Rollout& r) { r.mutable_verifier()->set_reward(NAN); },
-       v1::REJECT_REASON_NON_FINITE, "verifier.reward = nan is not finite"},
+      {[](v1::Rollout& r) { r.set_prompt_token_ids(0, 100); }, v1::REJECT_REASON_TOKEN_OUT_OF_VOCAB,
+       "prompt_token_ids[0] = 100"},
+      {[](v1::Rollout& r) { r.mutable_verifier()->set_reward(NAN); }, v1::REJECT_REASON_NON_FINITE,
+       "verifier.reward = nan is not finite"},
       {[](v1::Rollout& r) { r.mutable_verifier()->set_reward(INFINITY); },
        v1::REJECT_REASON_NON_FINITE, "verifier.reward = inf"},
       {[](v1::Rollout& r) { r.set_behaviour_logprobs(2, NAN); }, v1::REJECT_REASON_NON_FINITE,
@@ -79,10 +80,15 @@ TEST(Validation, EveryBadCaseNamesFieldValueAndReason) {
       {[](v1::Rollout& r) { r.set_behaviour_logprobs(0, 0.5f); }, v1::REJECT_REASON_NON_FINITE,
        "behaviour_logprobs[0] = 0.5 must be finite and <= 0"},
       {[](v1::Rollout& r) { r.mutable_version_spans(0)->set_version(4); },
-       v1::REJECT_REASON_FUTURE_VERSION, "version_spans[0].version = 4 but the newest version is 3"},
-      {[](v1::Rollout& r) { r.mutable_summary()->set_waad_f16(common::EncodeFp16({1, 2})); },
+       v1::REJECT_REASON_FUTURE_VERSION,
+       "version_spans[0].version = 4 but the newest version is 3"},
+      {[](v1::Rollout& r) {
+         r.mutable_summary()->set_waad_f16(common::EncodeFp16({1, 2}));
+       },
        v1::REJECT_REASON_SUMMARY_LENGTH, "summary.waad_f16 has 2 values, response_token_ids has 3"},
-      {[](v1::Rollout& r) { r.mutable_summary()->set_waad_f16(common::EncodeFp16({1, NAN, 2})); },
+      {[](v1::Rollout& r) {
+         r.mutable_summary()->set_waad_f16(common::EncodeFp16({1, NAN, 2}));
+       },
        v1::REJECT_REASON_NON_FINITE, "summary.waad[1] = nan"},
       {[](v1::Rollout& r) { r.set_sample_index(2); }, v1::REJECT_REASON_MALFORMED,
        "sample_index = 2 with group_size = 2"},
@@ -104,11 +110,26 @@ TEST(Validation, EveryBadCaseNamesFieldValueAndReason) {
   EXPECT_EQ(big.reason, v1::REJECT_REASON_OVERSIZED);
 }
 
-PromptSpec Prompt(uint64_t index) { return {1000 + index, "p" + std::to_string(index), {1, 2}, "a"}; }
+PromptSpec Prompt(uint64_t index) {
+  PromptSpec spec;
+  spec.prompt_id = 1000 + index;
+  spec.text = "p" + std::to_string(index);
+  spec.token_ids = {1, 2};
+  spec.answer = "a";
+  return spec;
+}
+
+PromptLeases::Options Opts(uint32_t group_size) {
+  PromptLeases::Options o;
+  o.group_size = group_size;
+  o.lease_timeout = absl::Seconds(60);
+  o.heartbeat_timeout = absl::Seconds(10);
+  return o;
+}
 
 TEST(PromptLeases, IssuesInOrderExpiresAndReissues) {
   common::FakeClock clock(absl::FromUnixSeconds(1000));
-  PromptLeases leases(Prompt, {4, absl::Seconds(60), absl::Seconds(10)}, clock);
+  PromptLeases leases(Prompt, Opts(4), clock);
   std::vector<v1::PromptLease> a = leases.Lease("actor-a", 2);
   ASSERT_EQ(a.size(), 2u);
   EXPECT_EQ(a[0].prompt_id(), 1000u);
@@ -140,14 +161,46 @@ TEST(PromptLeases, IssuesInOrderExpiresAndReissues) {
   EXPECT_EQ(leases.expired_total(), 1);
 }
 
+TEST(PromptLeases, SkipsUnusablePromptsAndSaysWhich) {
+  common::FakeClock clock(absl::FromUnixSeconds(1000));
+  std::vector<uint64_t> skipped;
+  PromptLeases::Options o = Opts(2);
+  o.on_skip = [&](uint64_t index, const PromptSpec& spec) {
+    EXPECT_EQ(spec.skip_reason, "too_long");
+    skipped.push_back(index);
+  };
+  PromptLeases leases(
+      [](uint64_t i) {
+        PromptSpec spec = Prompt(i);
+        if (i == 1 || i == 2) spec.skip_reason = "too_long";
+        return spec;
+      },
+      o, clock);
+  std::vector<PromptLeases::Granted> got = leases.Grant("a", 3);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].prompt_index, 0u);
+  EXPECT_EQ(got[1].prompt_index, 3u);
+  EXPECT_EQ(got[2].prompt_index, 4u);
+  EXPECT_EQ(skipped, (std::vector<uint64_t>{1, 2}));
+  // A dataset of nothing but unusable prompts returns nothing rather than spinning.
+  PromptLeases none(
+      [](uint64_t i) {
+        PromptSpec spec = Prompt(i);
+        spec.skip_reason = "unencodable";
+        return spec;
+      },
+      Opts(2), clock);
+  EXPECT_TRUE(none.Grant("a", 2).empty());
+}
+
 TEST(PromptLeases, SnapshotRestoreKeepsCursorAndOutstanding) {
   common::FakeClock clock;
-  PromptLeases leases(Prompt, {2, absl::Seconds(60), absl::Seconds(10)}, clock);
+  PromptLeases leases(Prompt, Opts(2), clock);
   std::vector<v1::PromptLease> a = leases.Lease("x", 3);
   leases.ReleaseActor("x");
   leases.Lease("y", 1);
   PromptLeases::State s = leases.Snapshot();
-  PromptLeases back(Prompt, {2, absl::Seconds(60), absl::Seconds(10)}, clock);
+  PromptLeases back(Prompt, Opts(2), clock);
   back.Restore(s);
   EXPECT_EQ(back.outstanding(), 1);
   std::vector<v1::PromptLease> next = back.Lease("z", 3);

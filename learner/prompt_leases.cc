@@ -7,8 +7,7 @@ namespace rhythm::learner {
 PromptLeases::PromptLeases(PromptSource source, const Options& options, common::Clock& clock)
     : source_(std::move(source)), options_(options), clock_(clock) {}
 
-v1::PromptLease PromptLeases::MakeLease(uint64_t prompt_index) {
-  const PromptSpec spec = source_(prompt_index);
+v1::PromptLease PromptLeases::MakeLease(const PromptSpec& spec) {
   v1::PromptLease lease;
   lease.set_lease_id(next_lease_id_++);
   lease.set_prompt_id(spec.prompt_id);
@@ -48,13 +47,13 @@ void PromptLeases::ApplyExpiry(uint64_t lease_id) {
   outstanding_.erase(it);
 }
 
-std::vector<PromptLeases::Granted> PromptLeases::Grant(const std::string& actor_id,
-                                                        uint32_t max) {
+std::vector<PromptLeases::Granted> PromptLeases::Grant(const std::string& actor_id, uint32_t max) {
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_.Now();
   last_heartbeat_[actor_id] = now;
   std::vector<Granted> out;
-  while (out.size() < max) {
+  // Bounded, so a dataset of nothing but unusable prompts cannot spin here.
+  for (int skipped = 0; out.size() < max && skipped < 10000;) {
     uint64_t index;
     if (!reissue_.empty()) {
       index = reissue_.front();
@@ -62,7 +61,13 @@ std::vector<PromptLeases::Granted> PromptLeases::Grant(const std::string& actor_
     } else {
       index = next_index_++;
     }
-    v1::PromptLease lease = MakeLease(index);
+    const PromptSpec spec = source_(index);
+    if (!spec.skip_reason.empty()) {
+      if (options_.on_skip) options_.on_skip(index, spec);
+      ++skipped;
+      continue;
+    }
+    v1::PromptLease lease = MakeLease(spec);
     const absl::Time deadline = now + options_.lease_timeout;
     lease.set_deadline_unix_s(absl::ToDoubleSeconds(deadline - absl::UnixEpoch()));
     outstanding_[lease.lease_id()] = {index, actor_id, deadline, lease};
@@ -143,7 +148,8 @@ PromptLeases::State PromptLeases::Snapshot() const {
   s.next_index = next_index_;
   s.next_lease_id = next_lease_id_;
   s.reissue.assign(reissue_.begin(), reissue_.end());
-  for (const auto& [id, o] : outstanding_) s.outstanding.push_back({o.prompt_index, o.actor_id, o.lease});
+  for (const auto& [id, o] : outstanding_)
+    s.outstanding.push_back({o.prompt_index, o.actor_id, o.lease});
   return s;
 }
 

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -28,6 +29,10 @@ struct PromptSpec {
   std::string text;
   std::vector<uint32_t> token_ids;
   std::string answer;
+  // Non-empty when the prompt cannot be generated for (e.g. "unencodable", "too_long"): it is
+  // never lent, and Options::on_skip hears of it. `skip_detail` says why, for the log.
+  std::string skip_reason;
+  std::string skip_detail;
 };
 using PromptSource = std::function<PromptSpec(uint64_t index)>;
 
@@ -37,6 +42,8 @@ class PromptLeases {
     uint32_t group_size = 8;
     absl::Duration lease_timeout = absl::Minutes(10);
     absl::Duration heartbeat_timeout = absl::Seconds(30);
+    // Called (under the leases' lock) for every prompt skipped because of its skip_reason.
+    std::function<void(uint64_t index, const PromptSpec&)> on_skip;
   };
   PromptLeases(PromptSource source, const Options& options, common::Clock& clock);
 
@@ -51,8 +58,7 @@ class PromptLeases {
 
   // Replaying the learner's log after a restart: a logged grant makes the lease outstanding
   // again (fresh deadline) and moves the cursor past it; a logged expiry re-queues its prompt.
-  void ApplyGrant(uint64_t prompt_index, const std::string& actor_id,
-                  const v1::PromptLease& lease);
+  void ApplyGrant(uint64_t prompt_index, const std::string& actor_id, const v1::PromptLease& lease);
   void ApplyExpiry(uint64_t lease_id);
 
   // The lease if it is outstanding (for validating incoming rollouts).
@@ -98,7 +104,7 @@ class PromptLeases {
     absl::Time deadline;
     v1::PromptLease lease;
   };
-  v1::PromptLease MakeLease(uint64_t prompt_index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::PromptLease MakeLease(const PromptSpec& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const PromptSource source_;
   const Options options_;

@@ -323,6 +323,24 @@ TEST(LearnerProcess, AWeightChunkTooLargeForOneMessageIsAConfigError) {
   EXPECT_NE(r.err.find("learner.max_message_bytes"), std::string::npos) << r.err;
 }
 
+TEST(LearnerProcess, PromptsTooLongForTheModelAreSkippedAndCounted) {
+  const std::string run = TempRunDir("too_long");
+  Learner l;
+  std::vector<std::string> args = LearnerArgs(run);
+  // 16 positions, 14 of them for the response: no arithmetic prompt fits.
+  args.insert(args.end(), {"--set", "model.tiny.max_seq_len=16", "--set",
+                           "generation.max_new_tokens=14"});
+  StartLearner(l, args, run + ".log");
+  Register(l, "actor-1", "run-1");
+  EXPECT_TRUE(Lease(l, "actor-1", 4).empty()) << "nothing an actor could not generate for";
+  absl::StatusOr<std::string> m = common::ScrapeLocal(l.metrics_port);
+  ASSERT_TRUE(m.ok());
+  EXPECT_NE(m->find("rhythm_learner_prompts_skipped_total{reason=\"too_long\"}"),
+            std::string::npos)
+      << *m;
+  EXPECT_EQ(l.process.Stop(SIGTERM, 30), 0) << "and it keeps serving until told to stop";
+}
+
 TEST(LearnerProcess, ThrottlesAClientThatStopsReadingAcks) {
   const std::string run = TempRunDir("throttle");
   Learner l;
