@@ -68,9 +68,6 @@ struct ActorMetrics {
             common::AddGauge(r, "rhythm_actor_policy_version", "Version generating now")),
         version_lag(
             common::AddGauge(r, "rhythm_actor_version_lag", "Newest version - version in use")),
-        weight_swap_seconds(common::AddHistogram(r, "rhythm_actor_weight_swap_seconds",
-                                                 "Seconds to fetch and swap in a version",
-                                                 {0.01, 0.05, 0.1, 0.5, 1, 5, 30})),
         reconnects(
             common::AddGauge(r, "rhythm_actor_reconnects", "Rollout-stream reconnects (total)")),
         generation_seconds(common::AddHistogram(r, "rhythm_actor_generation_seconds",
@@ -89,7 +86,6 @@ struct ActorMetrics {
   prometheus::Histogram& response_length;
   prometheus::Gauge& policy_version;
   prometheus::Gauge& version_lag;
-  prometheus::Histogram& weight_swap_seconds;
   prometheus::Gauge& reconnects;
   prometheus::Histogram& generation_seconds;
   prometheus::Histogram& verification_seconds;
@@ -216,7 +212,6 @@ absl::Status Actor::ApplyWeights(const v1::WeightVersion& v, const std::string& 
   RHYTHM_RETURN_IF_ERROR(common::model::ApplyFlatWeights({v.tensors().begin(), v.tensors().end()},
                                                          bytes, v.wire_dtype(), *model_));
   version_ = v.version();
-  metrics_->weight_swap_seconds.Observe(Since(pause_start));
   weight_metrics_->pause_seconds.Observe(Since(pause_start));
   metrics_->policy_version.Set(static_cast<double>(v.version()));
   RHYTHM_LOG(Info) << "actor: now generating with version " << v.version();

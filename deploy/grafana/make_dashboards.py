@@ -147,8 +147,8 @@ def loop():
             (hist("rhythm_learner_weight_sync_seconds", 0.9, "transport"),
              "learner sync p90 {{transport}}"),
             (hist("rhythm_learner_weight_publish_seconds", 0.9), "learner publish p90"),
-            (hist("rhythm_actor_generation_pause_seconds", 0.9), "actor generation pause p90"),
-            (hist("rhythm_actor_weight_swap_seconds", 0.9), "actor weight swap p90")], unit="s"),
+            (hist("rhythm_actor_generation_pause_seconds", 0.9), "actor generation pause p90")],
+           unit="s"),
         ts("Weight transport group", [
             ("rhythm_learner_weight_group_size", "group size"),
             ("increase(rhythm_learner_weight_group_reforms_total[$__rate_interval])", "re-forms"),
@@ -208,8 +208,7 @@ def actors():
             (h("rhythm_actor_generation_seconds", 0.9), "{{instance}}")], unit="s"),
         ts("Verification time (p90)", [
             (h("rhythm_actor_verification_seconds", 0.9), "{{instance}}")], unit="s"),
-        ts("Weight swap and generation pause (p90)", [
-            (h("rhythm_actor_weight_swap_seconds", 0.9), "swap {{instance}}"),
+        ts("Generation pause per weight swap (p90)", [
             (h("rhythm_actor_generation_pause_seconds", 0.9), "pause {{instance}}")], unit="s"),
         ts("Weight sync (GB/s)", [
             (m("rhythm_actor_weight_sync_gbps"), "{{instance}} {{transport}}"),
