@@ -163,12 +163,7 @@ int main(int argc, char** argv) {
                              absl::StrCat("p", i), "--streams", streams_flag},
                             "/dev/null");
       }
-      if (o.gloo_group) {
-        const absl::Time end = absl::Now() + absl::Seconds(60);
-        while (host.group()->group_size() < n && absl::Now() < end) {
-          absl::SleepFor(absl::Milliseconds(20));
-        }
-      }
+      if (o.gloo_group) host.WaitForGroupSize(n, absl::Seconds(60));
       host.Publish(1, v1);
       if (!AwaitAll(peers, 1, crc1, 300)) {
         std::cerr << transport << " x" << n << ": warm-up version did not arrive\n";

@@ -56,15 +56,6 @@ struct Peer {
   }
 };
 
-bool WaitForGroup(TestHost& h, int size, double seconds) {
-  const absl::Time end = absl::Now() + absl::Seconds(seconds);
-  while (absl::Now() < end) {
-    if (h.group()->group_size() == size) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return false;
-}
-
 TestHostOptions Options() {
   TestHostOptions o;
   o.gloo_group = true;
@@ -80,7 +71,7 @@ TEST(WeightGroupProcesses, KillNineMidBroadcastReformsAndCarriesOn) {
   b.Start(host.address(), "b");
   // c dies (SIGKILL) after 3 of version 2's 16 buckets.
   c.Start(host.address(), "c", {"--die-at-version", "2", "--die-after-bucket", "3"});
-  ASSERT_TRUE(WaitForGroup(host, 3, 30));
+  ASSERT_TRUE(host.WaitForGroupSize(3, absl::Seconds(30)));
 
   const std::string v1 = RandomBytes(16 << 20, 1);
   host.Publish(1, v1);
@@ -100,10 +91,7 @@ TEST(WeightGroupProcesses, KillNineMidBroadcastReformsAndCarriesOn) {
   EXPECT_EQ(host.group()->group_size(), 2);
   EXPECT_GE(host.metrics().failures.Value() + host.group()->reforms() - reforms, 1)
       << "the broadcast failed or the group re-formed without c";
-  const absl::Time end = absl::Now() + absl::Seconds(20);  // the root may finish last
-  while (host.group()->last_broadcast_version() < 2 && absl::Now() < end) {
-    absl::SleepFor(absl::Milliseconds(10));
-  }
+  host.WaitForBroadcast(2, absl::Seconds(20));
   EXPECT_EQ(host.group()->last_broadcast_version(), 2);
 
   // And it carries on: version 3 reaches both.
@@ -117,7 +105,7 @@ TEST(WeightGroupProcesses, AStalledMemberIsDroppedAndRejoinsWhenItWakes) {
   Peer a, slow;
   a.Start(host.address(), "a");
   slow.Start(host.address(), "slow");
-  ASSERT_TRUE(WaitForGroup(host, 2, 30));
+  ASSERT_TRUE(host.WaitForGroupSize(2, absl::Seconds(30)));
   const std::string v1 = RandomBytes(4 << 20, 4);
   host.Publish(1, v1);
   for (Peer* p : {&a, &slow}) EXPECT_EQ(p->WaitFor(1, 30), common::Crc32c(v1)) << p->id;
@@ -137,7 +125,7 @@ TEST(WeightGroupProcesses, AStalledMemberIsDroppedAndRejoinsWhenItWakes) {
   // Woken up, it joins again and is brought to the current version without a new publish.
   ASSERT_EQ(kill(slow.p.pid(), SIGCONT), 0);
   EXPECT_EQ(slow.WaitFor(2, 30), common::Crc32c(v2));
-  EXPECT_TRUE(WaitForGroup(host, 2, 30));
+  EXPECT_TRUE(host.WaitForGroupSize(2, absl::Seconds(30)));
 }
 
 }  // namespace

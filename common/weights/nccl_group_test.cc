@@ -62,9 +62,7 @@ TEST(NcclGroup, TwoGpusBroadcastBitExact) {
         })
         .IgnoreError();
   });
-  const absl::Time end = absl::Now() + absl::Seconds(60);
-  while (host.group()->group_size() < 1 && absl::Now() < end)
-    absl::SleepFor(absl::Milliseconds(20));
+  host.WaitForGroupSize(1, absl::Seconds(60));
   const std::string v1 = RandomBytes(5 << 20, 2);
   host.Publish(1, v1);
   {

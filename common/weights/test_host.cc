@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <stdexcept>
 
+#include "absl/time/clock.h"
 #include "common/weights/communicator.h"
 
 namespace rhythm::common::weights {
@@ -58,6 +60,27 @@ TestHost::~TestHost() {
   if (group_) group_->Stop();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server_->Wait();
+}
+
+namespace {
+
+bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout) {
+  const absl::Time end = absl::Now() + timeout;
+  while (!done()) {
+    if (absl::Now() > end) return false;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return true;
+}
+
+}  // namespace
+
+bool TestHost::WaitForGroupSize(int size, absl::Duration timeout) {
+  return WaitUntil([&] { return group_->group_size() == size; }, timeout);
+}
+
+bool TestHost::WaitForBroadcast(int64_t version, absl::Duration timeout) {
+  return WaitUntil([&] { return group_->last_broadcast_version() >= version; }, timeout);
 }
 
 void TestHost::Publish(int64_t version, std::string bytes) {

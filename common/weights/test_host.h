@@ -41,6 +41,10 @@ class TestHost {
   prometheus::Registry& registry() { return *registry_; }
   // Publishes `bytes` as `version` (fp32 on the wire, one tensor covering the buffer).
   void Publish(int64_t version, std::string bytes);
+  // Group hosts only: wait until the group has `size` members / rank 0 has finished
+  // broadcasting `version` (it may return after the members have their bytes). False on timeout.
+  bool WaitForGroupSize(int size, absl::Duration timeout);
+  bool WaitForBroadcast(int64_t version, absl::Duration timeout);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;

@@ -101,7 +101,7 @@ std::vector<std::shared_ptr<WeightGroupHost::Member>> WeightGroupHost::LiveMembe
   return members_;
 }
 
-bool WeightGroupHost::Form() {
+void WeightGroupHost::Form() {
   comm_.reset();
   last_sent_ = -1;
   while (true) {
@@ -111,11 +111,11 @@ bool WeightGroupHost::Form() {
       absl::MutexLock lock(&mu_);
       group_.clear();
       dirty_ = false;
-      if (stopping_) return false;
+      if (stopping_) return;
       live = LiveMembersLocked();
       if (live.empty()) {
         if (options_.metrics) options_.metrics->group_size.Set(0);
-        return false;
+        return;
       }
       id = ++group_id_;
     }
@@ -124,7 +124,7 @@ bool WeightGroupHost::Form() {
       RHYTHM_LOG(Warning) << "weights: " << rendezvous.status();
       absl::MutexLock lock(&mu_);
       dirty_ = true;
-      return false;
+      return;
     }
     const int world = static_cast<int>(live.size()) + 1;
     absl::MutexLock lock(&mu_);
@@ -147,7 +147,7 @@ bool WeightGroupHost::Form() {
       return true;
     };
     mu_.AwaitWithTimeout(absl::Condition(&answered), options_.timeout);
-    if (stopping_) return false;
+    if (stopping_) return;
     bool changed = false;
     for (auto& m : live) {
       if (m->gone_ || m->dropped_) {
@@ -175,7 +175,7 @@ bool WeightGroupHost::Form() {
       RHYTHM_LOG(Warning) << "weights: group " << id << " did not connect: " << c.status();
       group_.clear();
       dirty_ = true;
-      return false;
+      return;
     }
     comm_ = std::move(*c);
     ++reforms_;
@@ -184,7 +184,7 @@ bool WeightGroupHost::Form() {
       options_.metrics->group_size.Set(static_cast<double>(live.size()));
     }
     RHYTHM_LOG(Info) << "weights: group " << id << " formed with " << live.size() << " actors";
-    return true;
+    return;
   }
 }
 
@@ -229,12 +229,7 @@ void WeightGroupHost::Loop() {
       if (stopping_) break;
       need_form = dirty_;
     }
-    if (need_form && !Form()) {
-      absl::MutexLock lock(&mu_);
-      auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || dirty_; };
-      mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(200));
-      continue;
-    }
+    if (need_form) Form();  // leaves comm_ null when there is no group
     if (comm_ == nullptr) {
       absl::MutexLock lock(&mu_);
       auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || dirty_; };

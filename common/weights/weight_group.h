@@ -82,8 +82,9 @@ class WeightGroupHost {
 
  private:
   void Loop();
-  // Forms a group from the live members; false when there are none or connecting failed.
-  bool Form();
+  // Forms a group from the live members into comm_; leaves comm_ null when there are none or
+  // connecting failed.
+  void Form();
   absl::Status Broadcast(const PublishedVersion& v);
   std::vector<std::shared_ptr<Member>> LiveMembersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -260,15 +260,6 @@ class Member {
   std::vector<ReceivedVersion> received_ ABSL_GUARDED_BY(mu_);
 };
 
-bool WaitForGroup(WeightGroupHost& g, int size, absl::Duration timeout) {
-  const absl::Time end = absl::Now() + timeout;
-  while (absl::Now() < end) {
-    if (g.group_size() == size) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return false;
-}
-
 TEST(GlooGroupTest, BroadcastsEveryDtypeBitExactAndAJoinerGetsTheCurrentVersion) {
   TestHostOptions o;
   o.gloo_group = true;
@@ -276,7 +267,7 @@ TEST(GlooGroupTest, BroadcastsEveryDtypeBitExactAndAJoinerGetsTheCurrentVersion)
   TestHost host(o);
   auto sender = TinyModel(11);
   Member a(host.address(), "a"), b(host.address(), "b");
-  ASSERT_TRUE(WaitForGroup(*host.group(), 2, absl::Seconds(20)));
+  ASSERT_TRUE(host.WaitForGroupSize(2, absl::Seconds(20)));
 
   model::FlatWeights fp32 = model::FlattenWeights(*sender, v1::WIRE_DTYPE_FP32);
   host.store().Publish(1, fp32.tensors, fp32.bytes, v1::WIRE_DTYPE_FP32);
@@ -307,11 +298,7 @@ TEST(GlooGroupTest, BroadcastsEveryDtypeBitExactAndAJoinerGetsTheCurrentVersion)
   const std::string v3 = RandomBytes(50000, 14);
   host.Publish(3, v3);
   for (Member* m : {&a, &b, &c}) EXPECT_EQ(m->WaitFor(3, absl::Seconds(20)), v3);
-  // The root's broadcast may return a moment after the members have their bytes.
-  const absl::Time end = absl::Now() + absl::Seconds(20);
-  while (host.group()->last_broadcast_version() < 3 && absl::Now() < end) {
-    absl::SleepFor(absl::Milliseconds(10));
-  }
+  host.WaitForBroadcast(3, absl::Seconds(20));
   EXPECT_EQ(host.group()->last_broadcast_version(), 3);
   EXPECT_GE(host.metrics().reforms.Value(), 2);
   EXPECT_EQ(host.metrics().group_size.Value(), 3);
@@ -328,7 +315,7 @@ TEST(GlooGroupTest, AMemberThatCannotConnectLeavesAndTheOthersCarryOn) {
   absl::Status s = bad.Finish();
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
   EXPECT_NE(s.message().find("cannot connect"), std::string::npos) << s;
-  ASSERT_TRUE(WaitForGroup(*host.group(), 1, absl::Seconds(30)));
+  ASSERT_TRUE(host.WaitForGroupSize(1, absl::Seconds(30)));
   const std::string v1 = RandomBytes(30000, 21);
   host.Publish(1, v1);
   EXPECT_EQ(good.WaitFor(1, absl::Seconds(30)), v1);
