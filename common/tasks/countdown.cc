@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status.h"
+#include "common/tasks/countdown_steps.h"
 #include "common/tasks/task_util.h"
 
 namespace rhythm::common::tasks {
@@ -274,13 +275,20 @@ class CountdownTask final : public internal::GeneratedTask {
   absl::string_view name() const override { return "countdown"; }
 
   v1::VerifierResult Verify(absl::string_view answer, absl::string_view completion) const override {
-    return VerifyCountdown(answer, completion);
+    return steps() ? VerifyCountdownSteps(answer, completion) : VerifyCountdown(answer, completion);
   }
 
   absl::Status Initialize(uint64_t heldout_size) { return Init(heldout_size, 0); }
 
  protected:
   std::optional<internal::Generated> Generate(internal::Rng& rng) const override {
+    if (steps()) {
+      std::optional<CountdownStepsProblem> problem = DrawCountdownStepsProblem(
+          config_.num_numbers(), config_.max_number(), config_.max_target(), rng);
+      if (!problem.has_value()) return std::nullopt;
+      const int dead_ends = static_cast<int>(rng.Between(0, config_.max_dead_ends()));
+      return MakeGenerated(problem->spec, WriteCountdownStepsTrace(*problem, dead_ends, rng));
+    }
     CountdownSpec spec;
     for (int k = 0; k < config_.num_numbers(); ++k) {
       spec.numbers.push_back(rng.Between(1, config_.max_number()));
@@ -296,17 +304,24 @@ class CountdownTask final : public internal::GeneratedTask {
     if (solutions.empty()) return std::nullopt;
     const CountdownSolution& pick = solutions[rng.Below(solutions.size())];
     spec.target = pick.target;
+    return MakeGenerated(spec, pick.expression);
+  }
+
+ private:
+  bool steps() const { return config_.format() == v1::CountdownConfig::COUNTDOWN_FORMAT_STEPS; }
+
+  // Prompt, answer and split key are the same in both formats.
+  static internal::Generated MakeGenerated(const CountdownSpec& spec, std::string reference) {
     std::vector<int64_t> sorted = spec.numbers;
     std::sort(sorted.begin(), sorted.end());
     internal::Generated g;
     g.prompt = absl::StrCat(absl::StrJoin(spec.numbers, " "), " -> ", spec.target, "\n");
     g.answer = FormatCountdownAnswer(spec);
-    g.reference_solution = pick.expression;
+    g.reference_solution = std::move(reference);
     g.key = absl::StrCat(absl::StrJoin(sorted, ","), "|", spec.target);
     return g;
   }
 
- private:
   v1::CountdownConfig config_;
 };
 
@@ -518,10 +533,25 @@ absl::StatusOr<std::unique_ptr<Task>> CreateCountdownTask(const v1::CountdownCon
     return absl::InvalidArgumentError(
         absl::StrCat("countdown.max_target must be in [1, 1000000], got ", config.max_target()));
   }
+  if (config.format() != v1::CountdownConfig::COUNTDOWN_FORMAT_EXPRESSION &&
+      config.format() != v1::CountdownConfig::COUNTDOWN_FORMAT_STEPS) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "countdown.format must be expression or steps, got ",
+        v1::CountdownConfig::CountdownFormat_Name(config.format()), " (", config.format(), ")"));
+  }
+  if (config.max_dead_ends() < 0 || config.max_dead_ends() > 8) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("countdown.max_dead_ends must be in [0, 8], got ", config.max_dead_ends()));
+  }
   uint64_t fingerprint = internal::HashBytes("countdown");
   fingerprint = internal::HashCombine(fingerprint, config.num_numbers());
   fingerprint = internal::HashCombine(fingerprint, config.max_number());
   fingerprint = internal::HashCombine(fingerprint, config.max_target());
+  // The expression format's ids predate the format field and stay as they were.
+  if (config.format() == v1::CountdownConfig::COUNTDOWN_FORMAT_STEPS) {
+    fingerprint = internal::HashCombine(fingerprint, internal::HashBytes("steps"));
+    fingerprint = internal::HashCombine(fingerprint, config.max_dead_ends());
+  }
   fingerprint = internal::HashCombine(fingerprint, seed);
   auto task = std::make_unique<CountdownTask>(config, seed, fingerprint);
   RHYTHM_RETURN_IF_ERROR(task->Initialize(heldout_size));

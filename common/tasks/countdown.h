@@ -1,6 +1,11 @@
 // Countdown: reach a target from a few numbers with + - * / and parentheses (the paper's task,
 // TinyZero's protocol, except that a number need not be used: see "Rules").
 //
+// This file is the expression format (CountdownConfig.format = expression, the default): one
+// line per completion. The steps format (format = steps), with the same prompts and answers but
+// multi-line traces "20+7=27\n27*3=81\nback\n..." over targets that need every number, is in
+// countdown_steps.h; CountdownTask dispatches on the format.
+//
 // Formats (default difficulty: 3 numbers in [1, 20], targets in [1, 100]):
 //   prompt     "<n1> <n2> ... -> <target>\n"     e.g. "3 7 20 -> 27\n"     (13 characters)
 //   answer     "<n1>,<n2>,...|<target>"          e.g. "3,7,20|27"

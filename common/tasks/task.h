@@ -7,6 +7,9 @@
 //               The completion is an arithmetic expression over the offered numbers (each at
 //               most as often as offered), + - * / and parentheses, equal to the target in exact
 //               rational arithmetic. Details and rewards (1.0 / 0.1 format / 0.0): countdown.h.
+//               With countdown.format = steps the completion is instead a multi-line trace of
+//               steps over a pool ("20+7=27\n27*3=81", "back" to restart) whose last step reaches
+//               the target, and the target needs every number: countdown_steps.h.
 //   arithmetic  prompt "47+38=" (or "47*38=")  answer "85"          reference "85"
 //               Exact answer; reward 1.0 / 0.0. Details: arithmetic.h.
 //   jsonl       a user's file, one {"prompt": "...", "answer": "..."} per line
@@ -16,10 +19,11 @@
 //               Details: jsonl_task.h and math_answer.h.
 //
 // Completions end where the model emitted EOS; the actor strips EOS before calling Verify. The
-// countdown and arithmetic verifiers read only the first line of a completion, so a reference
-// solution carries no trailing newline. The built-in prompts and answers are short printable
-// ASCII (covered by CharTokenizer::DefaultAlphabet()) so that a tiny character-level model can
-// learn them from scratch.
+// countdown (expression format) and arithmetic verifiers read only the first line of a
+// completion, the countdown steps verifier every line; no reference solution carries a trailing
+// newline. The built-in prompts and answers are short printable ASCII (covered by
+// CharTokenizer::DefaultAlphabet()) so that a tiny character-level model can learn them from
+// scratch.
 //
 // Splits. Every task has a fixed held-out split [0, heldout_size()) for evaluation and an
 // unbounded training stream TrainProblem(0), TrainProblem(1), ... that never yields a held-out
