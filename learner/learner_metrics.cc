@@ -50,6 +50,13 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
                                                "Share of |shaped advantage| on preplan tokens")),
       anchor_credit_fraction(common::AddGauge(r, "rhythm_learner_anchor_credit_fraction_ratio",
                                               "Share of |shaped advantage| on anchor tokens")),
+      fai_defined(common::AddGauge(r, "rhythm_learner_fai_defined_ratio",
+                                   "Share of response tokens with FAI defined, last step")),
+      fai_undefined_responses(common::AddCounter(
+          r, "rhythm_learner_fai_undefined_responses_total",
+          "Trained responses whose FAI is undefined at every token (shorter than the FAI band)")),
+      amplified_tokens(common::AddGauge(r, "rhythm_learner_amplified_token_fraction_ratio",
+                                        "Share of response tokens with gamma > 1, last step")),
       policy_version(
           common::AddGauge(r, "rhythm_learner_policy_version", "Newest published version")),
       checkpoint_seconds(common::AddHistogram(r, "rhythm_learner_checkpoint_seconds",

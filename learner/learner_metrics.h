@@ -35,6 +35,9 @@ struct LearnerMetrics {
   prometheus::Gauge& entropy;
   prometheus::Gauge& preplan_credit_fraction;
   prometheus::Gauge& anchor_credit_fraction;
+  prometheus::Gauge& fai_defined;
+  prometheus::Counter& fai_undefined_responses;
+  prometheus::Gauge& amplified_tokens;
   prometheus::Gauge& policy_version;
   prometheus::Histogram& checkpoint_seconds;
   prometheus::Counter& weight_publish_bytes;

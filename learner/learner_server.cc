@@ -475,6 +475,17 @@ void LearnerServer::TrainLoop() {
     metrics_->entropy.Set(s->entropy_mean);
     metrics_->preplan_credit_fraction.Set(s->preplan_credit_fraction);
     metrics_->anchor_credit_fraction.Set(s->anchor_credit_fraction);
+    metrics_->fai_defined.Set(s->fai_defined_fraction);
+    metrics_->fai_undefined_responses.Increment(static_cast<double>(s->fai_undefined_responses));
+    metrics_->amplified_tokens.Set(s->amplified_token_fraction);
+    if (s->fai_undefined_responses > 0 && !warned_fai_undefined_) {
+      warned_fai_undefined_ = true;
+      RHYTHM_LOG(Warning) << absl::StrFormat(
+          "learner: %d of %d responses in step %d have FAI undefined at every token: they are "
+          "shorter than generation.fai_band_lo + 1 = %d tokens, so anchor credit cannot act on "
+          "them (counted in rhythm_learner_fai_undefined_responses_total; warned once)",
+          s->fai_undefined_responses, s->sequences, steps, c.generation().fai_band_lo() + 1);
+    }
     metrics_->policy_version.Set(static_cast<double>(s->version));
     RHYTHM_LOG(Info) << absl::StrFormat(
         "learner: step %d version %d reward %.3f acc %.3f loss %.4f clip %.3f kl %.5f "

@@ -141,6 +141,7 @@ class LearnerServer final : public v1::Learner::Service {
   std::atomic<bool> failed_{false};
   const std::string session_;
   std::atomic<int64_t> steps_done_{0};
+  bool warned_fai_undefined_ = false;  // TrainLoop only
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::thread> threads_;

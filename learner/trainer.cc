@@ -23,10 +23,10 @@ struct Sequence {
   std::vector<int64_t> ids;  // prompt + response
   int64_t prompt_len = 0;
   int64_t response_len = 0;
-  at::Tensor shaped;          // float [T]
-  at::Tensor behaviour;       // float [T]
-  at::Tensor preplan, anchor; // float [T] masks
-  at::Tensor old_logprobs;    // float [T], filled before the updates
+  at::Tensor shaped;           // float [T]
+  at::Tensor behaviour;        // float [T]
+  at::Tensor preplan, anchor;  // float [T] masks
+  at::Tensor old_logprobs;     // float [T], filled before the updates
 };
 
 // Padded [n, L] ids and mask, and [n, Tmax] gather indices for the response tokens.
@@ -109,8 +109,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(common::model::Transfor
 }
 
 Trainer::Trainer(common::model::Transformer& model, const v1::TrainerConfig& trainer,
-                 const v1::CreditConfig& credit, uint64_t seed, int64_t version,
-                 double temperature)
+                 const v1::CreditConfig& credit, uint64_t seed, int64_t version, double temperature)
     : model_(model),
       config_(trainer),
       credit_(credit),
@@ -125,7 +124,7 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
   StepStats stats;
   std::vector<Sequence> seqs;
   double reward_sum = 0, correct = 0, entropy_sum = 0, staleness = 0;
-  int64_t entropy_tokens = 0;
+  int64_t entropy_tokens = 0, fai_defined_tokens = 0, amplified_tokens = 0;
 
   // 1. Advantages and gamma, per group and per response.
   for (const Group& g : batch) {
@@ -145,25 +144,25 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
       s.ids.assign(r.prompt_token_ids().begin(), r.prompt_token_ids().end());
       s.ids.insert(s.ids.end(), r.response_token_ids().begin(), r.response_token_ids().end());
       const std::vector<float> entropy(r.entropy().begin(), r.entropy().end());
-      s.behaviour = at::tensor(std::vector<float>(r.behaviour_logprobs().begin(),
-                                                  r.behaviour_logprobs().end()));
+      s.behaviour = at::tensor(
+          std::vector<float>(r.behaviour_logprobs().begin(), r.behaviour_logprobs().end()));
       at::Tensor gamma = at::ones({s.response_len});
       s.preplan = at::zeros({s.response_len});
       s.anchor = at::zeros({s.response_len});
       if (r.has_summary()) {
-        credit::TokenCreditOptions o;
-        o.strategy = credit_.strategy();
-        o.quantile = credit_.quantile();
-        o.gamma_amp = credit_.gamma_amp();
-        o.alpha = credit_.alpha();
-        o.lookback = credit_.lookback();
+        credit::TokenCreditOptions o = credit::TokenCreditOptionsFromConfig(credit_);
         o.seed = credit::MixSeed(seed_, r.rollout_id() ^ std::hash<std::string>()(r.run_id()));
+        const std::vector<float> fai = common::DecodeFp16(r.summary().fai_f16());
         RHYTHM_ASSIGN_OR_RETURN(
             credit::TokenCredit c,
             credit::ComputeTokenCredit({at::tensor(common::DecodeFp16(r.summary().waad_f16())),
-                                        at::tensor(common::DecodeFp16(r.summary().fai_f16())),
-                                        at::tensor(entropy)},
+                                        at::tensor(fai), at::tensor(entropy)},
                                        o));
+        int64_t defined = 0;
+        for (float f : fai) defined += std::isnan(f) ? 0 : 1;
+        fai_defined_tokens += defined;
+        if (defined == 0) ++stats.fai_undefined_responses;
+        amplified_tokens += static_cast<int64_t>(c.selected.size());
         gamma = c.gamma;
         for (int64_t t : c.preplan) s.preplan[t] = 1.0;
         for (int64_t t : c.anchor) s.anchor[t] = 1.0;
@@ -221,7 +220,8 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
           mb_tokens += seqs[j].response_len;
         }
         const MicroBatch mb = Pack(mbs);
-        auto [logp, entropy] = ResponseLogprobs(model_, mb, config_.entropy_coef() > 0, temperature_);
+        auto [logp, entropy] =
+            ResponseLogprobs(model_, mb, config_.entropy_coef() > 0, temperature_);
         credit::PolicyLossInputs in;
         in.logprobs = logp;
         in.old_logprobs = Stack(mbs, &Sequence::old_logprobs, mb.tmax);
@@ -253,10 +253,10 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
       if (config_.grad_clip() > 0 && stats.grad_norm > config_.grad_clip()) {
         optimizer_.ScaleGrads(config_.grad_clip() / (stats.grad_norm + 1e-12));
       }
-      const double warm = config_.warmup_steps() > 0
-                              ? std::min(1.0, static_cast<double>(optimizer_.steps() + 1) /
-                                                  config_.warmup_steps())
-                              : 1.0;
+      const double warm =
+          config_.warmup_steps() > 0
+              ? std::min(1.0, static_cast<double>(optimizer_.steps() + 1) / config_.warmup_steps())
+              : 1.0;
       stats.lr = config_.lr() * warm;
       optimizer_.Step(stats.lr);
     }
@@ -273,9 +273,12 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
   stats.accuracy = correct / stats.sequences;
   stats.entropy_mean = entropy_tokens > 0 ? entropy_sum / entropy_tokens : 0;
   stats.response_length_mean = static_cast<double>(stats.tokens) / stats.sequences;
+  stats.fai_defined_fraction =
+      stats.tokens > 0 ? static_cast<double>(fai_defined_tokens) / stats.tokens : 0;
+  stats.amplified_token_fraction =
+      stats.tokens > 0 ? static_cast<double>(amplified_tokens) / stats.tokens : 0;
   stats.staleness_mean = staleness / batch.size();
-  stats.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return stats;
 }
 

@@ -42,6 +42,11 @@ struct StepStats {
   double preplan_token_fraction = 0, anchor_token_fraction = 0;
   double preplan_credit_fraction = 0, anchor_credit_fraction = 0;
   int64_t missing_summaries = 0;  // responses trained with gamma = 1 for lack of a summary
+  // Share of response tokens whose FAI is defined (summaries present); responses whose FAI is
+  // undefined at every token (too short for the FAI band: anchor credit cannot act on them).
+  double fai_defined_fraction = 0;
+  int64_t fai_undefined_responses = 0;
+  double amplified_token_fraction = 0;  // share of response tokens with gamma > 1
   double seconds = 0;
 };
 

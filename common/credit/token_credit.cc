@@ -51,7 +51,8 @@ absl::Status CheckOptions(const TokenCreditOptions& o) {
 }
 
 int64_t RoundCount(double fraction, size_t n) {
-  return std::min<int64_t>(static_cast<int64_t>(n), std::llround(fraction * static_cast<double>(n)));
+  return std::min<int64_t>(static_cast<int64_t>(n),
+                           std::llround(fraction * static_cast<double>(n)));
 }
 
 // A uniformly random subset of exactly `count` indices of [0, n), ascending. Partial
@@ -100,19 +101,28 @@ uint64_t MixSeed(uint64_t seed, uint64_t key) {
   return z ^ (z >> 31);
 }
 
+TokenCreditOptions TokenCreditOptionsFromConfig(const v1::CreditConfig& config) {
+  TokenCreditOptions o;
+  o.strategy = config.strategy();
+  o.quantile = config.quantile();
+  o.gamma_amp = config.gamma_amp();
+  o.alpha = config.alpha();
+  o.lookback = config.lookback();
+  o.invert_selection = config.invert_selection();
+  return o;
+}
+
 absl::StatusOr<TokenCredit> ComputeTokenCredit(const ResponseSignals& signals,
                                                const TokenCreditOptions& options) {
   RHYTHM_RETURN_IF_ERROR(CheckOptions(options));
   RHYTHM_ASSIGN_OR_RETURN(std::vector<double> waad, ToVector(signals.waad, "waad", false));
   RHYTHM_ASSIGN_OR_RETURN(std::vector<double> fai, ToVector(signals.fai, "fai", true));
-  RHYTHM_ASSIGN_OR_RETURN(std::vector<double> entropy,
-                          ToVector(signals.entropy, "entropy", false));
+  RHYTHM_ASSIGN_OR_RETURN(std::vector<double> entropy, ToVector(signals.entropy, "entropy", false));
   const size_t n = waad.size();
   if (n == 0) return absl::InvalidArgumentError("waad: empty response");
   if (fai.size() != n || entropy.size() != n) {
-    return absl::InvalidArgumentError(absl::StrCat("length mismatch: waad has ", n,
-                                                   " tokens, fai ", fai.size(), ", entropy ",
-                                                   entropy.size()));
+    return absl::InvalidArgumentError(absl::StrCat("length mismatch: waad has ", n, " tokens, fai ",
+                                                   fai.size(), ", entropy ", entropy.size()));
   }
 
   TokenCredit out;
@@ -121,8 +131,15 @@ absl::StatusOr<TokenCredit> ComputeTokenCredit(const ResponseSignals& signals,
 
   std::vector<bool> fai_defined(n);
   for (size_t t = 0; t < n; ++t) fai_defined[t] = !std::isnan(fai[t]);
-  out.preplan = TopQuantile(delta, options.quantile);
-  out.anchor = TopQuantile(fai, options.quantile, fai_defined);
+  // The bottom q of v is the top q of -v, with the same earlier-first tie-break.
+  auto select = [&](const std::vector<double>& v, const std::vector<bool>& eligible) {
+    if (!options.invert_selection) return TopQuantile(v, options.quantile, eligible);
+    std::vector<double> negated(v.size());
+    for (size_t i = 0; i < v.size(); ++i) negated[i] = -v[i];
+    return TopQuantile(negated, options.quantile, eligible);
+  };
+  out.preplan = select(delta, {});
+  out.anchor = select(fai, fai_defined);
 
   // Coupling (A6-A8): dominated anchors and their introductory tokens.
   std::vector<bool> is_preplan(n, false);
@@ -156,7 +173,7 @@ absl::StatusOr<TokenCredit> ComputeTokenCredit(const ResponseSignals& signals,
       add(RandomSubset(n, RoundCount(options.quantile, n), options.seed), bonus);
       break;
     case v1::CREDIT_STRATEGY_ENTROPY:
-      add(TopQuantile(entropy, options.quantile), bonus);
+      add(select(entropy, {}), bonus);
       break;
     case v1::CREDIT_STRATEGY_LOCAL_CHUNK:
       add(out.preplan, bonus);

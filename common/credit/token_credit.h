@@ -14,7 +14,9 @@
 //   intro(t)= argmax_{u in [t-k, t-1], u >= 0} Delta_u, earliest on a tie      (A6)
 //   I(D)    = { intro(t) : t in D }, a set: a token introducing two anchors counts once.
 // "Top n by value" selects exactly n tokens, larger values first, the earlier token first among
-// equal values (a stable tie-break; A11). The median of an even count is the mean of the two
+// equal values (a stable tie-break; A11). With `invert_selection` every "top" above (Delta, FAI,
+// entropy) becomes "bottom": the n smallest values, the earlier token first among equal values
+// (paper Table 5's control); the coupling rules are applied to the inverted sets unchanged. The median of an even count is the mean of the two
 // middle values. T_loc, T_glob, D and I are always computed (for statistics), whatever the
 // strategy; only gamma depends on it.
 //
@@ -42,7 +44,13 @@ struct TokenCreditOptions {
   int lookback = 3;
   // Seed of the `random` strategy, already specific to this response (see MixSeed).
   uint64_t seed = 0;
+  // Select the bottom q instead of the top q (see the top of this file).
+  bool invert_selection = false;
 };
+
+// The options `config` describes (strategy, q, gamma_amp, alpha, k, invert_selection), with
+// seed 0: callers mix in their own per-response seed. The one place config becomes options.
+TokenCreditOptions TokenCreditOptionsFromConfig(const v1::CreditConfig& config);
 
 // One response's per-token signals. All 1-D, same length T >= 1, float32 or float64.
 struct ResponseSignals {

@@ -41,6 +41,29 @@ std::set<int64_t> RefTop(const std::vector<double>& v, double q, const std::vect
   return out;
 }
 
+// The bottom `count`: j beats i when its value is smaller, or equal with a smaller index.
+std::set<int64_t> RefBottom(const std::vector<double>& v, double q, const std::vector<bool>& ok) {
+  int64_t eligible = 0;
+  for (size_t i = 0; i < v.size(); ++i) eligible += ok[i] ? 1 : 0;
+  const int64_t count = static_cast<int64_t>(std::floor(q * eligible + 0.5));
+  std::set<int64_t> out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (!ok[i]) continue;
+    int64_t beaten_by = 0;
+    for (size_t j = 0; j < v.size(); ++j) {
+      if (ok[j] && (v[j] < v[i] || (v[j] == v[i] && j < i))) ++beaten_by;
+    }
+    if (beaten_by < count) out.insert(static_cast<int64_t>(i));
+  }
+  return out;
+}
+
+// RefTop, or RefBottom with the selection inverted.
+std::set<int64_t> RefSelect(const std::vector<double>& v, double q, const std::vector<bool>& ok,
+                            bool invert) {
+  return invert ? RefBottom(v, q, ok) : RefTop(v, q, ok);
+}
+
 double RefMedian(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -60,8 +83,8 @@ RefResult RefCredit(const std::vector<double>& waad, const std::vector<double>& 
   std::vector<bool> all(n, true), defined(n);
   for (int64_t t = 0; t < n; ++t) defined[t] = !std::isnan(fai[t]);
   RefResult r;
-  r.preplan = RefTop(delta, o.quantile, all);
-  r.anchor = RefTop(fai, o.quantile, defined);
+  r.preplan = RefSelect(delta, o.quantile, all, o.invert_selection);
+  r.anchor = RefSelect(fai, o.quantile, defined, o.invert_selection);
   const double median = RefMedian(waad);
   std::map<int64_t, int64_t> intro_of;
   for (int64_t t : r.anchor) {
@@ -90,7 +113,7 @@ RefResult RefCredit(const std::vector<double>& waad, const std::vector<double>& 
         if (r.anchor.count(t)) r.gamma[t] += b;
         break;
       case v1::CREDIT_STRATEGY_ENTROPY:
-        if (RefTop(entropy, o.quantile, all).count(t)) r.gamma[t] += b;
+        if (RefSelect(entropy, o.quantile, all, o.invert_selection).count(t)) r.gamma[t] += b;
         break;
       case v1::CREDIT_STRATEGY_COUPLED:
         if (r.anchor.count(t) && !r.dominated.count(t)) r.gamma[t] += b;
@@ -116,8 +139,7 @@ std::set<int64_t> AsSet(const std::vector<int64_t>& v) { return {v.begin(), v.en
 // anchor 7: waad 3 > 2 -> not dominated
 // coupled gamma: 1.5 on 7; 1.25 on 2, 5 (dominated) and on 0, 4 (introductory)
 ResponseSignals HandExample() {
-  return {T({1, 5, 2, 2, 6, 1, 1, 3, 3, 2}),
-          T({.1, .5, .9, .2, .3, .8, .05, .7, kNaN, kNaN}),
+  return {T({1, 5, 2, 2, 6, 1, 1, 3, 3, 2}), T({.1, .5, .9, .2, .3, .8, .05, .7, kNaN, kNaN}),
           T({.1, .2, .3, .4, .5, .6, .7, .8, .9, 1.0})};
 }
 
@@ -129,8 +151,7 @@ TEST(TokenCredit, HandWorkedCoupledExample) {
   EXPECT_EQ(c->anchor, (std::vector<int64_t>{2, 5, 7}));
   EXPECT_EQ(c->dominated, (std::vector<int64_t>{2, 5}));
   EXPECT_EQ(c->introductory, (std::vector<int64_t>{0, 4}));
-  EXPECT_EQ(ToDoubles(c->gamma),
-            (std::vector<double>{1.25, 1, 1.25, 1, 1.25, 1.25, 1, 1.5, 1, 1}));
+  EXPECT_EQ(ToDoubles(c->gamma), (std::vector<double>{1.25, 1, 1.25, 1, 1.25, 1.25, 1, 1.5, 1, 1}));
   EXPECT_EQ(ToDoubles(c->delta), (std::vector<double>{4, 3, 0, 4, 5, 0, 2, 0, 1, 0}));
 }
 
@@ -182,12 +203,12 @@ TEST(TokenCredit, LengthOneResponse) {
 
 TEST(TokenCredit, MatchesBruteForceOnRandomInputsWithTies) {
   std::mt19937 rng(2510);
-  int dominated_seen = 0, overlap_seen = 0, undefined_seen = 0;
+  int dominated_seen = 0, overlap_seen = 0, undefined_seen = 0, inverted_seen = 0;
   for (int trial = 0; trial < 3000; ++trial) {
     const int n = 1 + static_cast<int>(rng() % 40);
     std::vector<double> waad(n), fai(n), entropy(n);
     for (int t = 0; t < n; ++t) {
-      waad[t] = static_cast<double>(rng() % 4);            // few values: many ties
+      waad[t] = static_cast<double>(rng() % 4);  // few values: many ties
       fai[t] = (rng() % 4 == 0) ? kNaN : (rng() % 5) / 4.0;
       entropy[t] = (rng() % 3) / 2.0;
     }
@@ -199,9 +220,11 @@ TEST(TokenCredit, MatchesBruteForceOnRandomInputsWithTies) {
     o.alpha = std::vector<double>{0.5, 0.0, 1.0, 0.3}[rng() % 4];
     o.lookback = 1 + static_cast<int>(rng() % 3);
     o.gamma_amp = std::vector<double>{1.5, 2.0}[rng() % 2];
-    for (auto strategy : {v1::CREDIT_STRATEGY_NONE, v1::CREDIT_STRATEGY_ENTROPY,
-                          v1::CREDIT_STRATEGY_LOCAL_CHUNK, v1::CREDIT_STRATEGY_GLOBAL_ANCHOR,
-                          v1::CREDIT_STRATEGY_COUPLED}) {
+    o.invert_selection = rng() % 3 == 0;
+    inverted_seen += o.invert_selection;
+    for (auto strategy :
+         {v1::CREDIT_STRATEGY_NONE, v1::CREDIT_STRATEGY_ENTROPY, v1::CREDIT_STRATEGY_LOCAL_CHUNK,
+          v1::CREDIT_STRATEGY_GLOBAL_ANCHOR, v1::CREDIT_STRATEGY_COUPLED}) {
       o.strategy = strategy;
       absl::StatusOr<TokenCredit> got = ComputeTokenCredit({T(waad), T(fai), T(entropy)}, o);
       ASSERT_TRUE(got.ok()) << got.status();
@@ -225,6 +248,23 @@ TEST(TokenCredit, MatchesBruteForceOnRandomInputsWithTies) {
   EXPECT_GT(dominated_seen, 100);
   EXPECT_GT(overlap_seen, 10);
   EXPECT_GT(undefined_seen, 1000);
+  EXPECT_GT(inverted_seen, 800);
+}
+
+TEST(TokenCredit, InvertedSelectionTakesTheBottomQ) {
+  // The hand example inverted: Delta = 4 3 0 4 5 0 2 0 1 0, bottom 4 = {2, 5, 7, 9} (zeros,
+  // earliest first); FAI defined on 0..7, bottom 3 = {6 (.05), 0 (.1), 3 (.2)}.
+  TokenCreditOptions o;
+  o.invert_selection = true;
+  o.strategy = v1::CREDIT_STRATEGY_GLOBAL_ANCHOR;
+  absl::StatusOr<TokenCredit> c = ComputeTokenCredit(HandExample(), o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->preplan, (std::vector<int64_t>{2, 5, 7, 9}));
+  EXPECT_EQ(c->anchor, (std::vector<int64_t>{0, 3, 6}));
+  EXPECT_EQ(ToDoubles(c->gamma), (std::vector<double>{1.5, 1, 1, 1.5, 1, 1, 1.5, 1, 1, 1}));
+  o.strategy = v1::CREDIT_STRATEGY_ENTROPY;  // entropy rises along the response
+  EXPECT_EQ(ToDoubles(ComputeTokenCredit(HandExample(), o)->gamma),
+            (std::vector<double>{1.5, 1.5, 1.5, 1.5, 1, 1, 1, 1, 1, 1}));
 }
 
 TEST(TokenCredit, RandomStrategyIsSeededAndExact) {

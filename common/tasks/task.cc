@@ -18,6 +18,7 @@ absl::StatusOr<std::unique_ptr<Task>> CreateTask(const v1::TaskConfig& config, u
         absl::StrCat("task.heldout_size must be >= 0, got ", config.heldout_size()));
   }
   const uint64_t heldout = static_cast<uint64_t>(config.heldout_size());
+  if (config.seed() != 0) seed = config.seed();
   switch (config.kind()) {
     case v1::TASK_KIND_COUNTDOWN:
       return CreateCountdownTask(config.countdown(), heldout, seed);

@@ -100,7 +100,8 @@ class Task {
 };
 
 // Builds the task `config.kind` describes. `seed` (runtime.seed) fixes the generated problems
-// of both splits; the jsonl task ignores it (its order is the file's).
+// of both splits unless `config.seed` is set (non-zero), which then wins; the jsonl task ignores
+// both (its order is the file's).
 // Errors: INVALID_ARGUMENT for TASK_KIND_UNSPECIFIED or an unknown kind, for a countdown or
 // arithmetic config out of the proto's bounds or whose problem space is too small to leave any
 // training problem, and for a jsonl file with no valid line; NOT_FOUND / FAILED_PRECONDITION if
