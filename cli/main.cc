@@ -2,6 +2,7 @@
 // reads flags and dispatches to a subcommand.
 #include <iostream>
 
+#include "cli/ablate.h"
 #include "cli/generate.h"
 #include "cli/selfcheck.h"
 #include "cli/sft_eval.h"
@@ -28,7 +29,11 @@ constexpr char kCommands[] =
     "  train       the one-command local cluster: warm start, learner + actors, report:\n"
     "              rhythm train [--task arithmetic] [--actors 2] [--strategy coupled]\n"
     "                           [--steps 300] [--out DIR] [--model DIR] [--sft-steps 2000]\n"
-    "                           [--n 500] [--pass-k 4]\n"
+    "                           [--sft-target 0] [--n 500] [--pass-k 4] [--curve-n 256]\n"
+    "  ablate      credit strategies x seeds from one shared warm start, with CIs:\n"
+    "              rhythm ablate [--strategies none,...,coupled_inverted] [--seeds 3]\n"
+    "                            [--parallel P] [--steps N] [--out DIR] [--model DIR]\n"
+    "                            [--sft-steps N] [--sft-target ACC] [--n 500] [--pass-k 4]\n"
     "  sft         supervised warm start on the task's reference solutions:\n"
     "              rhythm sft --out DIR [--model DIR] [--task T] [--steps 300] [--batch 32]\n"
     "                         [--lr 0.003]\n"
@@ -66,6 +71,8 @@ int main(int argc, char** argv) {
   rhythm::cli::RegisterSftEvalFlags(parser, sft_eval_flags);
   rhythm::cli::TrainFlags train_flags;
   rhythm::cli::RegisterTrainFlags(parser, train_flags);
+  rhythm::cli::AblateFlags ablate_flags;
+  rhythm::cli::RegisterAblateFlags(parser, ablate_flags);
   std::string seed;
   parser.AddString("seed", "N", "= runtime.seed: sampling and the random credit strategy",
                    &seed);
@@ -89,6 +96,10 @@ int main(int argc, char** argv) {
   if (command == "train") {
     return rhythm::cli::RunTrain(train_flags, sft_eval_flags, generate_flags.model,
                                  generate_flags.out, shape_flags.strategy, start.config);
+  }
+  if (command == "ablate") {
+    return rhythm::cli::RunAblate(ablate_flags, train_flags, sft_eval_flags, generate_flags.model,
+                                  generate_flags.out, start.config);
   }
   if (command == "eval") {
     return rhythm::cli::RunEval(generate_flags.model, sft_eval_flags, start.config);

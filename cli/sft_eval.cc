@@ -1,6 +1,10 @@
 #include "cli/sft_eval.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
 #include <functional>
 #include <iostream>
 
@@ -15,6 +19,7 @@
 #include "common/runtime.h"
 #include "common/status.h"
 #include "common/tokenizer/char_tokenizer.h"
+#include "nlohmann/json.hpp"
 
 namespace rhythm::cli {
 namespace {
@@ -65,14 +70,67 @@ absl::Status ApplyTaskFlag(const SftEvalFlags& f, v1::RhythmConfig& config) {
 void RegisterSftEvalFlags(common::FlagParser& parser, SftEvalFlags& f) {
   parser.AddString("steps", "N", "sft: optimiser steps", &f.steps);
   parser.AddString("batch", "B", "sft: problems per step", &f.batch);
-  parser.AddString("lr", "LR", "sft: AdamW learning rate", &f.lr);
-  parser.AddString("task", "T", "sft, eval: countdown | arithmetic | jsonl (= task.kind)",
-                   &f.task);
+  parser.AddString("lr", "LR", "sft: peak AdamW learning rate (cosine decay to a tenth)", &f.lr);
+  parser.AddString("target", "ACC",
+                   "sft: stop once greedy accuracy on 128 validation problems (training "
+                   "problems the warm start never sees; never the held-out split) reaches ACC",
+                   &f.target);
+  parser.AddString("task", "T", "sft, eval: countdown | arithmetic | jsonl (= task.kind)", &f.task);
   parser.AddString("n", "N", "eval, train: held-out problems to score (default 500)", &f.n);
   parser.AddString("pass-k", "K",
                    "eval, train: samples per problem for sampled pass@1 and pass@k (default: "
                    "eval 1, train 4)",
                    &f.k);
+}
+
+nlohmann::json EvalResultToJson(const EvalResult& r) {
+  std::vector<int> greedy(r.greedy_correct.begin(), r.greedy_correct.end());
+  return {{"problems", r.problems},   {"pass1", r.pass1},
+          {"passk", r.passk},         {"sampled", r.sampled},
+          {"greedy_correct", greedy}, {"samples_correct", r.samples_correct}};
+}
+
+absl::StatusOr<EvalResult> EvalResultFromJson(const nlohmann::json& j) {
+  EvalResult r;
+  try {
+    r.problems = j.at("problems").get<int64_t>();
+    r.pass1 = j.at("pass1").get<double>();
+    r.passk = j.at("passk").get<double>();
+    r.sampled = j.at("sampled").get<double>();
+    for (int g : j.at("greedy_correct").get<std::vector<int>>()) r.greedy_correct.push_back(g);
+    r.samples_correct = j.at("samples_correct").get<std::vector<int32_t>>();
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("evaluation: ", e.what()));
+  }
+  if (r.problems < 0 || static_cast<size_t>(r.problems) != r.greedy_correct.size() ||
+      r.greedy_correct.size() != r.samples_correct.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("evaluation: problems = ", r.problems, " but ", r.greedy_correct.size(),
+                     " greedy_correct and ", r.samples_correct.size(), " samples_correct entries"));
+  }
+  return r;
+}
+
+absl::StatusOr<EvalResult> ReadEvalResult(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read"));
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not JSON"));
+  absl::StatusOr<EvalResult> r = EvalResultFromJson(j);
+  if (!r.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", r.status().message()));
+  return r;
+}
+
+absl::Status WriteEvalResult(const EvalResult& r, const std::string& path) {
+  {
+    std::ofstream out(path + ".tmp");
+    out << EvalResultToJson(r).dump() << "\n";
+    if (!out) return absl::InternalError(absl::StrCat(path, ".tmp: cannot write"));
+  }
+  if (std::rename((path + ".tmp").c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat(path, ": cannot rename into place"));
+  }
+  return absl::OkStatus();
 }
 
 EvalResult Prefix(const EvalResult& r, int64_t m, int64_t k) {
@@ -99,6 +157,14 @@ absl::StatusOr<EvalResult> EvaluateHeldOut(const common::model::Transformer& mod
                                            const common::tasks::Task& task, int64_t n, int64_t k,
                                            const v1::RhythmConfig& config) {
   n = std::min<int64_t>(n, static_cast<int64_t>(task.heldout_size()));
+  return EvaluateProblems(
+      model, tokenizer, task, [&](uint64_t i) { return task.HeldOutProblem(i); }, n, k, config);
+}
+
+absl::StatusOr<EvalResult> EvaluateProblems(
+    const common::model::Transformer& model, const common::Tokenizer& tokenizer,
+    const common::tasks::Task& task, const std::function<common::tasks::Problem(uint64_t)>& problem,
+    int64_t n, int64_t k, const v1::RhythmConfig& config) {
   EvalResult r;
   r.problems = n;
   r.greedy_correct.assign(n, false);
@@ -108,7 +174,7 @@ absl::StatusOr<EvalResult> EvaluateHeldOut(const common::model::Transformer& mod
     std::vector<std::vector<int32_t>> prompts;
     std::vector<common::tasks::Problem> problems;
     for (int64_t i = start; i < std::min(n, start + kBatch); ++i) {
-      problems.push_back(task.HeldOutProblem(static_cast<uint64_t>(i)));
+      problems.push_back(problem(static_cast<uint64_t>(i)));
       auto ids = tokenizer.Encode(problems.back().prompt);
       if (!ids.ok()) return ids.status();
       prompts.push_back(*std::move(ids));
@@ -193,21 +259,38 @@ int RunSft(const std::string& model_dir, const std::string& out_dir, const SftEv
   if (!absl::SimpleAtoi(f.batch, &batch) || batch < 1) {
     return Fail("sft: --batch '" + f.batch + "' must be >= 1");
   }
-  if (!absl::SimpleAtod(f.lr, &lr) || !(lr > 0)) return Fail("sft: --lr '" + f.lr + "' must be > 0");
+  if (!absl::SimpleAtod(f.lr, &lr) || !(lr > 0))
+    return Fail("sft: --lr '" + f.lr + "' must be > 0");
+  SftOptions o;
+  o.steps = steps;
+  o.batch = batch;
+  o.lr = lr;
+  if (!f.target.empty() && (!absl::SimpleAtod(f.target, &o.target_accuracy) ||
+                            !(o.target_accuracy >= 0 && o.target_accuracy <= 1))) {
+    return Fail("sft: --target '" + f.target + "' must be in [0, 1]");
+  }
   common::InitRuntime(config.runtime());
-  absl::Status s = Sft(model_dir, out_dir, steps, batch, lr, config, std::cout);
-  if (!s.ok()) return Fail(std::string(s.message()), 1);
+  absl::StatusOr<SftResult> s = Sft(model_dir, out_dir, o, config, std::cout);
+  if (!s.ok()) return Fail(std::string(s.status().message()), 1);
   std::cout << "rhythm sft: wrote " << out_dir << "\n";
   return 0;
 }
 
-absl::Status Sft(const std::string& model_dir, const std::string& out_dir, int64_t steps,
-                 int64_t batch, double lr, const v1::RhythmConfig& config, std::ostream& log) {
+absl::StatusOr<SftResult> Sft(const std::string& model_dir, const std::string& out_dir,
+                              const SftOptions& options, const v1::RhythmConfig& config,
+                              std::ostream& log) {
   RHYTHM_ASSIGN_OR_RETURN(Loaded l, Load(model_dir, config));
   common::model::Transformer& model = *l.model;
   model.SetRequiresGrad(true);
   common::model::AdamW opt(model.NamedParameters(), {});
   const auto start = std::chrono::steady_clock::now();
+  auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  const int64_t steps = std::max<int64_t>(1, options.steps);
+  const int64_t batch = std::max<int64_t>(1, options.batch);
+  constexpr int64_t kWarmup = 20;
+  SftResult result;
   double avg = 0;
   for (int64_t step = 0; step < steps; ++step) {
     // Prompt + reference + EOS; the loss covers the answer only.
@@ -240,22 +323,45 @@ absl::Status Sft(const std::string& model_dir, const std::string& out_dir, int64
       }
     }
     opt.ZeroGrad();
-    RHYTHM_ASSIGN_OR_RETURN(common::model::ForwardOutput out,
-                            model.Forward(at::tensor(ids, at::kLong).view({b, len}),
-                                          at::tensor(mask).view({b, len})));
+    RHYTHM_ASSIGN_OR_RETURN(
+        common::model::ForwardOutput out,
+        model.Forward(at::tensor(ids, at::kLong).view({b, len}), at::tensor(mask).view({b, len})));
     const at::Tensor loss =
-        at::cross_entropy_loss(out.logits.view({b * len, -1}), at::tensor(targets, at::kLong),
-                               {}, at::Reduction::Mean, /*ignore_index=*/-100);
+        at::cross_entropy_loss(out.logits.view({b * len, -1}), at::tensor(targets, at::kLong), {},
+                               at::Reduction::Mean, /*ignore_index=*/-100);
     loss.backward();
     const double norm = opt.GradNorm();
     if (norm > 1.0) opt.ScaleGrads(1.0 / norm);
-    opt.Step(lr * std::min(1.0, (step + 1) / 20.0));
+    const double progress = std::clamp(
+        static_cast<double>(step - kWarmup) / std::max<int64_t>(1, steps - kWarmup), 0.0, 1.0);
+    const double decay = 0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * progress));
+    opt.Step(options.lr * std::min(1.0, (step + 1) / static_cast<double>(kWarmup)) * decay);
     avg = step == 0 ? loss.item<double>() : 0.9 * avg + 0.1 * loss.item<double>();
-    if (step == 0 || (step + 1) % 50 == 0 || step + 1 == steps) {
-      log << absl::StrFormat(
-                 "rhythm sft: step %d/%d loss %.4f (%.0f s)\n", step + 1, steps, avg,
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count())
+    result.steps = step + 1;
+    result.loss = avg;
+    const bool last = step + 1 == steps;
+    std::string validation;
+    if (options.target_accuracy > 0 && ((step + 1) % options.eval_every == 0 || last)) {
+      model.SetRequiresGrad(false);
+      auto v = EvaluateProblems(
+          model, *l.tokenizer, *l.task,
+          [&](uint64_t i) { return l.task->TrainProblem(kSftValidationBase + i); },
+          options.validation_size, 1, config);
+      model.SetRequiresGrad(true);
+      if (!v.ok()) return v.status();
+      result.validation_accuracy = v->pass1;
+      validation = absl::StrFormat(" validation %.1f%% (target %.0f%%)", 100 * v->pass1,
+                                   100 * options.target_accuracy);
+    }
+    if (step == 0 || (step + 1) % 50 == 0 || last || !validation.empty()) {
+      log << absl::StrFormat("rhythm sft: step %d/%d loss %.4f%s (%.0f s)\n", step + 1, steps, avg,
+                             validation, seconds())
           << std::flush;
+    }
+    if (options.target_accuracy > 0 && result.validation_accuracy >= options.target_accuracy) {
+      log << absl::StrFormat("rhythm sft: validation accuracy reached the target at step %d\n",
+                             step + 1);
+      break;
     }
   }
   model.SetRequiresGrad(false);
@@ -263,7 +369,9 @@ absl::Status Sft(const std::string& model_dir, const std::string& out_dir, int64
   eo.overwrite = true;
   const common::Tokenizer* tok = l.tokenizer.get();
   eo.write_extra_files = [tok](const std::string& dir) { return tok->Save(dir); };
-  return common::model::ExportHfModel(model, out_dir, eo);
+  RHYTHM_RETURN_IF_ERROR(common::model::ExportHfModel(model, out_dir, eo));
+  result.seconds = seconds();
+  return result;
 }
 
 }  // namespace rhythm::cli

@@ -4,6 +4,7 @@
 // greedy pass@1, and pass@k from k samples at the configured temperature.
 #pragma once
 
+#include <functional>
 #include <iosfwd>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "common/model/transformer.h"
 #include "common/tasks/task.h"
 #include "common/tokenizer/tokenizer.h"
+#include "nlohmann/json_fwd.hpp"
 #include "rhythm/v1/config.pb.h"
 
 namespace rhythm::cli {
@@ -21,25 +23,35 @@ struct SftEvalFlags {
   std::string steps;  // sft: default 300; train: RL steps, default 100
   std::string batch = "32";
   std::string lr = "0.003";
-  std::string task;  // = task.kind
+  std::string target;  // sft: stop at this validation accuracy (SftOptions::target_accuracy)
+  std::string task;    // = task.kind
   std::string n = "500";
   std::string k;  // eval: default 1; train: default 4
 };
 
-// Registers --steps, --batch, --lr (sft), --task, --n, --pass-k (eval; --task for both). --model and
+// Registers --steps, --batch, --lr (sft), --task, --n, --pass-k (eval; --task for both). --model
+// and
 // --out come from the generate flags.
 void RegisterSftEvalFlags(common::FlagParser& parser, SftEvalFlags& flags);
 
 struct EvalResult {
   int64_t problems = 0;
-  double pass1 = 0;   // greedy
-  double passk = 0;   // at least one of k samples correct (k = 1: same as pass1)
+  double pass1 = 0;  // greedy
+  double passk = 0;  // at least one of k samples correct (k = 1: same as pass1)
   // Mean accuracy of the k samples (pass@1 at the sampling temperature; k = 1: same as pass1).
   double sampled = 0;
   // Per problem, in held-out order: greedy answer correct; correct samples out of k.
   std::vector<bool> greedy_correct;
   std::vector<int32_t> samples_correct;
 };
+
+// EvalResult <-> JSON ({"problems", "pass1", "passk", "sampled", "greedy_correct": [0/1...],
+// "samples_correct": [...]}), side by side. ReadEvalResult: INVALID_ARGUMENT naming the file
+// and field for a malformed file, NOT_FOUND if it is missing.
+nlohmann::json EvalResultToJson(const EvalResult& r);
+absl::StatusOr<EvalResult> EvalResultFromJson(const nlohmann::json& j);
+absl::StatusOr<EvalResult> ReadEvalResult(const std::string& path);
+absl::Status WriteEvalResult(const EvalResult& r, const std::string& path);
 
 // The same figures over the first `m` problems of `r` (m <= r.problems); `k` as evaluated.
 // Batches of 32 get their own sampling seed, so for m a multiple of 32 this equals evaluating
@@ -52,9 +64,43 @@ absl::StatusOr<EvalResult> EvaluateHeldOut(const common::model::Transformer& mod
                                            const common::tasks::Task& task, int64_t n, int64_t k,
                                            const v1::RhythmConfig& config);
 
+// Greedy (and, for k > 1, sampled) accuracy on problems problem(0) .. problem(n-1), as
+// EvaluateHeldOut computes it; EvaluateHeldOut is this on the held-out split.
+absl::StatusOr<EvalResult> EvaluateProblems(
+    const common::model::Transformer& model, const common::Tokenizer& tokenizer,
+    const common::tasks::Task& task, const std::function<common::tasks::Problem(uint64_t)>& problem,
+    int64_t n, int64_t k, const v1::RhythmConfig& config);
+
+// The warm start's validation problems are training problems from this index on: the warm
+// start trains on indices [0, steps * batch), far below it, and RL leases from index 0 too, so
+// validation never touches the held-out split.
+inline constexpr uint64_t kSftValidationBase = uint64_t{1} << 40;
+
+struct SftOptions {
+  int64_t steps = 300;  // most optimiser steps
+  int64_t batch = 32;   // problems per step
+  // Peak AdamW learning rate: linear warm-up over the first 20 steps, then cosine decay to a
+  // tenth of it at `steps` (a schedule that converges; a constant rate left the final loss
+  // at the mercy of the machine's floating-point rounding).
+  double lr = 3e-3;
+  // Stop as soon as greedy accuracy on `validation_size` validation problems (see
+  // kSftValidationBase) reaches this; 0 = run all `steps`. Checked every `eval_every` steps.
+  double target_accuracy = 0;
+  int64_t eval_every = 200;
+  int64_t validation_size = 128;
+};
+
+struct SftResult {
+  int64_t steps = 0;                // optimiser steps taken
+  double loss = 0;                  // smoothed training loss at the end
+  double validation_accuracy = -1;  // last validation figure; -1 if never measured
+  double seconds = 0;
+};
+
 // Supervised warm start; progress lines go to `log`.
-absl::Status Sft(const std::string& model_dir, const std::string& out_dir, int64_t steps,
-                 int64_t batch, double lr, const v1::RhythmConfig& config, std::ostream& log);
+absl::StatusOr<SftResult> Sft(const std::string& model_dir, const std::string& out_dir,
+                              const SftOptions& options, const v1::RhythmConfig& config,
+                              std::ostream& log);
 
 int RunSft(const std::string& model_dir, const std::string& out_dir, const SftEvalFlags& flags,
            v1::RhythmConfig config);

@@ -67,11 +67,7 @@ int RunShape(const ShapeFlags& flags, v1::RhythmConfig config) {
 
   common::credit::ShapeOptions options;
   const v1::CreditConfig& c = config.credit();
-  options.credit.strategy = c.strategy();
-  options.credit.quantile = c.quantile();
-  options.credit.gamma_amp = c.gamma_amp();
-  options.credit.alpha = c.alpha();
-  options.credit.lookback = c.lookback();
+  options.credit = common::credit::TokenCreditOptionsFromConfig(c);
   options.credit.seed = config.runtime().seed();
   options.advantage.estimator = c.advantage();
   options.advantage.eps = c.advantage_eps();

@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "cli/report_html.h"
 #include "common/config.h"
 #include "common/credit/token_credit.h"
 #include "common/metrics_server.h"
@@ -50,6 +51,18 @@ std::string BinaryDir() {
 
 // The built-in default, applied only where the user set nothing: small enough to learn on two
 // cores in minutes (measured: see README).
+}  // namespace
+
+SftOptions TrainSftOptions(int64_t max_steps, double target_accuracy) {
+  SftOptions o;
+  o.steps = std::max<int64_t>(max_steps, 1);
+  o.batch = 32;
+  o.lr = 2e-3;
+  o.target_accuracy = target_accuracy;
+  o.eval_every = 250;
+  return o;
+}
+
 void ApplyTrainDefaults(v1::RhythmConfig& c) {
   // One intra-op thread per process: the learner, N actors and this process share the cores,
   // and OpenMP threads that spin-wait on a busy core slow every process down (measured: a
@@ -64,12 +77,26 @@ void ApplyTrainDefaults(v1::RhythmConfig& c) {
   if (!t->has_batch_groups()) t->set_batch_groups(8);
   if (!t->has_micro_batch_size()) t->set_micro_batch_size(32);
   if (!t->has_steps()) t->set_steps(300);
+  // Several optimiser updates per batch (the paper takes 16), so that the ratio leaves 1 and
+  // clipping acts: with one update old == new and the clip fraction and KL are always 0.
+  if (!t->has_mini_batches()) t->set_mini_batches(4);
   auto* g = c.mutable_generation();
-  if (!g->has_max_new_tokens()) g->set_max_new_tokens(8);
-  // Responses are a few tokens long: a paper-sized FAI band would leave FAI undefined.
-  if (!g->has_waad_window()) g->set_waad_window(3);
-  if (!g->has_fai_band_lo()) g->set_fai_band_lo(1);
-  if (!g->has_fai_band_hi()) g->set_fai_band_hi(8);
+  auto* cd = c.mutable_task()->mutable_countdown();
+  const bool steps = c.task().kind() == v1::TASK_KIND_COUNTDOWN &&
+                     cd->format() == v1::CountdownConfig::COUNTDOWN_FORMAT_STEPS;
+  if (steps) {
+    // The reasoning regime: multi-step traces of 30-150 characters, the paper's W = 10 and
+    // FAI band [10, 100] (the proto's defaults).
+    if (!cd->has_num_numbers()) cd->set_num_numbers(4);
+    if (!g->has_max_new_tokens()) g->set_max_new_tokens(160);
+  } else {
+    if (!g->has_max_new_tokens()) g->set_max_new_tokens(8);
+    // Answers are a few tokens long: a paper-sized FAI band would leave FAI undefined, so the
+    // short tasks shrink W and the band (not the paper's method; the steps format needs not).
+    if (!g->has_waad_window()) g->set_waad_window(3);
+    if (!g->has_fai_band_lo()) g->set_fai_band_lo(1);
+    if (!g->has_fai_band_hi()) g->set_fai_band_hi(8);
+  }
   auto* l = c.mutable_learner();
   if (!l->has_checkpoint_every()) l->set_checkpoint_every(25);
   if (!l->has_queue_capacity()) l->set_queue_capacity(512);
@@ -77,6 +104,8 @@ void ApplyTrainDefaults(v1::RhythmConfig& c) {
   if (!c.actor().has_prompts_per_batch()) c.mutable_actor()->set_prompts_per_batch(4);
   if (!c.actor().has_heartbeat_interval_s()) c.mutable_actor()->set_heartbeat_interval_s(1);
 }
+
+namespace {
 
 std::map<std::string, double> Scrape(int port) {
   std::map<std::string, double> out;
@@ -97,7 +126,8 @@ std::map<std::string, double> Scrape(int port) {
 struct Row {
   int64_t version = 0;
   double seconds = 0, reward = 0, accuracy = 0, loss = 0, clip = 0, kl = 0, entropy = 0,
-         tokens_per_second = 0, staleness = 0, preplan = 0, anchor = 0;
+         tokens_per_second = 0, staleness = 0, preplan = 0, anchor = 0, fai_defined = 0,
+         amplified = 0;
 };
 
 // One held-out measurement of a checkpoint (version 0: the warm-started model) on the first
@@ -109,81 +139,16 @@ struct HeldOutPoint {
   double sampled = 0;  // pass@1 of samples at the actors' temperature
 };
 
-struct Series {
-  std::string label, colour;
-  std::vector<std::pair<double, double>> points;  // (version, value)
-};
-
-// How a chart's y axis is scaled: to the data, from zero, or as a percentage from 0 to the next
-// multiple of 10%.
-enum class Scale { kData, kFromZero, kPercent };
-
-// An SVG line chart of `series` over the policy version. No script: the report is static HTML.
-std::string Chart(const std::string& title, const std::vector<Series>& series,
-                  Scale scale = Scale::kData, bool markers = false) {
-  double xlo = 1e300, xhi = -1e300, lo = 1e300, hi = -1e300;
-  for (const Series& s : series) {
-    for (const auto& [x, y] : s.points) {
-      xlo = std::min(xlo, x);
-      xhi = std::max(xhi, x);
-      lo = std::min(lo, y);
-      hi = std::max(hi, y);
-    }
-  }
-  if (xlo > xhi) return "";
-  if (scale != Scale::kData) lo = std::min(lo, 0.0);
-  if (scale == Scale::kPercent) hi = std::min(1.0, std::ceil(hi * 10 + 1e-9) / 10);
-  if (hi - lo < 1e-12) hi = lo + (scale == Scale::kData ? 1e-3 : 1);
-  auto label = [&](double v) {
-    return scale == Scale::kPercent ? absl::StrFormat("%.0f%%", 100 * v)
-                                    : absl::StrFormat("%.3g", v);
-  };
-  if (xhi - xlo < 1e-12) xhi = xlo + 1;
-  const double w = 420, h = 160, left = 48, top = 10;
-  std::string body;
-  for (const Series& s : series) {
-    std::string points, dots;
-    for (const auto& [x, y] : s.points) {
-      const double px = left + w * (x - xlo) / (xhi - xlo);
-      const double py = top + h - h * (y - lo) / (hi - lo);
-      absl::StrAppend(&points, absl::StrFormat("%.1f,%.1f ", px, py));
-      if (markers) {
-        absl::StrAppend(&dots, absl::StrFormat("<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>", px,
-                                               py, s.colour));
-      }
-    }
-    absl::StrAppend(&body, absl::StrFormat("<polyline class='series' data-label='%s' fill='none' "
-                                           "stroke='%s' stroke-width='2.5' points='%s'/>%s",
-                                           s.label, s.colour, points, dots));
-  }
-  std::string legend;
-  if (series.size() > 1) {
-    for (const Series& s : series) {
-      absl::StrAppend(
-          &legend, absl::StrFormat(" <span style='color:%s'>&#9632; %s</span>", s.colour, s.label));
-    }
-  }
-  return absl::StrFormat(
-      "<figure><figcaption>%s<small>%s</small></figcaption>"
-      "<svg class='chart' width='480' height='200' xmlns='http://www.w3.org/2000/svg'>"
-      "<rect x='%g' y='%g' width='%g' height='%g' fill='#fafafa' stroke='#ccc'/>"
-      "<text x='2' y='%g' font-size='10'>%s</text><text x='2' y='%g' font-size='10'>%s</text>"
-      "%s<text x='%g' y='192' font-size='10'>version %.0f</text>"
-      "<text x='%g' y='192' font-size='10' text-anchor='end'>version %.0f</text></svg></figure>",
-      title, legend, left, top, w, h, top + 8, label(hi), top + h, label(lo), body, left, xlo,
-      left + w, xhi);
-}
-
 Series RowSeries(const std::vector<Row>& rows, double Row::*field, const char* label,
                  const char* colour) {
-  Series s{label, colour, {}};
+  Series s{label, colour, {}, {}};
   for (const Row& r : rows) s.points.emplace_back(static_cast<double>(r.version), r.*field);
   return s;
 }
 
 // The mean of the last `window` points at each point: batch rewards are noisy.
 Series MovingAverage(const Series& in, size_t window, const char* label, const char* colour) {
-  Series s{label, colour, {}};
+  Series s{label, colour, {}, {}};
   double sum = 0;
   for (size_t i = 0; i < in.points.size(); ++i) {
     sum += in.points[i].second;
@@ -191,32 +156,6 @@ Series MovingAverage(const Series& in, size_t window, const char* label, const c
     s.points.emplace_back(in.points[i].first, sum / std::min(i + 1, window));
   }
   return s;
-}
-
-std::string Escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '&':
-        out += "&amp;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      case '\n':
-        out += "&#8629;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
 }
 
 // A few trained responses, each token shaded by WAAD (blue) and FAI (orange); preplan tokens
@@ -241,9 +180,8 @@ std::string RenderRollouts(const std::string& dump_dir, const common::Tokenizer&
     std::vector<double> waad = j["waad"].get<std::vector<double>>(), fai;
     for (const auto& f : j["fai"]) fai.push_back(f.is_null() ? std::nan("") : f.get<double>());
     std::vector<double> entropy = j["entropy"].get<std::vector<double>>();
-    common::credit::TokenCreditOptions o;
-    o.quantile = config.credit().quantile();
-    o.lookback = config.credit().lookback();
+    const common::credit::TokenCreditOptions o =
+        common::credit::TokenCreditOptionsFromConfig(config.credit());
     auto credit = common::credit::ComputeTokenCredit(
         {at::tensor(waad), at::tensor(fai), at::tensor(entropy)}, o);
     std::set<int64_t> preplan, anchor;
@@ -277,6 +215,26 @@ std::string RenderRollouts(const std::string& dump_dir, const common::Tokenizer&
   return html;
 }
 
+// Means over the run's steps of the credit statistics the learner exports.
+struct RunCreditStats {
+  double fai_defined = 0, preplan = 0, anchor = 0, amplified = 0, clip = 0, kl = 0;
+};
+
+RunCreditStats MeanCreditStats(const std::vector<Row>& rows) {
+  RunCreditStats s;
+  for (const Row& r : rows) {
+    s.fai_defined += r.fai_defined;
+    s.preplan += r.preplan;
+    s.anchor += r.anchor;
+    s.amplified += r.amplified;
+    s.clip += r.clip;
+    s.kl += r.kl;
+  }
+  const double n = std::max<double>(1, static_cast<double>(rows.size()));
+  for (double* v : {&s.fai_defined, &s.preplan, &s.anchor, &s.amplified, &s.clip, &s.kl}) *v /= n;
+  return s;
+}
+
 struct Summary {
   EvalResult before, after;  // the full held-out evaluation (n problems)
   int64_t samples = 1;       // k
@@ -289,7 +247,7 @@ void WriteReport(const std::string& path, const std::vector<Row>& rows,
                  const std::string& rollouts_html, const v1::RhythmConfig& config) {
   const char* kBlue = "#2563eb";
   const char* kLightBlue = "#93c5fd";
-  Series greedy{"greedy pass@1", "#16a34a", {}}, sampled{"sampled pass@1", "#9333ea", {}};
+  Series greedy{"greedy pass@1", "#16a34a", {}, {}}, sampled{"sampled pass@1", "#9333ea", {}, {}};
   for (const HeldOutPoint& p : heldout) {
     greedy.points.emplace_back(static_cast<double>(p.version), p.greedy);
     sampled.points.emplace_back(static_cast<double>(p.version), p.sampled);
@@ -343,6 +301,13 @@ void WriteReport(const std::string& path, const std::vector<Row>& rows,
                    ? "approx KL <small>(0: one update per batch, so old = new policy)</small>"
                    : "approx KL",
                {RowSeries(rows, &Row::kl, "kl", kBlue)})
+      << Chart("clip fraction (tokens whose ratio was clipped)",
+               {RowSeries(rows, &Row::clip, "clip fraction", kBlue)}, Scale::kFromZero)
+      << Chart("credit: FAI defined, |shaped advantage| on preplan and anchor tokens",
+               {RowSeries(rows, &Row::fai_defined, "FAI defined", "#16a34a"),
+                RowSeries(rows, &Row::preplan, "preplan credit", kBlue),
+                RowSeries(rows, &Row::anchor, "anchor credit", "#f97316")},
+               Scale::kPercent)
       << Chart("entropy (nats per token)", {RowSeries(rows, &Row::entropy, "entropy", kBlue)})
       << Chart("tokens / s (learner)",
                {RowSeries(rows, &Row::tokens_per_second, "tokens/s", kBlue)}, Scale::kFromZero)
@@ -355,8 +320,20 @@ void WriteReport(const std::string& path, const std::vector<Row>& rows,
 
 void RegisterTrainFlags(common::FlagParser& parser, TrainFlags& f) {
   parser.AddString("actors", "N", "train: actor processes", &f.actors);
-  parser.AddString("sft-steps", "N", "train: supervised warm-start steps (--model DIR skips it)",
+  parser.AddString("sft-steps", "N",
+                   "train, ablate: most supervised warm-start steps (--model DIR skips it)",
                    &f.sft_steps);
+  parser.AddString("sft-target", "ACC",
+                   "train, ablate: the warm start stops once its greedy accuracy on 128 "
+                   "validation problems (never the held-out split) reaches ACC; 0 = all steps",
+                   &f.sft_target);
+  parser.AddString("curve-n", "N",
+                   "train: held-out problems each checkpoint is scored on (default 256)",
+                   &f.curve_n);
+  parser.AddString("before-eval", "FILE",
+                   "train: the held-out evaluation of --model already made (eval.json of "
+                   "rhythm ablate's warm start); skips evaluating it again",
+                   &f.before_eval);
 }
 
 int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::string& model_dir,
@@ -374,6 +351,14 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
   const std::string k_flag = sft_flags.k.empty() ? "4" : sft_flags.k;
   if (!absl::SimpleAtoi(k_flag, &k) || k < 1 || k > 64) {
     return Fail("--pass-k '" + k_flag + "' must be in [1, 64]", 2);
+  }
+  double sft_target = 0;
+  if (!absl::SimpleAtod(f.sft_target, &sft_target) || !(sft_target >= 0 && sft_target <= 1)) {
+    return Fail("--sft-target '" + f.sft_target + "' must be in [0, 1]", 2);
+  }
+  int64_t curve_n = 0;
+  if (!absl::SimpleAtoi(f.curve_n, &curve_n) || curve_n < 1) {
+    return Fail("--curve-n '" + f.curve_n + "' must be >= 1", 2);
   }
   std::vector<std::string> sets;
   if (!sft_flags.task.empty()) sets.push_back("task.kind=" + sft_flags.task);
@@ -404,13 +389,14 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
   std::string start_model = model_dir;
   if (start_model.empty()) {
     start_model = out + "/sft";
-    std::cout << "rhythm train: supervised warm start (" << sft_steps << " steps) -> "
-              << start_model << std::endl;
-    if (absl::Status s =
-            Sft("", start_model, std::max<int64_t>(sft_steps, 1), 32, 2e-3, config, std::cout);
-        !s.ok()) {
-      return Fail(std::string(s.message()));
-    }
+    std::cout << "rhythm train: supervised warm start (at most " << sft_steps << " steps"
+              << (sft_target > 0
+                      ? absl::StrFormat(", until %.0f%% validation accuracy", 100 * sft_target)
+                      : "")
+              << ") -> " << start_model << std::endl;
+    absl::StatusOr<SftResult> warm =
+        Sft("", start_model, TrainSftOptions(sft_steps, sft_target), config, std::cout);
+    if (!warm.ok()) return Fail(std::string(warm.status().message()));
   }
   config.mutable_model()->set_path(fs::absolute(start_model).string());
   {
@@ -425,7 +411,7 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
   // Each checkpoint is scored on the first `subset` held-out problems: a multiple of the
   // evaluation batch (32), so the figures of the warm start and of the final model are prefixes
   // of their full evaluations, and small enough to cost a few seconds of one core.
-  const int64_t subset = std::min<int64_t>(n, 256);
+  const int64_t subset = std::min<int64_t>(n, curve_n);
   Summary sum;
   sum.samples = k;
   sum.subset = subset;
@@ -435,9 +421,19 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
                  : absl::StrFormat("%.1f%%", 100 * r.pass1);
   };
   {
-    auto warm = common::model::LoadHfModel(start_model);
-    if (!warm.ok()) return Fail(std::string(warm.status().message()));
-    auto before = EvaluateHeldOut(**warm, **tokenizer, **task, n, k, config);
+    absl::StatusOr<EvalResult> before;
+    if (!f.before_eval.empty()) {
+      before = ReadEvalResult(f.before_eval);
+      if (before.ok() && before->problems < n) {
+        before = absl::InvalidArgumentError(absl::StrCat(
+            f.before_eval, ": holds ", before->problems, " problems, --n asks for ", n));
+      }
+      if (before.ok()) before = Prefix(*before, n, k);
+    } else {
+      auto warm = common::model::LoadHfModel(start_model);
+      if (!warm.ok()) return Fail(std::string(warm.status().message()));
+      before = EvaluateHeldOut(**warm, **tokenizer, **task, n, k, config);
+    }
     if (!before.ok()) return Fail(std::string(before.status().message()));
     sum.before = *before;
     const EvalResult p = Prefix(*before, subset, k);
@@ -482,9 +478,10 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
   // the other kind's columns are empty).
   std::ofstream csv(out + "/metrics.csv");
   csv << "version,seconds,reward,accuracy,loss,clip_fraction,approx_kl,entropy,tokens_per_second,"
-         "staleness,preplan_credit,anchor_credit,heldout_pass1,heldout_sampled_pass1\n";
+         "staleness,preplan_credit,anchor_credit,heldout_pass1,heldout_sampled_pass1,"
+         "fai_defined,amplified_tokens\n";
   auto write_heldout = [&](const HeldOutPoint& p) {
-    csv << absl::StrFormat("%d,%.1f,,,,,,,,,,,%.4f,%.4f\n", p.version, p.seconds, p.greedy,
+    csv << absl::StrFormat("%d,%.1f,,,,,,,,,,,%.4f,%.4f,,\n", p.version, p.seconds, p.greedy,
                            p.sampled)
         << std::flush;
   };
@@ -547,10 +544,13 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
       r.staleness = samples > 0 ? m["rhythm_learner_staleness_versions_sum"] / samples : 0;
       r.preplan = m["rhythm_learner_preplan_credit_fraction_ratio"];
       r.anchor = m["rhythm_learner_anchor_credit_fraction_ratio"];
+      r.fai_defined = m["rhythm_learner_fai_defined_ratio"];
+      r.amplified = m["rhythm_learner_amplified_token_fraction_ratio"];
       rows.push_back(r);
-      csv << absl::StrFormat("%d,%.1f,%.4f,%.4f,%.5f,%.4f,%.6f,%.4f,%.1f,%.2f,%.4f,%.4f,,\n",
-                             r.version, r.seconds, r.reward, r.accuracy, r.loss, r.clip, r.kl,
-                             r.entropy, r.tokens_per_second, r.staleness, r.preplan, r.anchor)
+      csv << absl::StrFormat(
+                 "%d,%.1f,%.4f,%.4f,%.5f,%.4f,%.6f,%.4f,%.1f,%.2f,%.4f,%.4f,,,%.4f,%.4f\n",
+                 r.version, r.seconds, r.reward, r.accuracy, r.loss, r.clip, r.kl, r.entropy,
+                 r.tokens_per_second, r.staleness, r.preplan, r.anchor, r.fai_defined, r.amplified)
           << std::flush;
       const double per_step = (r.seconds - rl_start) / std::max<int64_t>(1, version);
       const double eta = per_step * std::max<int64_t>(0, target - version);
@@ -603,13 +603,46 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
     write_heldout(heldout.back());
   }
   sum.seconds = elapsed();
+  const RunCreditStats credit = MeanCreditStats(rows);
   WriteReport(out + "/report.html", rows, heldout, sum,
               RenderRollouts(out + "/dump", **tokenizer, config), config);
+  if (!g_interrupted) {
+    nlohmann::json j;
+    j["strategy"] =
+        common::EnumShortName(v1::CreditStrategy_descriptor(), config.credit().strategy());
+    j["invert_selection"] = config.credit().invert_selection();
+    j["seed"] = config.runtime().seed();
+    j["version"] = rows.empty() ? 0 : rows.back().version;
+    j["seconds"] = sum.seconds;
+    j["rl_seconds"] = sum.seconds - rl_start;
+    j["before"] = EvalResultToJson(sum.before);
+    j["after"] = EvalResultToJson(sum.after);
+    j["samples"] = k;
+    j["fai_defined"] = credit.fai_defined;
+    j["preplan_credit"] = credit.preplan;
+    j["anchor_credit"] = credit.anchor;
+    j["amplified_tokens"] = credit.amplified;
+    j["clip_fraction"] = credit.clip;
+    j["approx_kl"] = credit.kl;
+    nlohmann::json curve = nlohmann::json::array();
+    for (const HeldOutPoint& p : heldout) {
+      curve.push_back({{"version", p.version}, {"greedy", p.greedy}, {"sampled", p.sampled}});
+    }
+    j["curve"] = curve;
+    j["curve_problems"] = subset;
+    // Written last, atomically: its presence marks a finished run (rhythm ablate resumes on it).
+    std::ofstream(out + "/result.json.tmp") << j.dump(1) << "\n";
+    fs::rename(out + "/result.json.tmp", out + "/result.json", ec);
+  }
   std::cout << absl::StrFormat(
       "rhythm train: held-out pass@1 %s -> %s (n=%d) in %.0f s; %d actor restarts\n"
+      "rhythm train: credit (mean over steps): FAI defined on %.1f%% of response tokens, "
+      "%.1f%% of |shaped advantage| on preplan and %.1f%% on anchor tokens, %.1f%% of tokens "
+      "amplified; clip fraction %.3f, approx KL %.5f\n"
       "rhythm train: %s/final (Hugging Face model), %s/report.html, %s/metrics.csv\n",
-      describe(sum.before), describe(sum.after), sum.after.problems, sum.seconds, restarts, out,
-      out, out);
+      describe(sum.before), describe(sum.after), sum.after.problems, sum.seconds, restarts,
+      100 * credit.fai_defined, 100 * credit.preplan, 100 * credit.anchor, 100 * credit.amplified,
+      credit.clip, credit.kl, out, out, out);
   return 0;
 }
 

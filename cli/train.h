@@ -23,9 +23,21 @@ namespace rhythm::cli {
 struct TrainFlags {
   std::string actors = "2";
   std::string sft_steps = "2000";
+  std::string sft_target = "0";
+  std::string curve_n = "256";
+  std::string before_eval;
 };
 
 void RegisterTrainFlags(common::FlagParser& parser, TrainFlags& flags);
+
+// The built-in default, applied to `config` only where the user set nothing (one torch thread
+// per process, lr 3e-4, groups of 8, 8 groups, 4 optimiser updates per batch, ...; per task: the
+// short tasks shrink W and the FAI band, countdown's steps format keeps the paper's).
+void ApplyTrainDefaults(v1::RhythmConfig& config);
+
+// The warm start `rhythm train` and `rhythm ablate` run: batches of 32, peak lr 2e-3 with cosine
+// decay, at most `max_steps`, stopping early at `target_accuracy` (0 = never).
+SftOptions TrainSftOptions(int64_t max_steps, double target_accuracy);
 
 // `model_dir` (--model) skips the supervised stage; `strategy` is --strategy (may be empty).
 int RunTrain(const TrainFlags& flags, const SftEvalFlags& sft_flags, const std::string& model_dir,

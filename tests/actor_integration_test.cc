@@ -33,8 +33,12 @@ int FreePort() {
 }
 
 std::vector<std::string> Common() {
-  return {"--set", "task.kind=arithmetic",          "--set", "trainer.group_size=2",
-          "--set", "trainer.batch_groups=2",        "--set", "generation.max_new_tokens=6",
+  // Countdown traces with 24 new tokens: longer than the FAI band's lower horizon (10), so
+  // coupled credit has anchors to act on (checked below).
+  return {"--set", "task.kind=countdown",           "--set", "task.countdown.format=steps",
+          "--set", "task.countdown.num_numbers=3",  "--set", "task.heldout_size=20",
+          "--set", "trainer.group_size=2",
+          "--set", "trainer.batch_groups=2",        "--set", "generation.max_new_tokens=24",
           "--set", "model.tiny.hidden_size=32",     "--set", "model.tiny.num_layers=2",
           "--set", "model.tiny.num_heads=2",        "--set", "model.tiny.num_kv_heads=1",
           "--set", "model.tiny.intermediate_size=64", "--set", "trainer.lr=1e-3",
@@ -146,6 +150,10 @@ TEST(ActorProcesses, TwoActorsTrainAndEveryRolloutIsAckedExactlyOnce) {
     return Metric(a1.metrics_port, gloo_bytes) > 0 && Metric(a2.metrics_port, gloo_bytes) > 0;
   }, 60)) << "versions arrive by Gloo broadcast";
   EXPECT_EQ(Metric(learner.metrics_port, "rhythm_learner_weight_group_size"), 2);
+  // The credit can act: FAI defined on many tokens, and coupled credit amplified some (the
+  // random model's rewards are all 0, so no advantage is there to shape).
+  EXPECT_GT(Metric(learner.metrics_port, "rhythm_learner_fai_defined_ratio"), 0.2);
+  EXPECT_GT(Metric(learner.metrics_port, "rhythm_learner_amplified_token_fraction_ratio"), 0);
   EXPECT_GT(Metric(learner.metrics_port,
                    "rhythm_learner_weight_sync_bytes_total{transport=\"gloo\"}"), 0);
   ActorReport r1 = StopActor(a1), r2 = StopActor(a2);

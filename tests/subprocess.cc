@@ -1,6 +1,10 @@
 #include "tests/subprocess.h"
 
+#include <unistd.h>
+
+#include <atomic>
 #include <cstdlib>
+#include <filesystem>
 
 namespace rhythm::testing {
 
@@ -21,6 +25,31 @@ int CountLines(const std::string& text) {
     }
   }
   return lines + (in_line ? 1 : 0);
+}
+
+ProcessResult RunChromium(const std::vector<std::string>& extra) {
+  static std::atomic<int> calls{0};
+  const char* tmp = std::getenv("TMPDIR");
+  const std::string profile = std::string(tmp != nullptr ? tmp : "/tmp") + "/rhythm_chromium_" +
+                              std::to_string(getpid()) + "_" + std::to_string(calls++);
+  std::filesystem::remove_all(profile);
+  std::filesystem::create_directories(profile);
+  std::vector<std::string> argv = {kChromium,
+                                   "--headless",
+                                   "--no-sandbox",
+                                   "--disable-gpu",
+                                   "--disable-quic",
+                                   "--no-first-run",
+                                   "--disable-background-networking",
+                                   "--disable-component-update",
+                                   "--disable-sync",
+                                   "--user-data-dir=" + profile,
+                                   "--enable-logging=stderr",
+                                   "--v=0"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  ProcessResult r = RunProcess(argv, 120);
+  std::filesystem::remove_all(profile);
+  return r;
 }
 
 }  // namespace rhythm::testing

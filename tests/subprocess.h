@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "common/subprocess.h"
 
@@ -17,5 +18,12 @@ std::string BinaryPath(const std::string& name);
 
 // Number of non-empty lines in `text`.
 int CountLines(const std::string& text);
+
+// Debian's Chromium, which the report tests drive headless (they skip where it is missing).
+inline constexpr char kChromium[] = "/usr/bin/chromium";
+
+// Runs headless Chromium with `extra` arguments (e.g. {"--dump-dom", url}), a fresh profile
+// and no network chatter (the flags this machine needs), for up to 120 s.
+ProcessResult RunChromium(const std::vector<std::string>& extra);
 
 }  // namespace rhythm::testing

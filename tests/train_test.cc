@@ -20,8 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr char kChromium[] = "/usr/bin/chromium";
-
 std::string ReadFile(const std::string& path) {
   std::stringstream s;
   s << std::ifstream(path, std::ios::binary).rdbuf();
@@ -216,30 +214,6 @@ int64_t CountColour(const Image& image, uint32_t rgb) {
   return n;
 }
 
-ProcessResult RunChromium(const std::vector<std::string>& extra) {
-  const std::string profile = ::testing::TempDir() + "/chromium_profile_" +
-                              std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-                              "_" + std::to_string(extra.size());
-  fs::remove_all(profile);
-  fs::create_directories(profile);
-  std::vector<std::string> argv = {kChromium,
-                                   "--headless",
-                                   "--no-sandbox",
-                                   "--disable-gpu",
-                                   "--disable-quic",
-                                   "--no-first-run",
-                                   "--disable-background-networking",
-                                   "--disable-component-update",
-                                   "--disable-sync",
-                                   "--user-data-dir=" + profile,
-                                   "--enable-logging=stderr",
-                                   "--v=0"};
-  argv.insert(argv.end(), extra.begin(), extra.end());
-  ProcessResult r = RunProcess(argv, 120);
-  fs::remove_all(profile);
-  return r;
-}
-
 TEST_F(TrainTest, ReportRendersItsPlotsInHeadlessChromium) {
   if (!fs::exists(kChromium)) GTEST_SKIP() << kChromium << " is not installed";
   ASSERT_EQ(result_->exit_code, 0) << result_->err;
@@ -252,7 +226,7 @@ TEST_F(TrainTest, ReportRendersItsPlotsInHeadlessChromium) {
   const std::regex chart(R"(<svg class="chart")");
   EXPECT_EQ(std::distance(std::sregex_iterator(dom.out.begin(), dom.out.end(), chart),
                           std::sregex_iterator()),
-            7)
+            9)
       << dom.out.substr(0, 2000);
   // Polylines with at least two points, by series.
   std::map<std::string, int> points_by_series;
