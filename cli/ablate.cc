@@ -332,10 +332,8 @@ int RunAblate(const AblateFlags& f, const TrainFlags& train_flags, const SftEval
   if (!absl::SimpleAtoi(train_flags.curve_n, &curve_n) || curve_n < 1) {
     return Fail("--curve-n '" + train_flags.curve_n + "' must be >= 1", 2);
   }
-  if (!sft_flags.task.empty()) {
-    if (absl::Status s = common::ApplyOverride("task.kind=" + sft_flags.task, config); !s.ok()) {
-      return Fail(std::string(s.message()), 2);
-    }
+  if (absl::Status s = ApplyTaskFlag(sft_flags.task, config); !s.ok()) {
+    return Fail(std::string(s.message()), 2);
   }
   if (!sft_flags.steps.empty()) {
     if (absl::Status s = common::ApplyOverride("trainer.steps=" + sft_flags.steps, config);

@@ -93,8 +93,7 @@ void RegisterGenerateFlags(common::FlagParser& parser, GenerateFlags& f) {
   parser.AddString("tap-layers", "1,4,7", "generate: = generation.tap_layers", &f.tap_layers);
   parser.AddString("window", "W", "generate: = generation.waad_window", &f.window);
   parser.AddString("fai-band", "LO,HI", "generate: = generation.fai_band_lo/hi", &f.fai_band);
-  parser.AddString("head-quantile", "Q", "generate: = generation.head_quantile",
-                   &f.head_quantile);
+  parser.AddString("head-quantile", "Q", "generate: = generation.head_quantile", &f.head_quantile);
   parser.AddBool("json", "generate: one JSON object per sample, with the attention summary",
                  &f.json);
   parser.AddBool("reference", "generate: compute summaries the slow way (full attention maps)",
@@ -118,7 +117,8 @@ int RunGenerate(const GenerateFlags& f, v1::RhythmConfig config) {
   if (auto t = common::LoadTokenizer(f.model); t.ok()) tokenizer = *std::move(t);
   std::vector<int32_t> prompt;
   if (!f.prompt.empty()) {
-    if (!tokenizer) return Fail(absl::StrCat("generate: ", f.model, " has no tokenizer; use --prompt-ids"));
+    if (!tokenizer)
+      return Fail(absl::StrCat("generate: ", f.model, " has no tokenizer; use --prompt-ids"));
     absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(f.prompt);
     if (!ids.ok()) return Fail(std::string(ids.status().message()));
     prompt = *ids;
@@ -177,8 +177,7 @@ int RunGenerate(const GenerateFlags& f, v1::RhythmConfig config) {
     if (tokenizer) j["text"] = text;
     std::cout << j.dump() << "\n";
   }
-  std::cerr << "rhythm generate: " << stats.new_tokens << " tokens in " << stats.seconds
-            << " s\n";
+  std::cerr << "rhythm generate: " << stats.new_tokens << " tokens in " << stats.seconds << " s\n";
   return 0;
 }
 
@@ -186,9 +185,9 @@ int RunInitModel(const GenerateFlags& f, const v1::RhythmConfig& config) {
   if (f.out.empty()) return Fail("init-model: --out DIR is required");
   common::InitRuntime(config.runtime());
   std::unique_ptr<common::CharTokenizer> tokenizer = common::CharTokenizer::CreateDefault();
-  const common::model::ModelConfig mc = common::model::FromTinyConfig(
-      config.model().tiny(), tokenizer->vocab_size(), common::CharTokenizer::kBosId,
-      tokenizer->eos_id());
+  const common::model::ModelConfig mc =
+      common::model::FromTinyConfig(config.model().tiny(), tokenizer->vocab_size(),
+                                    common::CharTokenizer::kBosId, tokenizer->eos_id());
   absl::StatusOr<std::unique_ptr<common::model::Transformer>> model =
       common::model::Transformer::RandomInit(mc, config.runtime().seed());
   if (!model.ok()) return Fail(std::string(model.status().message()));

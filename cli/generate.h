@@ -12,8 +12,8 @@
 namespace rhythm::cli {
 
 struct GenerateFlags {
-  std::string model, prompt, prompt_ids, max_new_tokens, temperature, samples, tap_layers,
-      window, fai_band, head_quantile, out;
+  std::string model, prompt, prompt_ids, max_new_tokens, temperature, samples, tap_layers, window,
+      fai_band, head_quantile, out;
   bool json = false;
   bool reference = false;
 };

@@ -6,8 +6,8 @@
 #include "cli/generate.h"
 #include "cli/selfcheck.h"
 #include "cli/sft_eval.h"
-#include "cli/train.h"
 #include "cli/shape.h"
+#include "cli/train.h"
 #include "common/config.h"
 #include "common/flags.h"
 #include "common/startup.h"
@@ -45,7 +45,9 @@ int SelfCheck(const rhythm::v1::RhythmConfig& config) {
   using Outcome = rhythm::cli::CheckResult::Outcome;
   int failures = 0;
   for (const auto& r : rhythm::cli::RunSelfCheck(config)) {
-    const char* tag = r.outcome == Outcome::kOk ? "ok  " : r.outcome == Outcome::kWarn ? "WARN" : "FAIL";
+    const char* tag = r.outcome == Outcome::kOk     ? "ok  "
+                      : r.outcome == Outcome::kWarn ? "WARN"
+                                                    : "FAIL";
     if (r.outcome == Outcome::kFail) ++failures;
     std::cout << "selfcheck " << tag << "  " << r.name << ": " << r.detail << "\n";
   }
@@ -74,8 +76,7 @@ int main(int argc, char** argv) {
   rhythm::cli::AblateFlags ablate_flags;
   rhythm::cli::RegisterAblateFlags(parser, ablate_flags);
   std::string seed;
-  parser.AddString("seed", "N", "= runtime.seed: sampling and the random credit strategy",
-                   &seed);
+  parser.AddString("seed", "N", "= runtime.seed: sampling and the random credit strategy", &seed);
   Startup start = ParseStartup("rhythm", parser, flags, argc, argv, 1, 1);
   if (start.exit) return start.exit_code;
   if (!seed.empty()) {
@@ -108,7 +109,8 @@ int main(int argc, char** argv) {
     std::cout << ConfigToYaml(start.config);
     return 0;
   }
-  std::cerr << "rhythm: " << (command.empty() ? "no command given" : "unknown command '" + command + "'")
+  std::cerr << "rhythm: "
+            << (command.empty() ? "no command given" : "unknown command '" + command + "'")
             << "; see rhythm --help\n";
   return 2;
 }

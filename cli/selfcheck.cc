@@ -47,8 +47,8 @@ CheckResult CheckTorchMatmul() {
     constexpr int kReps = 4;
     at::Tensor out;
     for (int i = 0; i < kReps; ++i) out = at::matmul(a, eye);
-    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
-              kReps;
+    seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / kReps;
     return (out - a).abs().max().item<double>();
   });
   if (!error.ok()) return {"torch", Outcome::kFail, std::string(error.status().message())};
@@ -86,8 +86,8 @@ CheckResult CheckGrpc() {
   if (!server || port == 0) {
     return {"grpc", Outcome::kFail, "cannot start a server on 127.0.0.1:0"};
   }
-  auto stub = v1::Learner::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                                                       grpc::InsecureChannelCredentials()));
+  auto stub = v1::Learner::NewStub(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   v1::HeartbeatRequest request;
@@ -132,10 +132,11 @@ std::vector<CheckResult> RunSelfCheck(const v1::RhythmConfig& config) {
   results.push_back(CheckMetrics());
   absl::Status bounds = common::ValidateBounds(config);
   results.push_back({"config", bounds.ok() ? Outcome::kOk : Outcome::kFail,
-                     bounds.ok() ? absl::StrCat("resolved, strategy ",
-                                                common::EnumShortName(v1::CreditStrategy_descriptor(),
-                                                                      config.credit().strategy()))
-                                 : std::string(bounds.message())});
+                     bounds.ok()
+                         ? absl::StrCat("resolved, strategy ",
+                                        common::EnumShortName(v1::CreditStrategy_descriptor(),
+                                                              config.credit().strategy()))
+                         : std::string(bounds.message())});
   return results;
 }
 

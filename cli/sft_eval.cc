@@ -60,11 +60,6 @@ absl::StatusOr<Loaded> Load(const std::string& dir, const v1::RhythmConfig& conf
   return l;
 }
 
-absl::Status ApplyTaskFlag(const SftEvalFlags& f, v1::RhythmConfig& config) {
-  if (f.task.empty()) return absl::OkStatus();
-  return common::ApplyOverride("task.kind=" + f.task, config);
-}
-
 }  // namespace
 
 void RegisterSftEvalFlags(common::FlagParser& parser, SftEvalFlags& f) {
@@ -131,6 +126,15 @@ absl::Status WriteEvalResult(const EvalResult& r, const std::string& path) {
     return absl::InternalError(absl::StrCat(path, ": cannot rename into place"));
   }
   return absl::OkStatus();
+}
+
+absl::Status ApplyTaskFlag(const std::string& task, v1::RhythmConfig& config) {
+  if (task.empty()) return absl::OkStatus();
+  if (task == "countdown-steps") {
+    RHYTHM_RETURN_IF_ERROR(common::ApplyOverride("task.kind=countdown", config));
+    return common::ApplyOverride("task.countdown.format=steps", config);
+  }
+  return common::ApplyOverride("task.kind=" + task, config);
 }
 
 EvalResult Prefix(const EvalResult& r, int64_t m, int64_t k) {
@@ -223,7 +227,8 @@ absl::StatusOr<EvalResult> EvaluateProblems(
 
 int RunEval(const std::string& model_dir, const SftEvalFlags& f, v1::RhythmConfig config) {
   if (model_dir.empty()) return Fail("eval: --model DIR is required");
-  if (absl::Status s = ApplyTaskFlag(f, config); !s.ok()) return Fail(std::string(s.message()));
+  if (absl::Status s = ApplyTaskFlag(f.task, config); !s.ok())
+    return Fail(std::string(s.message()));
   int64_t n = 0, k = 0;
   if (!absl::SimpleAtoi(f.n, &n) || n < 1) return Fail("eval: --n '" + f.n + "' must be >= 1");
   const std::string k_flag = f.k.empty() ? "1" : f.k;
@@ -250,7 +255,8 @@ int RunEval(const std::string& model_dir, const SftEvalFlags& f, v1::RhythmConfi
 int RunSft(const std::string& model_dir, const std::string& out_dir, const SftEvalFlags& f,
            v1::RhythmConfig config) {
   if (out_dir.empty()) return Fail("sft: --out DIR is required");
-  if (absl::Status s = ApplyTaskFlag(f, config); !s.ok()) return Fail(std::string(s.message()));
+  if (absl::Status s = ApplyTaskFlag(f.task, config); !s.ok())
+    return Fail(std::string(s.message()));
   int64_t steps = 300, batch = 0;
   double lr = 0;
   if (!f.steps.empty() && (!absl::SimpleAtoi(f.steps, &steps) || steps < 1)) {

@@ -45,6 +45,10 @@ struct EvalResult {
   std::vector<int32_t> samples_correct;
 };
 
+// --task T: task.kind = T, where "countdown-steps" is countdown with format steps (the
+// reasoning regime). INVALID_ARGUMENT naming the value for anything else.
+absl::Status ApplyTaskFlag(const std::string& task, v1::RhythmConfig& config);
+
 // EvalResult <-> JSON ({"problems", "pass1", "passk", "sampled", "greedy_correct": [0/1...],
 // "samples_correct": [...]}), side by side. ReadEvalResult: INVALID_ARGUMENT naming the file
 // and field for a malformed file, NOT_FOUND if it is missing.

@@ -12,8 +12,7 @@
 namespace rhythm::cli {
 
 void RegisterShapeFlags(common::FlagParser& parser, ShapeFlags& flags) {
-  parser.AddString("input", "FILE", "shape: JSONL responses to shape ('-' = stdin)",
-                   &flags.input);
+  parser.AddString("input", "FILE", "shape: JSONL responses to shape ('-' = stdin)", &flags.input);
   parser.AddString("output", "FILE", "shape: where to write the shaped JSONL ('-' = stdout)",
                    &flags.output);
   parser.AddString("strategy", "S",
@@ -31,13 +30,14 @@ void RegisterShapeFlags(common::FlagParser& parser, ShapeFlags& flags) {
 
 int RunShape(const ShapeFlags& flags, v1::RhythmConfig config) {
   const std::pair<const char*, const std::string*> shortcuts[] = {
-      {"credit.strategy", &flags.strategy}, {"credit.quantile", &flags.q},
-      {"credit.gamma_amp", &flags.gamma},   {"credit.alpha", &flags.alpha},
+      {"credit.strategy", &flags.strategy},
+      {"credit.quantile", &flags.q},
+      {"credit.gamma_amp", &flags.gamma},
+      {"credit.alpha", &flags.alpha},
       {"credit.lookback", &flags.k}};
   for (const auto& [key, value] : shortcuts) {
     if (value->empty()) continue;
-    if (absl::Status s = common::ApplyOverride(std::string(key) + "=" + *value, config);
-        !s.ok()) {
+    if (absl::Status s = common::ApplyOverride(std::string(key) + "=" + *value, config); !s.ok()) {
       std::cerr << "rhythm shape: " << s.message() << "\n";
       return 2;
     }

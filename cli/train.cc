@@ -87,7 +87,7 @@ void ApplyTrainDefaults(v1::RhythmConfig& c) {
   if (steps) {
     // The reasoning regime: multi-step traces of 30-150 characters, the paper's W = 10 and
     // FAI band [10, 100] (the proto's defaults).
-    if (!cd->has_num_numbers()) cd->set_num_numbers(4);
+    if (!cd->has_num_numbers()) cd->set_num_numbers(3);
     if (!g->has_max_new_tokens()) g->set_max_new_tokens(160);
   } else {
     if (!g->has_max_new_tokens()) g->set_max_new_tokens(8);
@@ -361,7 +361,9 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
     return Fail("--curve-n '" + f.curve_n + "' must be >= 1", 2);
   }
   std::vector<std::string> sets;
-  if (!sft_flags.task.empty()) sets.push_back("task.kind=" + sft_flags.task);
+  if (absl::Status s = ApplyTaskFlag(sft_flags.task, config); !s.ok()) {
+    return Fail(std::string(s.message()), 2);
+  }
   if (!strategy.empty()) sets.push_back("credit.strategy=" + strategy);
   if (!sft_flags.steps.empty()) sets.push_back("trainer.steps=" + sft_flags.steps);
   for (const std::string& s : sets) {

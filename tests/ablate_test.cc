@@ -27,24 +27,17 @@ std::string ReadFile(const std::string& path) {
 
 std::vector<std::string> AblateArgs(const std::string& out) {
   std::vector<std::string> args = {BinaryPath("rhythm"), "ablate", "--out", out};
-  for (const char* arg : {"--strategies", "none,coupled",
-                          "--seeds",      "1",
-                          "--parallel",   "2",
-                          "--steps",      "3",
-                          "--sft-steps",  "30",
-                          "--n",          "32",
-                          "--pass-k",     "2",
-                          "--curve-n",    "32",
-                          "--set",        "task.kind=countdown",
-                          "--set",        "task.countdown.format=steps",
-                          "--set",        "task.countdown.num_numbers=3",
-                          "--set",        "task.heldout_size=64",
-                          "--set",        "generation.max_new_tokens=40",
-                          "--set",        "model.tiny.num_layers=2",
-                          "--set",        "model.tiny.hidden_size=64",
-                          "--set",        "model.tiny.intermediate_size=128",
-                          "--set",        "trainer.batch_groups=2",
-                          "--set",        "learner.checkpoint_every=2"}) {
+  for (const char* arg :
+       {"--strategies", "none,coupled", "--seeds", "1", "--parallel", "2", "--steps", "3",
+        "--sft-steps", "30", "--n", "32", "--pass-k", "2", "--curve-n", "32", "--set",
+        "task.kind=countdown", "--set", "task.countdown.format=steps", "--set",
+        "task.countdown.num_numbers=3", "--set", "task.heldout_size=64", "--set",
+        "generation.max_new_tokens=40", "--set", "model.tiny.num_layers=2", "--set",
+        "model.tiny.hidden_size=64", "--set", "model.tiny.intermediate_size=128", "--set",
+        "trainer.batch_groups=2", "--set", "learner.checkpoint_every=2",
+        // A 30-step warm start scores 0 everywhere: keep its zero-variance
+        // groups, or the learner never gets a batch with signal.
+        "--set", "credit.drop_zero_variance_groups=false"}) {
     args.push_back(arg);
   }
   return args;
