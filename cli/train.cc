@@ -72,14 +72,9 @@ void ApplyTrainDefaults(v1::RhythmConfig& c) {
   if (!c.task().has_kind()) c.mutable_task()->set_kind(v1::TASK_KIND_ARITHMETIC);
   if (!c.task().has_heldout_size()) c.mutable_task()->set_heldout_size(500);
   auto* t = c.mutable_trainer();
-  if (!t->has_lr()) t->set_lr(3e-4);
   if (!t->has_group_size()) t->set_group_size(8);
-  if (!t->has_batch_groups()) t->set_batch_groups(8);
   if (!t->has_micro_batch_size()) t->set_micro_batch_size(32);
   if (!t->has_steps()) t->set_steps(300);
-  // Several optimiser updates per batch (the paper takes 16), so that the ratio leaves 1 and
-  // clipping acts: with one update old == new and the clip fraction and KL are always 0.
-  if (!t->has_mini_batches()) t->set_mini_batches(4);
   auto* g = c.mutable_generation();
   auto* cd = c.mutable_task()->mutable_countdown();
   const bool steps = c.task().kind() == v1::TASK_KIND_COUNTDOWN &&
@@ -88,6 +83,13 @@ void ApplyTrainDefaults(v1::RhythmConfig& c) {
     // The reasoning regime: multi-step traces of 30-150 characters, the paper's W = 10 and
     // FAI band [10, 100] (the proto's defaults).
     if (!cd->has_num_numbers()) cd->set_num_numbers(3);
+    // Several optimiser updates per batch (the paper takes 16), so that the ratio leaves 1 and
+    // clipping acts (with one update old == new: clip fraction and KL are always 0), at a rate
+    // that keeps the policy together: at 3e-4 the batch reward fell 0.34 -> 0.27 in 60 steps
+    // and held-out accuracy collapsed; at 5e-5 the batch reward rose 0.38 -> 0.47 in 40 steps.
+    if (!t->has_mini_batches()) t->set_mini_batches(4);
+    if (!t->has_lr()) t->set_lr(5e-5);
+    if (!t->has_batch_groups()) t->set_batch_groups(4);
     if (!g->has_max_new_tokens()) g->set_max_new_tokens(160);
   } else {
     if (!g->has_max_new_tokens()) g->set_max_new_tokens(8);
@@ -97,6 +99,11 @@ void ApplyTrainDefaults(v1::RhythmConfig& c) {
     if (!g->has_fai_band_lo()) g->set_fai_band_lo(1);
     if (!g->has_fai_band_hi()) g->set_fai_band_hi(8);
   }
+  // The short tasks keep one update per batch at 3e-4 (README): with 4 updates per batch,
+  // held-out greedy pass@1 of 2-digit addition fell 36.6% -> 11.0% over 300 steps at 3e-4 and
+  // 40% -> 25% (first 256 problems) at 5e-5.
+  if (!t->has_lr()) t->set_lr(3e-4);
+  if (!t->has_batch_groups()) t->set_batch_groups(8);
   auto* l = c.mutable_learner();
   if (!l->has_checkpoint_every()) l->set_checkpoint_every(25);
   if (!l->has_queue_capacity()) l->set_queue_capacity(512);

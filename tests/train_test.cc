@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/subprocess.h"
 
 namespace rhythm::testing {
@@ -42,7 +43,9 @@ class TrainTest : public ::testing::Test {
                             "--set",       "model.tiny.hidden_size=64",
                             "--set",       "model.tiny.intermediate_size=128",
                             "--set",       "trainer.batch_groups=2",
-                            "--set",       "learner.checkpoint_every=3"}) {
+                            "--set",       "learner.checkpoint_every=3",
+                            // Several updates per batch, as the reasoning regime's default.
+                            "--set",       "trainer.mini_batches=4"}) {
       args.push_back(arg);
     }
     result_ = new ProcessResult(RunProcess(args, 400));
@@ -77,16 +80,18 @@ TEST_F(TrainTest, WritesTheRunDirectoryAndEvaluatesCheckpoints) {
   std::string header;
   std::getline(csv, header);
   const std::vector<std::string> columns = absl::StrSplit(header, ',');
-  ASSERT_EQ(columns.size(), 14u) << header;
+  ASSERT_EQ(columns.size(), 16u) << header;
   EXPECT_EQ(columns[0], "version");
   EXPECT_EQ(columns[2], "reward");
   EXPECT_EQ(columns[12], "heldout_pass1");
   EXPECT_EQ(columns[13], "heldout_sampled_pass1");
+  EXPECT_EQ(columns[14], "fai_defined");
+  EXPECT_EQ(columns[15], "amplified_tokens");
   int64_t max_version = 0;
   std::vector<int64_t> heldout_versions;
   for (std::string line; std::getline(csv, line);) {
     const std::vector<std::string> cells = absl::StrSplit(line, ',');
-    ASSERT_EQ(cells.size(), 14u) << line;
+    ASSERT_EQ(cells.size(), 16u) << line;
     const int64_t version = std::stoll(cells[0]);
     if (!cells[2].empty()) {
       max_version = std::max(max_version, version);
@@ -106,8 +111,22 @@ TEST_F(TrainTest, WritesTheRunDirectoryAndEvaluatesCheckpoints) {
   EXPECT_EQ(heldout_versions.front(), 0);
   EXPECT_GE(heldout_versions.back(), 6);
   EXPECT_TRUE(std::is_sorted(heldout_versions.begin(), heldout_versions.end()));
+  // The run summary says where the credit landed, and result.json holds it all.
+  EXPECT_TRUE(std::regex_search(
+      r.out, std::regex(R"(credit \(mean over steps\): FAI defined on [0-9.]+% of response )"
+                        R"(tokens, [0-9.]+% of \|shaped advantage\| on preplan)")))
+      << r.out;
+  nlohmann::json result = nlohmann::json::parse(ReadFile(*out_ + "/result.json"));
+  EXPECT_EQ(result["strategy"], "coupled");
+  EXPECT_EQ(result["after"]["problems"], 64);
+  EXPECT_GT(result["fai_defined"].get<double>(), 0.0);
+  EXPECT_GT(result["amplified_tokens"].get<double>(), 0.0);
+  // Four updates per batch: the later ones see a policy that moved.
+  EXPECT_NE(result["approx_kl"].get<double>(), 0.0);
+  EXPECT_GE(result["curve"].size(), 3u);
   const std::string html = ReadFile(*out_ + "/report.html");
   EXPECT_NE(html.find("class='tok"), std::string::npos) << "rollouts rendered by token";
+  EXPECT_NE(html.find("clip fraction"), std::string::npos);
   EXPECT_EQ(html.find("<script"), std::string::npos) << "the report is static";
 }
 
