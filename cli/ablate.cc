@@ -55,7 +55,8 @@ double T975(int df) {
                                   2.110,  2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
                                   2.060,  2.056, 2.052, 2.048, 2.045, 2.042};
   if (df < 1) return 0;
-  return df <= 30 ? kTable[df - 1] : 1.96;
+  if (df <= 30) return kTable[df - 1];
+  return df <= 40 ? 2.021 : df <= 60 ? 2.000 : df <= 120 ? 1.980 : 1.960;
 }
 
 nlohmann::json CiJson(const MeanCi& c) {
@@ -168,6 +169,37 @@ void WriteCsv(const std::string& path, const std::vector<nlohmann::json>& runs) 
   }
 }
 
+// rhythm train's result.json for `arm`, with every field the summaries read.
+bool ValidRunResult(const nlohmann::json& j, const AblationArm& arm, int64_t steps, int64_t n,
+                    int64_t k) {
+  if (!j.is_object()) return false;
+  for (const char* key : {"before", "after"}) {
+    if (!j.contains(key) || !EvalResultFromJson(j[key]).ok()) return false;
+  }
+  for (const char* key : {"fai_defined", "preplan_credit", "anchor_credit", "amplified_tokens",
+                          "clip_fraction", "approx_kl", "rl_seconds"}) {
+    if (!j.contains(key) || !j[key].is_number()) return false;
+  }
+  if (!j.contains("strategy") || !j["strategy"].is_string() ||
+      j["strategy"] != common::EnumShortName(v1::CreditStrategy_descriptor(), arm.strategy) ||
+      !j.contains("invert_selection") || j["invert_selection"] != arm.invert_selection) {
+    return false;
+  }
+  if (!j.contains("version") || !j["version"].is_number_integer() ||
+      j["version"].get<int64_t>() < steps || !j.contains("samples") || j["samples"] != k ||
+      j["after"]["problems"] != n) {
+    return false;
+  }
+  if (!j.contains("curve") || !j["curve"].is_array()) return false;
+  for (const nlohmann::json& p : j["curve"]) {
+    if (!p.is_object() || !p.contains("version") || !p["version"].is_number() ||
+        !p.contains("sampled") || !p["sampled"].is_number()) {
+      return false;
+    }
+  }
+  return true;
+}
+
 struct Run {
   AblationArm arm;
   int64_t seed = 0;
@@ -274,25 +306,32 @@ nlohmann::json SummarizeAblation(const std::vector<nlohmann::json>& runs,
       gamma[g] = count > 0 ? sum / count : 0.0;
     }
     s["gamma"] = gamma;
-    // Held-out curve: mean, min and max over seeds at each version every seed has.
-    std::map<int64_t, std::vector<double>> at_version;
+    // Held-out curve: the i-th evaluation of every seed's run (same checkpoint schedule; the
+    // final one lands a version or two apart between runs), at their mean version, with the
+    // mean, min and max over seeds. Points not every seed has are left out.
+    std::vector<std::vector<std::pair<double, double>>> at_point;
     for (const nlohmann::json& r : runs) {
       if (r["arm"] != arm.name) continue;
-      for (const nlohmann::json& p : r["curve"]) {
-        at_version[p["version"].get<int64_t>()].push_back(p["sampled"].get<double>());
+      const nlohmann::json& c = r["curve"];
+      for (size_t i = 0; i < c.size(); ++i) {
+        if (at_point.size() <= i) at_point.resize(i + 1);
+        at_point[i].emplace_back(c[i]["version"].get<double>(), c[i]["sampled"].get<double>());
       }
     }
     nlohmann::json curve = nlohmann::json::array();
-    for (const auto& [version, values] : at_version) {
+    for (const auto& values : at_point) {
       if (static_cast<int>(values.size()) != count) continue;
-      double mean = 0, lo = 1e300, hi = -1e300;
-      for (double v : values) {
+      double version = 0, mean = 0, lo = 1e300, hi = -1e300;
+      for (const auto& [x, v] : values) {
+        version += x;
         mean += v;
         lo = std::min(lo, v);
         hi = std::max(hi, v);
       }
-      curve.push_back(
-          {{"version", version}, {"mean", mean / values.size()}, {"min", lo}, {"max", hi}});
+      curve.push_back({{"version", version / values.size()},
+                       {"mean", mean / values.size()},
+                       {"min", lo},
+                       {"max", hi}});
     }
     s["curve"] = curve;
     summary.push_back(s);
@@ -372,8 +411,12 @@ int RunAblate(const AblateFlags& f, const TrainFlags& train_flags, const SftEval
   auto task = common::tasks::CreateTask(config.task(), config.runtime().seed());
   if (!task.ok()) return Fail(std::string(task.status().message()));
   n = std::min<int64_t>(n, static_cast<int64_t>((*task)->heldout_size()));
+  // The evaluation is reused only for the same model and the same k.
+  const std::string source = absl::StrCat(fs::absolute(warm).string(), " k=", k);
+  std::string recorded;
+  std::getline(std::ifstream(warm_eval + ".source"), recorded);
   absl::StatusOr<EvalResult> before = ReadEvalResult(warm_eval);
-  if (!before.ok() || before->problems < n) {
+  if (!before.ok() || before->problems < n || recorded != source) {
     auto model = common::model::LoadHfModel(warm);
     if (!model.ok()) return Fail(std::string(model.status().message()));
     auto tokenizer = common::LoadTokenizer(warm);
@@ -383,6 +426,7 @@ int RunAblate(const AblateFlags& f, const TrainFlags& train_flags, const SftEval
     if (absl::Status s = WriteEvalResult(*before, warm_eval); !s.ok()) {
       return Fail(std::string(s.message()));
     }
+    std::ofstream(warm_eval + ".source") << source << "\n";
   }
   std::cout << absl::StrFormat(
                    "rhythm ablate: warm start held-out pass@1 %.1f%% greedy, %.1f%% sampled "
@@ -402,10 +446,12 @@ int RunAblate(const AblateFlags& f, const TrainFlags& train_flags, const SftEval
   const size_t total = pending.size();
   std::vector<nlohmann::json> results;
   std::vector<std::string> failed;
+  // A run counts as finished only if its result.json is whole and is this arm's, at this
+  // length and evaluation; anything else is rerun.
   auto collect = [&](const Run& run) -> bool {
     std::ifstream in(run.dir + "/result.json");
     nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-    if (j.is_discarded() || !j.contains("after")) return false;
+    if (!ValidRunResult(j, run.arm, config.trainer().steps(), n, k)) return false;
     j["arm"] = run.arm.name;
     j["seed"] = run.seed;
     results.push_back(j);
@@ -459,7 +505,7 @@ int RunAblate(const AblateFlags& f, const TrainFlags& train_flags, const SftEval
           "--set",
           absl::StrCat("credit.invert_selection=", run.arm.invert_selection ? "true" : "false")};
       Running r{run, std::make_unique<common::ChildProcess>(), elapsed()};
-      if (!r.child->Start(argv, run.dir + "/train.err")) {
+      if (!r.child->Start(argv, run.dir + "/train.err", run.dir + "/train.log")) {
         return Fail("cannot start " + self);
       }
       std::cout << absl::StrFormat("rhythm ablate: started %s seed %d (%d/%d)\n", run.arm.name,
@@ -469,14 +515,6 @@ int RunAblate(const AblateFlags& f, const TrainFlags& train_flags, const SftEval
     }
     absl::SleepFor(absl::Milliseconds(500));
     for (auto it = running.begin(); it != running.end();) {
-      // Drain its stdout into train.log so the pipe never fills.
-      {
-        std::ofstream log(it->run.dir + "/train.log", std::ios::app);
-        for (std::string line = it->child->ReadLine(0); !line.empty();
-             line = it->child->ReadLine(0)) {
-          log << line << "\n";
-        }
-      }
       int status = 0;
       if (waitpid(it->child->pid(), &status, WNOHANG) != it->child->pid()) {
         ++it;
@@ -503,6 +541,7 @@ int RunAblate(const AblateFlags& f, const TrainFlags& train_flags, const SftEval
     }
   }
   if (g_stop) {
+    for (Running& r : running) kill(r.child->pid(), SIGTERM);  // all at once, then wait
     for (Running& r : running) r.child->Stop(SIGTERM, 60);
     std::cout << "rhythm ablate: interrupted; run the same command again to resume\n";
     return 1;

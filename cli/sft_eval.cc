@@ -71,6 +71,10 @@ void RegisterSftEvalFlags(common::FlagParser& parser, SftEvalFlags& f) {
                    "problems the warm start never sees; never the held-out split) reaches ACC",
                    &f.target);
   parser.AddString("task", "T", "sft, eval: countdown | arithmetic | jsonl (= task.kind)", &f.task);
+  parser.AddString("split", "S",
+                   "eval: heldout (default) or validation (training-stream problems from index "
+                   "2^40, which warm starts and RL runs of this length never reach)",
+                   &f.split);
   parser.AddString("n", "N", "eval, train: held-out problems to score (default 500)", &f.n);
   parser.AddString("pass-k", "K",
                    "eval, train: samples per problem for sampled pass@1 and pass@k (default: "
@@ -239,11 +243,22 @@ int RunEval(const std::string& model_dir, const SftEvalFlags& f, v1::RhythmConfi
   absl::StatusOr<Loaded> l = Load(model_dir, config);
   if (!l.ok()) return Fail(std::string(l.status().message()), 1);
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<EvalResult> r = EvaluateHeldOut(*l->model, *l->tokenizer, *l->task, n, k, config);
+  if (f.split != "heldout" && f.split != "validation") {
+    return Fail("eval: --split '" + f.split + "' must be heldout or validation");
+  }
+  // Validation problems come from the training stream (kSftValidationBase): choose settings on
+  // them, and keep the held-out split for the final word.
+  absl::StatusOr<EvalResult> r =
+      f.split == "validation"
+          ? EvaluateProblems(
+                *l->model, *l->tokenizer, *l->task,
+                [&](uint64_t i) { return l->task->TrainProblem(kSftValidationBase + i); }, n, k,
+                config)
+          : EvaluateHeldOut(*l->model, *l->tokenizer, *l->task, n, k, config);
   if (!r.ok()) return Fail(std::string(r.status().message()), 1);
   std::cout << absl::StrFormat(
-      "rhythm eval: %s held-out n=%d pass@1 %.1f%% (greedy)%s (%.1f s)\n", l->task->name(),
-      r->problems, 100 * r->pass1,
+      "rhythm eval: %s %s n=%d pass@1 %.1f%% (greedy)%s (%.1f s)\n", l->task->name(),
+      f.split == "validation" ? "validation" : "held-out", r->problems, 100 * r->pass1,
       k > 1 ? absl::StrFormat(", pass@1 %.1f%% and pass@%d %.1f%% (%d samples at temperature %g)",
                               100 * r->sampled, k, 100 * r->passk, k,
                               config.generation().temperature())

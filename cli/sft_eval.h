@@ -27,6 +27,7 @@ struct SftEvalFlags {
   std::string task;    // = task.kind
   std::string n = "500";
   std::string k;  // eval: default 1; train: default 4
+  std::string split = "heldout";  // eval: heldout | validation (the warm start's validation split)
 };
 
 // Registers --steps, --batch, --lr (sft), --task, --n, --pass-k (eval; --task for both). --model

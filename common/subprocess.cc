@@ -73,12 +73,21 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, double timeout_se
   return result;
 }
 
-bool ChildProcess::Start(const std::vector<std::string>& argv, const std::string& stderr_path) {
-  int out_pipe[2];
-  if (pipe2(out_pipe, O_CLOEXEC) != 0) return false;
+bool ChildProcess::Start(const std::vector<std::string>& argv, const std::string& stderr_path,
+                         const std::string& stdout_path) {
+  int out_pipe[2] = {-1, -1};
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
+  if (stdout_path.empty()) {
+    if (pipe2(out_pipe, O_CLOEXEC) != 0) {
+      posix_spawn_file_actions_destroy(&actions);
+      return false;
+    }
+    posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
+  } else {
+    posix_spawn_file_actions_addopen(&actions, 1, stdout_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  }
   posix_spawn_file_actions_addopen(&actions, 2, stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                    0644);
   std::vector<char*> args;
@@ -95,9 +104,9 @@ bool ChildProcess::Start(const std::vector<std::string>& argv, const std::string
   env.push_back(nullptr);
   const int rc = posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), env.data());
   posix_spawn_file_actions_destroy(&actions);
-  close(out_pipe[1]);
+  if (out_pipe[1] >= 0) close(out_pipe[1]);
   if (rc != 0) {
-    close(out_pipe[0]);
+    if (out_pipe[0] >= 0) close(out_pipe[0]);
     pid_ = -1;
     return false;
   }

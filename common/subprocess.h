@@ -26,8 +26,11 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, double timeout_se
 // dies, even by kill -9 (common/startup.h). Not thread-safe.
 class ChildProcess {
  public:
-  // Starts argv[0] with the arguments; false if it could not be spawned.
-  bool Start(const std::vector<std::string>& argv, const std::string& stderr_path);
+  // Starts argv[0] with the arguments; false if it could not be spawned. With `stdout_path`
+  // its stdout goes to that file instead of a pipe (ReadLine then returns ""), for a child
+  // that prints more than anyone reads.
+  bool Start(const std::vector<std::string>& argv, const std::string& stderr_path,
+             const std::string& stdout_path = "");
   ~ChildProcess();
   // The next line of stdout (without the newline), or "" after `timeout_seconds` / EOF.
   std::string ReadLine(double timeout_seconds);

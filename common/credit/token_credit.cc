@@ -138,7 +138,13 @@ absl::StatusOr<TokenCredit> ComputeTokenCredit(const ResponseSignals& signals,
     for (size_t i = 0; i < v.size(); ++i) negated[i] = -v[i];
     return TopQuantile(negated, options.quantile, eligible);
   };
-  out.preplan = select(delta, {});
+  // Delta of the last token is padding (0), not a measurement: it may never be a bottom-q pick.
+  std::vector<bool> delta_eligible;
+  if (options.invert_selection && n > 1) {
+    delta_eligible.assign(n, true);
+    delta_eligible[n - 1] = false;
+  }
+  out.preplan = select(delta, delta_eligible);
   out.anchor = select(fai, fai_defined);
 
   // Coupling (A6-A8): dominated anchors and their introductory tokens.

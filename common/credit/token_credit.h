@@ -16,7 +16,9 @@
 // "Top n by value" selects exactly n tokens, larger values first, the earlier token first among
 // equal values (a stable tie-break; A11). With `invert_selection` every "top" above (Delta, FAI,
 // entropy) becomes "bottom": the n smallest values, the earlier token first among equal values
-// (paper Table 5's control); the coupling rules are applied to the inverted sets unchanged. The median of an even count is the mean of the two
+// (paper Table 5's control); the coupling rules are applied to the inverted sets unchanged.
+// The inverted preplan set leaves out the last token, whose Delta (0) is padding, and counts
+// round(q*(T-1)) tokens (T > 1). The median of an even count is the mean of the two
 // middle values. T_loc, T_glob, D and I are always computed (for statistics), whatever the
 // strategy; only gamma depends on it.
 //

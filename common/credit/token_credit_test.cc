@@ -83,7 +83,9 @@ RefResult RefCredit(const std::vector<double>& waad, const std::vector<double>& 
   std::vector<bool> all(n, true), defined(n);
   for (int64_t t = 0; t < n; ++t) defined[t] = !std::isnan(fai[t]);
   RefResult r;
-  r.preplan = RefSelect(delta, o.quantile, all, o.invert_selection);
+  std::vector<bool> delta_ok = all;
+  if (o.invert_selection && n > 1) delta_ok[n - 1] = false;  // padding, never a bottom pick
+  r.preplan = RefSelect(delta, o.quantile, delta_ok, o.invert_selection);
   r.anchor = RefSelect(fai, o.quantile, defined, o.invert_selection);
   const double median = RefMedian(waad);
   std::map<int64_t, int64_t> intro_of;
@@ -252,14 +254,15 @@ TEST(TokenCredit, MatchesBruteForceOnRandomInputsWithTies) {
 }
 
 TEST(TokenCredit, InvertedSelectionTakesTheBottomQ) {
-  // The hand example inverted: Delta = 4 3 0 4 5 0 2 0 1 0, bottom 4 = {2, 5, 7, 9} (zeros,
-  // earliest first); FAI defined on 0..7, bottom 3 = {6 (.05), 0 (.1), 3 (.2)}.
+  // The hand example inverted: Delta = 4 3 0 4 5 0 2 0 1 (0: the last token's padding is left
+  // out), bottom round(0.4 * 9) = 4 = {2, 5, 7 (zeros), 8 (1)}; FAI defined on 0..7, bottom 3
+  // = {6 (.05), 0 (.1), 3 (.2)}.
   TokenCreditOptions o;
   o.invert_selection = true;
   o.strategy = v1::CREDIT_STRATEGY_GLOBAL_ANCHOR;
   absl::StatusOr<TokenCredit> c = ComputeTokenCredit(HandExample(), o);
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->preplan, (std::vector<int64_t>{2, 5, 7, 9}));
+  EXPECT_EQ(c->preplan, (std::vector<int64_t>{2, 5, 7, 8}));
   EXPECT_EQ(c->anchor, (std::vector<int64_t>{0, 3, 6}));
   EXPECT_EQ(ToDoubles(c->gamma), (std::vector<double>{1.5, 1, 1, 1.5, 1, 1, 1.5, 1, 1, 1}));
   o.strategy = v1::CREDIT_STRATEGY_ENTROPY;  // entropy rises along the response
