@@ -1,7 +1,7 @@
 // `rhythm train`: the one-command local cluster.
 //
 //   resolved config (+ the built-in default where unset: arithmetic, one torch thread per
-//   process, 500 held-out problems, lr 3e-4, 300 steps)
+//   process, 500 held-out problems, 300 steps; see ApplyTrainDefaults)
 //   ─ (no --model) rhythm sft on the task's reference solutions ─ held-out eval (--n, --pass-k)
 //   ─ rhythm-learner + N rhythm-actor child processes on localhost (posix_spawn), supervised:
 //     a crashed actor is restarted, a crashed learner stops the run
@@ -30,9 +30,11 @@ struct TrainFlags {
 
 void RegisterTrainFlags(common::FlagParser& parser, TrainFlags& flags);
 
-// The built-in default, applied to `config` only where the user set nothing (one torch thread
-// per process, lr 3e-4, groups of 8, 8 groups, 4 optimiser updates per batch, ...; per task: the
-// short tasks shrink W and the FAI band, countdown's steps format keeps the paper's).
+// The built-in default, applied to `config` only where the user set nothing: one torch thread
+// per process, groups of 8, lr 5e-5; the short tasks (8 new tokens) take 8 groups and one update
+// per batch and shrink W and the FAI band to 3 and [1, 8]; countdown's steps format (the
+// reasoning regime) takes 3 numbers, 4 groups, 4 updates per batch, 160 new tokens and the
+// paper's W = 10, band [10, 100].
 void ApplyTrainDefaults(v1::RhythmConfig& config);
 
 // The warm start `rhythm train` and `rhythm ablate` run: batches of 32, peak lr 2e-3 with cosine
