@@ -42,12 +42,6 @@ int Fail(const std::string& message, int code = 1) {
   return code;
 }
 
-std::string BinaryPath() {
-  char buf[4096];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "rhythm";
-}
-
 // Two-sided 95% quantile of Student's t with `df` degrees of freedom.
 double T975(int df) {
   static const double kTable[] = {12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306,
@@ -472,7 +466,8 @@ int RunAblate(const AblateFlags& f, const TrainFlags& train_flags, const SftEval
   };
   std::vector<Running> running;
   size_t next = 0;
-  const std::string self = BinaryPath();
+  const std::string self = common::SelfExecutable();
+  if (self.empty()) return Fail("cannot read /proc/self/exe to start rhythm train");
   while (!g_stop && (next < todo.size() || !running.empty())) {
     while (next < todo.size() && static_cast<int64_t>(running.size()) < parallel) {
       const Run& run = todo[next++];

@@ -43,10 +43,8 @@ int Fail(const std::string& message, int code = 1) {
 }
 
 std::string BinaryDir() {
-  char buf[4096];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return ".";
-  return fs::path(std::string(buf, static_cast<size_t>(n))).parent_path().string();
+  const std::string self = common::SelfExecutable();
+  return self.empty() ? "." : fs::path(self).parent_path().string();
 }
 
 // The built-in default, applied only where the user set nothing: small enough to learn on two

@@ -73,6 +73,12 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, double timeout_se
   return result;
 }
 
+std::string SelfExecutable() {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+}
+
 bool ChildProcess::Start(const std::vector<std::string>& argv, const std::string& stderr_path,
                          const std::string& stdout_path) {
   int out_pipe[2] = {-1, -1};
@@ -85,8 +91,8 @@ bool ChildProcess::Start(const std::vector<std::string>& argv, const std::string
     }
     posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
   } else {
-    posix_spawn_file_actions_addopen(&actions, 1, stdout_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, 1, stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
   }
   posix_spawn_file_actions_addopen(&actions, 2, stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                    0644);

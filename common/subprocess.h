@@ -9,6 +9,10 @@
 
 namespace rhythm::common {
 
+// The absolute path of this process's executable (/proc/self/exe), or "" if it cannot be read.
+// `rhythm train` and `rhythm ablate` start their siblings (and themselves) from its folder.
+std::string SelfExecutable();
+
 struct ProcessResult {
   // Exit status, or 128 + signal when killed by a signal, or -1 when it could not start.
   int exit_code = -1;

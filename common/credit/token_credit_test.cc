@@ -23,9 +23,10 @@ std::vector<double> ToDoubles(const at::Tensor& t) {
 
 // --- brute-force reference ------------------------------------------------------------------
 
-// Token i is in the top `count` iff fewer than `count` eligible tokens beat it, where j beats i
-// when its value is larger, or equal with a smaller index.
-std::set<int64_t> RefTop(const std::vector<double>& v, double q, const std::vector<bool>& ok) {
+// Token i is selected iff fewer than `count` eligible tokens beat it, where j beats i when its
+// value is larger (smaller, for the bottom selection), or equal with a smaller index.
+std::set<int64_t> RefRank(const std::vector<double>& v, double q, const std::vector<bool>& ok,
+                          bool bottom) {
   int64_t eligible = 0;
   for (size_t i = 0; i < v.size(); ++i) eligible += ok[i] ? 1 : 0;
   const int64_t count = static_cast<int64_t>(std::floor(q * eligible + 0.5));
@@ -34,34 +35,17 @@ std::set<int64_t> RefTop(const std::vector<double>& v, double q, const std::vect
     if (!ok[i]) continue;
     int64_t beaten_by = 0;
     for (size_t j = 0; j < v.size(); ++j) {
-      if (ok[j] && (v[j] > v[i] || (v[j] == v[i] && j < i))) ++beaten_by;
+      const bool better = bottom ? v[j] < v[i] : v[j] > v[i];
+      if (ok[j] && (better || (v[j] == v[i] && j < i))) ++beaten_by;
     }
     if (beaten_by < count) out.insert(static_cast<int64_t>(i));
   }
   return out;
 }
 
-// The bottom `count`: j beats i when its value is smaller, or equal with a smaller index.
-std::set<int64_t> RefBottom(const std::vector<double>& v, double q, const std::vector<bool>& ok) {
-  int64_t eligible = 0;
-  for (size_t i = 0; i < v.size(); ++i) eligible += ok[i] ? 1 : 0;
-  const int64_t count = static_cast<int64_t>(std::floor(q * eligible + 0.5));
-  std::set<int64_t> out;
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (!ok[i]) continue;
-    int64_t beaten_by = 0;
-    for (size_t j = 0; j < v.size(); ++j) {
-      if (ok[j] && (v[j] < v[i] || (v[j] == v[i] && j < i))) ++beaten_by;
-    }
-    if (beaten_by < count) out.insert(static_cast<int64_t>(i));
-  }
-  return out;
-}
-
-// RefTop, or RefBottom with the selection inverted.
 std::set<int64_t> RefSelect(const std::vector<double>& v, double q, const std::vector<bool>& ok,
                             bool invert) {
-  return invert ? RefBottom(v, q, ok) : RefTop(v, q, ok);
+  return RefRank(v, q, ok, invert);
 }
 
 double RefMedian(std::vector<double> v) {
