@@ -265,6 +265,12 @@ void Actor::HeartbeatLoop() {
     req.set_run_id(options_.run_id);
     req.set_policy_version(version_.load());
     req.set_unacked(static_cast<uint32_t>(streamer_->counters().unacked));
+    std::vector<uint64_t> renew = streamer_->UnackedGroups();
+    {
+      absl::MutexLock lock(&leases_mu_);
+      renew.insert(renew.end(), generating_.begin(), generating_.end());
+    }
+    for (uint64_t id : renew) req.add_renew_lease_ids(id);
     v1::HeartbeatResponse resp;
     if (stub_.Heartbeat(Context(5).get(), req, &resp).ok()) {
       latest_version_ = resp.latest_version();
@@ -291,6 +297,11 @@ absl::Status Actor::GenerateBatch() {
   if (leases.leases_size() == 0) {
     absl::SleepFor(absl::Seconds(std::max(0.05, leases.retry_after_s())));
     return absl::OkStatus();
+  }
+  {
+    absl::MutexLock lock(&leases_mu_);
+    generating_.clear();
+    for (const v1::PromptLease& l : leases.leases()) generating_.push_back(l.lease_id());
   }
   common::rollout::GenerationOptions o =
       common::rollout::GenerationOptionsFromConfig(learner_config_.generation());
@@ -368,6 +379,9 @@ absl::Status Actor::GenerateBatch() {
     RHYTHM_RETURN_IF_ERROR(streamer_->Send(std::move(r)));
     metrics_->rollouts_sent.Increment();
   }
+  // From here the streamer's unacked rollouts name them until the learner has them.
+  absl::MutexLock lock(&leases_mu_);
+  generating_.clear();
   return absl::OkStatus();
 }
 

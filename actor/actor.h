@@ -105,6 +105,10 @@ class Actor {
   std::string learner_session_;
   uint64_t next_rollout_id_ = 1;
   uint64_t batches_ = 0;
+  // The leases of the batch being generated; with the streamer's unacked groups, what each
+  // heartbeat names for renewal (the learner's lease deadlines are hard otherwise).
+  absl::Mutex leases_mu_;
+  std::vector<uint64_t> generating_ ABSL_GUARDED_BY(leases_mu_);
 };
 
 }  // namespace rhythm::actor

@@ -1,5 +1,7 @@
 #include "actor/rollout_streamer.h"
 
+#include <set>
+
 #include "common/logging.h"
 #include "grpcpp/grpcpp.h"
 
@@ -53,6 +55,13 @@ StreamerCounters RolloutStreamer::counters() const {
   StreamerCounters c = counters_;
   c.unacked = static_cast<int64_t>(unacked_.size());
   return c;
+}
+
+std::vector<uint64_t> RolloutStreamer::UnackedGroups() const {
+  absl::MutexLock lock(&mu_);
+  std::set<uint64_t> groups;
+  for (const auto& [id, r] : unacked_) groups.insert(r.group_id());
+  return {groups.begin(), groups.end()};
 }
 
 void RolloutStreamer::ConnectionLoop() {

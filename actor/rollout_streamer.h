@@ -65,6 +65,8 @@ class RolloutStreamer final : public RolloutSink {
   // Stops the threads; unacked rollouts are abandoned (the learner re-issues their leases).
   void Close();
   StreamerCounters counters() const;
+  // The distinct group (lease) ids of the unacked rollouts, ascending.
+  std::vector<uint64_t> UnackedGroups() const;
   // Called with every ack as it arrives (for metrics).
   void SetAckObserver(std::function<void(const v1::RolloutAck&)> observer);
 

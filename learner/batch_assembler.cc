@@ -44,7 +44,7 @@ void BatchAssembler::DropStaleLocked(int64_t current_version) {
   for (auto it = complete_.begin(); it != complete_.end();) {
     const Group& g = it->second;
     bool drop = false;
-    if (current_version - OldestVersion(g) > options_.max_staleness) {
+    if (current_version - LineageVersionLocked(OldestVersion(g)) > options_.max_staleness) {
       ++counters_.dropped_stale;
       drop = true;
     } else if (options_.drop_zero_variance) {
@@ -88,6 +88,36 @@ std::optional<std::vector<Group>> BatchAssembler::NextBatch(int64_t current_vers
   }
   ++counters_.batches;
   return batch;
+}
+
+void BatchAssembler::Clear() {
+  absl::MutexLock lock(&mu_);
+  partial_.clear();
+  complete_.clear();
+  queued_ = 0;
+}
+
+std::vector<uint64_t> BatchAssembler::PartialGroups() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<uint64_t> out;
+  for (const auto& [id, samples] : partial_) out.push_back(id);
+  return out;
+}
+
+void BatchAssembler::SetResumePoint(int64_t restored_version, int64_t resumed_version) {
+  absl::MutexLock lock(&mu_);
+  restored_version_ = restored_version;
+  resumed_version_ = std::max(restored_version, resumed_version);
+}
+
+int64_t BatchAssembler::LineageVersion(int64_t version) const {
+  absl::MutexLock lock(&mu_);
+  return LineageVersionLocked(version);
+}
+
+int64_t BatchAssembler::LineageVersionLocked(int64_t version) const {
+  if (version <= restored_version_) return version + (resumed_version_ - restored_version_);
+  return std::max(version, resumed_version_);
 }
 
 void BatchAssembler::Close() {

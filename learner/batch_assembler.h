@@ -48,6 +48,18 @@ class BatchAssembler {
   std::optional<std::vector<Group>> NextBatch(int64_t current_version, absl::Duration timeout);
 
   void Close();
+  // Empties it (LearnerState::Restore); counters are kept.
+  void Clear();
+  // Ids of the groups still incomplete.
+  std::vector<uint64_t> PartialGroups() const;
+  // After a resume that published the restored weights (trained up to `restored_version`) as
+  // `resumed_version` > restored_version, staleness is counted along the weights' lineage: a
+  // version v <= restored_version is (resumed - restored) further back, and a version lost in
+  // the crash (restored < v <= resumed) counts as resumed_version (its real off-policyness is in
+  // its behaviour log-probs, which truncated importance sampling corrects).
+  void SetResumePoint(int64_t restored_version, int64_t resumed_version);
+  // A version as the staleness rule above sees it.
+  int64_t LineageVersion(int64_t version) const;
   // Rollouts held (partial and complete groups).
   int64_t queued() const;
   Counters counters() const;
@@ -59,6 +71,7 @@ class BatchAssembler {
 
  private:
   void DropStaleLocked(int64_t current_version) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t LineageVersionLocked(int64_t version) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   mutable absl::Mutex mu_;
@@ -66,6 +79,8 @@ class BatchAssembler {
   std::map<uint64_t, Group> complete_ ABSL_GUARDED_BY(mu_);  // ordered by group id: FIFO-ish
   int64_t queued_ ABSL_GUARDED_BY(mu_) = 0;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t restored_version_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t resumed_version_ ABSL_GUARDED_BY(mu_) = 0;
   Counters counters_ ABSL_GUARDED_BY(mu_);
 };
 

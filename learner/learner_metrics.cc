@@ -74,7 +74,10 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
       leases_expired(common::AddCounter(r, "rhythm_learner_leases_expired_total",
                                         "Leases expired and re-issued")),
       rollout_log_bytes(common::AddGauge(r, "rhythm_learner_rollout_log_bytes",
-                                         "Bytes in the durable rollout log")) {
+                                         "Bytes in the durable rollout log")),
+      ledger_ids(common::AddGauge(r, "rhythm_learner_ledger_ids",
+                                  "Rollout ids the exactly-once ledger holds above its "
+                                  "per-run watermarks (bounded by runs x learner.ledger_window)")) {
   // Every labelled series exists from the start, so dashboards and alerts see zeros.
   for (const char* reason : {"stale", "zero_variance", "expired"}) {
     groups_dropped.Add({{"reason", reason}});

@@ -46,6 +46,7 @@ struct LearnerMetrics {
   prometheus::Gauge& leases_outstanding;
   prometheus::Counter& leases_expired;
   prometheus::Gauge& rollout_log_bytes;
+  prometheus::Gauge& ledger_ids;
 };
 
 }  // namespace rhythm::learner

@@ -14,24 +14,13 @@
 #include "common/status.h"
 #include "grpcpp/grpcpp.h"
 #include "learner/checkpoint.h"
+#include "learner/journal.h"
 #include "learner/rollout_validation.h"
 #include "nlohmann/json.hpp"
 #include "rhythm/v1/checkpoint.pb.h"
 
 namespace rhythm::learner {
 namespace {
-
-// The learner's log is its write-ahead log: rollouts, and the lease events that must survive a
-// crash so that replay rebuilds exactly the state the actors were told about.
-constexpr char kRolloutRecord = 'R';
-constexpr char kGrantRecord = 'G';
-constexpr char kExpiryRecord = 'E';
-
-std::string Record(char type, const google::protobuf::Message& m) {
-  std::string out(1, type);
-  m.AppendToString(&out);
-  return out;
-}
 
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
@@ -84,11 +73,12 @@ absl::Status LearnerServer::Init() {
   RolloutLog::Options log_options;
   log_options.dir = run_dir + "/rollout_log";
   RHYTHM_ASSIGN_OR_RETURN(log_, RolloutLog::Open(log_options));
-  PromptLeases::Options lease_options;
-  lease_options.group_size = static_cast<uint32_t>(c.trainer().group_size());
-  lease_options.lease_timeout = absl::Seconds(c.learner().lease_timeout_s());
-  lease_options.heartbeat_timeout = absl::Seconds(c.learner().heartbeat_timeout_s());
-  lease_options.on_skip = [this](uint64_t index, const PromptSpec& spec) {
+  LearnerState::Options state_options;
+  state_options.group_size = static_cast<uint32_t>(c.trainer().group_size());
+  state_options.lease_timeout_s = c.learner().lease_timeout_s();
+  state_options.lease_max_lifetime_s = c.learner().lease_max_lifetime_s();
+  state_options.ledger_window = static_cast<uint64_t>(c.learner().ledger_window());
+  state_options.on_skip = [this](uint64_t index, const PromptSpec& spec) {
     prometheus::Counter& c = metrics_->prompts_skipped.Add({{"reason", spec.skip_reason}});
     c.Increment();
     const auto n = static_cast<int64_t>(c.Value());
@@ -98,17 +88,18 @@ absl::Status LearnerServer::Init() {
                           << n << " skipped for this reason so far)";
     }
   };
-  leases_ = std::make_unique<PromptLeases>(options_.prompts, lease_options, clock_);
   assembler_ = std::make_unique<BatchAssembler>(
       BatchAssembler::Options{c.trainer().batch_groups(), c.trainer().max_staleness(),
                               c.credit().drop_zero_variance_groups()});
+  absl::ReleasableMutexLock lock(&state_mu_);
+  state_ = std::make_unique<LearnerState>(options_.prompts, state_options, *assembler_);
 
   if (!options_.resume && log_->last_seq() > 0) {
     return absl::FailedPreconditionError(
         absl::StrCat(run_dir, " already holds a run (its rollout log is not empty): pass --resume ",
                      run_dir, " to continue it, or use a new learner.run_dir"));
   }
-  int64_t version = 0, optimizer_steps = 0;
+  int64_t restored_version = 0, optimizer_steps = 0;
   common::model::TensorMap optimizer;
   if (options_.resume) {
     absl::StatusOr<LoadedCheckpoint> ck = LoadLatestCheckpoint(run_dir);
@@ -116,28 +107,44 @@ absl::Status LearnerServer::Init() {
       const v1::LearnerCheckpoint& st = ck->contents.state;
       model_ = std::move(ck->model);
       optimizer = std::move(ck->contents.optimizer);
-      version = st.version();
+      restored_version = st.version();
+      restored_steps_ = st.has_durable() ? st.steps() : st.version();
       optimizer_steps = st.optimizer_steps();
-      PromptLeases::State ls;
-      ls.next_index = st.next_prompt_index();
-      ls.next_lease_id = st.next_lease_id();
-      ls.reissue.assign(st.reissue_prompts().begin(), st.reissue_prompts().end());
-      for (const v1::OutstandingLease& o : st.outstanding()) {
-        ls.outstanding.push_back({o.prompt_index(), o.actor_id(), o.lease()});
-      }
-      leases_->Restore(ls);
-      absl::MutexLock lock(&state_mu_);
-      seen_.insert(st.seen_rollouts().begin(), st.seen_rollouts().end());
-      for (const v1::Rollout& r : st.queued()) assembler_->Add(r);
-      log_seq_ = st.log_seq();
-      RHYTHM_LOG(Info) << "learner: resumed " << ck->dir << " (version " << version << ", "
-                       << st.queued_size() << " queued rollouts)";
+      RHYTHM_RETURN_IF_ERROR(
+          state_->Restore(st.has_durable() ? st.durable() : LearnerState::FromLegacy(st)));
+      RHYTHM_LOG(Info) << "learner: resumed " << ck->dir << " (version " << restored_version
+                       << ", " << assembler_->queued() << " queued rollouts)";
     } else if (ck.status().code() != absl::StatusCode::kNotFound) {
       return ck.status();
     }
   }
   if (!model_) model_ = std::move(options_.model);
   if (!model_) return absl::InvalidArgumentError("learner: no model");
+  // Replay what the journal holds beyond the checkpoint (everything, without one), through the
+  // same Apply as the live path.
+  int64_t replayed = 0;
+  if (log_->first_seq() > state_->log_seq() + 1 && log_->last_seq() >= log_->first_seq()) {
+    return absl::DataLossError(absl::StrCat("the rollout log starts at record ",
+                                            log_->first_seq(), " but the checkpoint covers only ",
+                                            state_->log_seq(), ": records in between are gone"));
+  }
+  RHYTHM_RETURN_IF_ERROR(log_->Replay(state_->log_seq(), [&](uint64_t seq, absl::string_view b) {
+    RHYTHM_ASSIGN_OR_RETURN(v1::JournalRecord r, DecodeRecord(seq, b));
+    replayed += r.has_rollout() ? 1 : 0;
+    state_->Apply(r);
+    state_->set_log_seq(seq);
+    return absl::OkStatus();
+  }));
+  if (replayed > 0) RHYTHM_LOG(Info) << "learner: replayed " << replayed << " logged rollouts";
+  // Versions only go forward: weights older than the last published version get a new number.
+  const int64_t max_published = state_->max_published_version();
+  const int64_t version = max_published > restored_version ? max_published + 1 : restored_version;
+  if (version != restored_version) {
+    assembler_->SetResumePoint(restored_version, version);
+    RHYTHM_LOG(Info) << "learner: version " << max_published
+                     << " was published before the restart; the restored weights of version "
+                     << restored_version << " are version " << version;
+  }
   RHYTHM_ASSIGN_OR_RETURN(
       trainer_, Trainer::Create(*model_, c.trainer(), c.credit(), c.runtime().seed(), version,
                                 c.generation().temperature()));
@@ -145,43 +152,11 @@ absl::Status LearnerServer::Init() {
     RHYTHM_RETURN_IF_ERROR(trainer_->RestoreOptimizerState(optimizer, optimizer_steps, version));
   }
   version_ = version;
-  // Replay what the log holds beyond the checkpoint (everything, without one).
-  int64_t replayed = 0;
-  {
-    absl::MutexLock lock(&state_mu_);
-    if (log_->first_seq() > log_seq_ + 1 && log_->last_seq() >= log_->first_seq()) {
-      return absl::DataLossError(absl::StrCat("the rollout log starts at record ",
-                                              log_->first_seq(), " but the checkpoint covers only ",
-                                              log_seq_, ": records in between are gone"));
-    }
-    RHYTHM_RETURN_IF_ERROR(log_->Replay(log_seq_, [&](uint64_t seq, absl::string_view rec) {
-      if (rec.empty())
-        return absl::DataLossError(absl::StrCat("rollout log record ", seq, " is empty"));
-      const absl::string_view payload = rec.substr(1);
-      if (rec[0] == kRolloutRecord) {
-        v1::Rollout r;
-        if (!r.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-          return absl::DataLossError(absl::StrCat("rollout log record ", seq, " is unreadable"));
-        }
-        const std::string key = RolloutKey(r);
-        if (!seen_.count(key)) ApplyDurable(std::move(r), key);
-        ++replayed;
-      } else {
-        v1::OutstandingLease o;
-        if (!o.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-          return absl::DataLossError(absl::StrCat("rollout log record ", seq, " is unreadable"));
-        }
-        if (rec[0] == kGrantRecord) leases_->ApplyGrant(o.prompt_index(), o.actor_id(), o.lease());
-        if (rec[0] == kExpiryRecord) leases_->ApplyExpiry(o.lease().lease_id());
-      }
-      log_seq_ = seq;
-      return absl::OkStatus();
-    }));
-  }
-  if (replayed > 0) RHYTHM_LOG(Info) << "learner: replayed " << replayed << " logged rollouts";
+  // Every actor the state knows gets a grace period to reconnect.
+  for (const std::string& actor : state_->actors()) last_heard_[actor] = clock_.Now();
   metrics_->policy_version.Set(static_cast<double>(version));
-  PublishWeights();
-  return absl::OkStatus();
+  lock.Release();  // PublishWeights takes it
+  return PublishWeights(version);
 }
 
 absl::Status LearnerServer::InitWeightTransport() {
@@ -280,14 +255,26 @@ bool LearnerServer::QueueHasRoom() const {
          options_.config.learner().queue_capacity();
 }
 
-void LearnerServer::ApplyDurable(v1::Rollout rollout, const std::string& key) {
-  seen_.insert(key);
-  const uint64_t group = rollout.group_id();
-  // The lease may have expired while the rollout was becoming durable: its group is dead.
-  if (!leases_->Find(group)) return;
-  if (assembler_->Add(std::move(rollout)) == BatchAssembler::AddResult::kGroupComplete) {
-    leases_->Complete(group);
+absl::Status LearnerServer::CommitLocked(const std::vector<v1::JournalRecord>& records) {
+  if (records.empty()) return absl::OkStatus();
+  std::vector<std::string> bytes;
+  bytes.reserve(records.size());
+  for (const v1::JournalRecord& r : records) bytes.push_back(EncodeRecord(r));
+  RHYTHM_ASSIGN_OR_RETURN(const uint64_t seq, log_->AppendAndSync(bytes));
+  int64_t expired = 0;
+  for (const v1::JournalRecord& r : records) {
+    expired += r.has_expiry() && state_->FindLease(r.expiry().lease_id()) ? 1 : 0;
+    state_->Apply(r);
   }
+  state_->set_log_seq(seq);
+  metrics_->leases_expired.Increment(static_cast<double>(expired));
+  return absl::OkStatus();
+}
+
+bool LearnerServer::SilentLocked(const std::string& actor_id, absl::Time now) const {
+  auto it = last_heard_.find(actor_id);
+  return it == last_heard_.end() ||
+         now - it->second > absl::Seconds(options_.config.learner().heartbeat_timeout_s());
 }
 
 void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::RolloutAck&)> done) {
@@ -305,14 +292,14 @@ void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::Rol
     ack.set_reject_reason(reason);
     done(ack);
   };
-  ValidationResult v = ValidateRollout(rollout, {model_->config().vocab_size, version_.load(),
-                                                 options_.config.learner().max_message_bytes()});
-  if (!v.ok()) return reject(v.reason, std::string(v.status.message()));
   const std::string key = RolloutKey(rollout);
   {
+    // De-duplicate before validating: a resend of a rollout already durable is acked as a
+    // duplicate whatever has changed since (a resume, a lease that completed or expired).
     absl::ReleasableMutexLock lock(&state_mu_);
-    if (seen_.count(key)) {
+    if (state_->Seen(rollout)) {
       metrics_->rollouts_duplicate.Increment();
+      lock.Release();
       ack.set_duplicate(true);
       done(ack);
       return;
@@ -322,18 +309,37 @@ void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::Rol
       it->second.push_back(std::move(done));  // answered when the original is durable
       return;
     }
-    std::optional<v1::PromptLease> lease = leases_->Find(rollout.group_id());
+  }
+  ValidationResult v = ValidateRollout(rollout, {model_->config().vocab_size, version_.load(),
+                                                 options_.config.learner().max_message_bytes()});
+  if (!v.ok()) return reject(v.reason, std::string(v.status.message()));
+  {
+    absl::ReleasableMutexLock lock(&state_mu_);
+    if (state_->Seen(rollout) || in_flight_.count(key)) {
+      // The same rollout arrived on another stream meanwhile.
+      metrics_->rollouts_duplicate.Increment();
+      if (auto it = in_flight_.find(key); it != in_flight_.end()) {
+        it->second.push_back(std::move(done));
+        return;
+      }
+      lock.Release();
+      ack.set_duplicate(true);
+      done(ack);
+      return;
+    }
+    const v1::OutstandingLease* lease = state_->FindLease(rollout.group_id());
     if (!lease) {
       lock.Release();
       return reject(v1::REJECT_REASON_UNKNOWN_LEASE,
                     absl::StrCat("rollout ", rollout.rollout_id(), ": group_id = ",
                                  rollout.group_id(), " is not an outstanding lease"));
     }
-    if (lease->group_size() != rollout.group_size()) {
+    if (lease->lease().group_size() != rollout.group_size()) {
+      const uint32_t expected = lease->lease().group_size();
       lock.Release();
       return reject(v1::REJECT_REASON_MALFORMED,
                     absl::StrCat("rollout ", rollout.rollout_id(), ": group_size = ",
-                                 rollout.group_size(), " but the lease has ", lease->group_size()));
+                                 rollout.group_size(), " but the lease has ", expected));
     }
     in_flight_[key];
   }
@@ -363,24 +369,22 @@ void LearnerServer::IngestLoop() {
       if (!more) break;
       batch.push_back(std::move(*more));
     }
-    std::vector<std::string> records;
+    std::vector<v1::JournalRecord> records(batch.size());
     std::vector<uint64_t> ids;
-    for (const Pending& p : batch) {
-      records.push_back(Record(kRolloutRecord, p.rollout));
-      ids.push_back(p.rollout.rollout_id());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      *records[i].mutable_rollout() = std::move(batch[i].rollout);
+      ids.push_back(records[i].rollout().rollout_id());
     }
     absl::Status status;
     std::vector<std::vector<std::function<void(const v1::RolloutAck&)>>> resends(batch.size());
     {
       absl::MutexLock lock(&state_mu_);
-      absl::StatusOr<uint64_t> seq = log_->AppendAndSync(records);
-      status = seq.status();
+      status = CommitLocked(records);
       for (size_t i = 0; i < batch.size(); ++i) {
         resends[i] = std::move(in_flight_[batch[i].key]);
         in_flight_.erase(batch[i].key);
-        if (status.ok()) ApplyDurable(std::move(batch[i].rollout), batch[i].key);
       }
-      if (status.ok()) log_seq_ = *seq;
+      metrics_->ledger_ids.Set(static_cast<double>(state_->ledger().ids_held()));
     }
     if (!status.ok()) {
       // Not durable, so not acked: the actors keep them and resend to a healthy learner.
@@ -402,14 +406,24 @@ void LearnerServer::IngestLoop() {
   }
 }
 
-void LearnerServer::PublishWeights() {
+absl::Status LearnerServer::PublishWeights(int64_t version) {
+  {
+    absl::MutexLock lock(&state_mu_);
+    if (version > state_->max_published_version()) {
+      // Journaled first, so that after a crash the number is never given to other weights.
+      v1::JournalRecord r;
+      r.mutable_publication()->set_version(version);
+      RHYTHM_RETURN_IF_ERROR(CommitLocked({r}));
+    }
+  }
   const auto start = std::chrono::steady_clock::now();
   common::model::FlatWeights flat =
       common::model::FlattenWeights(*model_, options_.config.transport().wire_dtype());
   const uint64_t bytes = flat.bytes.size();
-  versions_->Publish(version_.load(), std::move(flat.tensors), std::move(flat.bytes), flat.dtype);
+  versions_->Publish(version, std::move(flat.tensors), std::move(flat.bytes), flat.dtype);
   metrics_->weight_publish_bytes.Increment(static_cast<double>(bytes));
   metrics_->weight_publish_seconds.Observe(Seconds(start));
+  return absl::OkStatus();
 }
 
 void LearnerServer::DumpBatch(const std::vector<Group>& batch, int64_t step) {
@@ -451,7 +465,8 @@ void LearnerServer::TrainLoop() {
     if (!batch) continue;
     for (const Group& g : *batch) {
       metrics_->staleness.Observe(
-          static_cast<double>(version_.load() - BatchAssembler::OldestVersion(g)));
+          static_cast<double>(version_.load() -
+                              assembler_->LineageVersion(BatchAssembler::OldestVersion(g))));
     }
     if (!options_.dump_rollouts_dir.empty()) DumpBatch(*batch, trainer_->version() + 1);
     absl::StatusOr<StepStats> s = trainer_->Step(*batch);
@@ -462,7 +477,11 @@ void LearnerServer::TrainLoop() {
       return;
     }
     version_ = s->version;
-    PublishWeights();
+    if (absl::Status ps = PublishWeights(s->version); !ps.ok()) {
+      Fail(absl::InternalError(absl::StrCat("journaling version ", s->version, ": ",
+                                            ps.message())));
+      return;
+    }
     const int64_t steps = ++steps_done_;
     metrics_->steps.Increment();
     metrics_->step_seconds.Observe(s->seconds);
@@ -498,7 +517,7 @@ void LearnerServer::TrainLoop() {
         RHYTHM_LOG(Error) << "learner: checkpoint failed: " << cs;
       }
     }
-    if (c.trainer().steps() > 0 && s->version >= c.trainer().steps()) {
+    if (c.trainer().steps() > 0 && restored_steps_ + steps >= c.trainer().steps()) {
       done_ = true;
       return;
     }
@@ -510,35 +529,26 @@ absl::Status LearnerServer::WriteCheckpointNow() {
   CheckpointContents contents;
   v1::LearnerCheckpoint& st = contents.state;
   st.set_version(trainer_->version());
+  st.set_steps(restored_steps_ + steps_done_.load());
   st.set_optimizer_steps(trainer_->optimizer_steps());
   {
-    // One consistent cut: every logged record up to log_seq_ is reflected in what is copied.
+    // One consistent cut: every journaled record up to log_seq is reflected in it.
     absl::MutexLock lock(&state_mu_);
-    st.set_log_seq(log_seq_);
-    const PromptLeases::State ls = leases_->Snapshot();
-    st.set_next_prompt_index(ls.next_index);
-    st.set_next_lease_id(ls.next_lease_id);
-    for (uint64_t p : ls.reissue) st.add_reissue_prompts(p);
-    for (const PromptLeases::OutstandingLease& o : ls.outstanding) {
-      v1::OutstandingLease* out = st.add_outstanding();
-      out->set_prompt_index(o.prompt_index);
-      out->set_actor_id(o.actor_id);
-      *out->mutable_lease() = o.lease;
-    }
-    for (const std::string& k : seen_) st.add_seen_rollouts(k);
-    for (v1::Rollout& r : assembler_->Snapshot()) *st.add_queued() = std::move(r);
+    *st.mutable_durable() = state_->Snapshot();
   }
+  st.set_log_seq(st.durable().log_seq());  // names the checkpoint directory
   st.set_created_unix_ms(absl::ToUnixMillis(clock_.Now()));
   contents.optimizer = trainer_->OptimizerState();
   absl::StatusOr<std::string> dir = WriteCheckpoint(options_.config.learner().run_dir(), *model_,
                                                     contents, options_.write_tokenizer);
   if (!dir.ok()) return dir.status();
-  absl::StatusOr<int> trimmed = log_->Trim(st.log_seq());
+  absl::StatusOr<int> trimmed = log_->Trim(st.durable().log_seq());
   if (!trimmed.ok()) RHYTHM_LOG(Warning) << "learner: log trim failed: " << trimmed.status();
   metrics_->checkpoint_seconds.Observe(Seconds(start));
   metrics_->rollout_log_bytes.Set(static_cast<double>(log_->bytes_on_disk()));
   RHYTHM_LOG(Info) << "learner: checkpoint " << *dir << " (log seq " << st.log_seq() << ", "
-                   << st.queued_size() << " queued)";
+                   << st.durable().queued_size() << " queued, ledger "
+                   << st.durable().ledger().runs_size() << " runs)";
   return absl::OkStatus();
 }
 
@@ -551,41 +561,34 @@ void LearnerServer::Fail(const absl::Status& status) {
 }
 
 void LearnerServer::ReleaseLeaseLocked(uint64_t lease_id) {
-  if (!leases_->Find(lease_id)) return;
-  leases_->ApplyExpiry(lease_id);
-  if (absl::Status s = LogExpiriesLocked({lease_id}); !s.ok()) Fail(s);
-}
-
-absl::Status LearnerServer::LogExpiriesLocked(const std::vector<uint64_t>& lease_ids) {
-  if (lease_ids.empty()) return absl::OkStatus();
-  std::vector<std::string> records;
-  for (uint64_t id : lease_ids) {
-    v1::OutstandingLease o;
-    o.mutable_lease()->set_lease_id(id);
-    records.push_back(Record(kExpiryRecord, o));
-    assembler_->DropGroup(id);
-  }
-  RHYTHM_ASSIGN_OR_RETURN(log_seq_, log_->AppendAndSync(records));
-  metrics_->leases_expired.Increment(static_cast<double>(lease_ids.size()));
-  return absl::OkStatus();
+  std::optional<v1::JournalRecord> r = state_->PlanRelease(lease_id);
+  if (!r) return;
+  if (absl::Status s = CommitLocked({*r}); !s.ok()) Fail(s);
 }
 
 void LearnerServer::HousekeepingLoop() {
   for (bool first = true; !stopping_.load(); first = false) {
     if (!first) absl::SleepFor(absl::Milliseconds(200));
+    int64_t outstanding = 0;
     {
       absl::MutexLock lock(&state_mu_);
-      const std::vector<uint64_t> expired = leases_->ExpireStale();
-      if (absl::Status s = LogExpiriesLocked(expired); !s.ok()) {
+      const absl::Time now = clock_.Now();
+      const std::vector<v1::JournalRecord> expired =
+          state_->PlanExpiries(absl::ToDoubleSeconds(now - absl::UnixEpoch()),
+                               [&](const std::string& actor) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                 return SilentLocked(actor, now);
+                               });
+      if (absl::Status s = CommitLocked(expired); !s.ok()) {
         Fail(s);
         return;
       }
       if (!expired.empty()) {
         RHYTHM_LOG(Info) << "learner: " << expired.size() << " leases expired, re-issuing";
       }
+      outstanding = state_->outstanding();
     }
     metrics_->queue_depth.Set(static_cast<double>(assembler_->queued()));
-    metrics_->leases_outstanding.Set(static_cast<double>(leases_->outstanding()));
+    metrics_->leases_outstanding.Set(static_cast<double>(outstanding));
     const BatchAssembler::Counters c = assembler_->counters();
     metrics_->groups_dropped.Add({{"reason", "stale"}})
         .Increment(c.dropped_stale - metrics_->groups_dropped.Add({{"reason", "stale"}}).Value());
@@ -607,18 +610,17 @@ grpc::Status LearnerServer::Register(grpc::ServerContext*, const v1::RegisterReq
   }
   {
     absl::MutexLock lock(&state_mu_);
-    auto it = actor_runs_.find(req->actor_id());
-    if (it != actor_runs_.end() && it->second != req->run_id()) {
-      // The actor restarted: whatever it was generating is gone.
-      if (absl::Status s = LogExpiriesLocked(leases_->ReleaseActor(req->actor_id())); !s.ok()) {
+    // Sessions are durable: an actor that restarted (another run id), even while the learner
+    // was down, has its old run's leases released here.
+    if (std::optional<v1::JournalRecord> r = state_->PlanSession(req->actor_id(), req->run_id())) {
+      if (absl::Status s = CommitLocked({*r}); !s.ok()) {
         Fail(s);
         return ToGrpc(s);
       }
     }
-    actor_runs_[req->actor_id()] = req->run_id();
-    metrics_->actors_connected.Set(static_cast<double>(actor_runs_.size()));
+    last_heard_[req->actor_id()] = clock_.Now();
+    metrics_->actors_connected.Set(static_cast<double>(last_heard_.size()));
   }
-  leases_->Heartbeat(req->actor_id());
   *resp->mutable_config() = options_.config;
   *resp->mutable_current() = versions_->Latest()->announcement;
   resp->set_learner_session(session_);
@@ -629,10 +631,22 @@ grpc::Status LearnerServer::Heartbeat(grpc::ServerContext*, const v1::HeartbeatR
                                       v1::HeartbeatResponse* resp) {
   {
     absl::MutexLock lock(&state_mu_);
-    auto it = actor_runs_.find(req->actor_id());
-    resp->set_reregister(it == actor_runs_.end() || it->second != req->run_id());
+    const bool known = state_->RunOf(req->actor_id()) == req->run_id();
+    resp->set_reregister(!known);
+    if (known) {
+      const absl::Time now = clock_.Now();
+      last_heard_[req->actor_id()] = now;
+      // Only the leases the actor names are renewed (a heartbeat alone renews none).
+      std::vector<v1::JournalRecord> renewals;
+      for (uint64_t id : req->renew_lease_ids()) {
+        if (std::optional<v1::JournalRecord> r = state_->PlanRenewal(
+                req->actor_id(), id, absl::ToDoubleSeconds(now - absl::UnixEpoch()))) {
+          renewals.push_back(*std::move(r));
+        }
+      }
+      if (absl::Status s = CommitLocked(renewals); !s.ok()) return ToGrpc(s);
+    }
   }
-  leases_->Heartbeat(req->actor_id());
   resp->set_latest_version(version_.load());
   return grpc::Status::OK;
 }
@@ -644,23 +658,16 @@ grpc::Status LearnerServer::LeasePrompts(grpc::ServerContext*, const v1::LeaseRe
     return grpc::Status::OK;
   }
   absl::MutexLock lock(&state_mu_);
-  std::vector<PromptLeases::Granted> granted =
-      leases_->Grant(req->actor_id(), std::min<uint32_t>(req->max_prompts(), 64));
-  std::vector<std::string> records;
-  for (const PromptLeases::Granted& g : granted) {
-    v1::OutstandingLease o;
-    o.set_prompt_index(g.prompt_index);
-    o.set_actor_id(req->actor_id());
-    *o.mutable_lease() = g.lease;
-    records.push_back(Record(kGrantRecord, o));
+  const absl::Time now = clock_.Now();
+  last_heard_[req->actor_id()] = now;
+  const std::vector<v1::JournalRecord> records =
+      state_->PlanGrants(req->actor_id(), std::min<uint32_t>(req->max_prompts(), 64),
+                         absl::ToDoubleSeconds(now - absl::UnixEpoch()));
+  // A lease reaches the actor only once the learner will remember it after a crash.
+  if (absl::Status s = CommitLocked(records); !s.ok()) return ToGrpc(s);
+  for (const v1::JournalRecord& r : records) {
+    if (r.has_grant()) *resp->add_leases() = r.grant().lease();
   }
-  if (!records.empty()) {
-    // A lease reaches the actor only once the learner will remember it after a crash.
-    absl::StatusOr<uint64_t> seq = log_->AppendAndSync(records);
-    if (!seq.ok()) return ToGrpc(seq.status());
-    log_seq_ = *seq;
-  }
-  for (PromptLeases::Granted& g : granted) *resp->add_leases() = std::move(g.lease);
   return grpc::Status::OK;
 }
 

@@ -1,19 +1,23 @@
 // LearnerServer: the rhythm-learner process minus flag parsing.
 //
-//   actors ─ StreamRollouts ─ validate ─ dedupe ─┐
+//   actors ─ StreamRollouts ─ dedupe ─ validate ─┐
 //                                               ▼
-//                    ingest thread: RolloutLog.AppendAndSync (group commit) ─ seen ids,
-//                    BatchAssembler, leases ─ acks (+ credits while the queue has room)
+//                    ingest thread: journal the rollouts (group commit) ─ LearnerState.Apply
+//                                   ─ acks (+ credits while the queue has room)
 //                                               │
-//   trainer thread: NextBatch ─ Trainer.Step ─ publish version (flat weights, chunks)
-//                   ─ checkpoint every N steps (then trim the log)
-//   housekeeping thread: lease expiry, gauges
-//   gRPC: Register, Heartbeat, LeasePrompts, StreamRollouts; and the Weights service
-//   (common/weights: gRPC chunks, or a Gloo/NCCL broadcast group per transport.kind)
+//   trainer thread: NextBatch ─ Trainer.Step ─ journal + publish the version (flat weights)
+//                   ─ checkpoint every N steps (LearnerState.Snapshot; then trim the journal)
+//   housekeeping thread: lease expiry (hard deadlines, silent actors), gauges
+//   gRPC: Register, Heartbeat (names the leases to renew), LeasePrompts, StreamRollouts; and
+//   the Weights service (common/weights: gRPC chunks, or a Gloo/NCCL broadcast group)
 //
-// Exactly-once: a rollout is acked only once durable; an id seen before is acked with
-// duplicate = true and dropped; a restart (Create with resume) restores the last checkpoint and
-// replays the log after it. Thread-safety: public methods are safe from any thread.
+// Every change to the durable state is decided, journaled (fsync'd), then applied through
+// LearnerState::Apply, the same function replay uses (learner/learner_state.h). Exactly-once: a
+// rollout is acked only once durable; an id seen before is acked with duplicate = true (before
+// any validation, so a resend of an acked rollout is never reported rejected) and dropped.
+// Versions only go forward: a resume whose checkpoint is older than the last published version
+// publishes the restored weights under a new number above it. Thread-safety: public methods
+// are safe from any thread.
 #pragma once
 
 #include <atomic>
@@ -35,7 +39,8 @@
 #include "common/weights/weight_service.h"
 #include "learner/batch_assembler.h"
 #include "learner/learner_metrics.h"
-#include "learner/prompt_leases.h"
+#include "learner/learner_state.h"
+#include "learner/prompt_source.h"
 #include "learner/rollout_log.h"
 #include "learner/trainer.h"
 #include "rhythm/v1/config.pb.h"
@@ -97,7 +102,7 @@ class LearnerServer final : public v1::Learner::Service {
  private:
   struct Pending {
     v1::Rollout rollout;
-    std::string key;
+    std::string key;  // RolloutKey
     std::function<void(const v1::RolloutAck&)> done;
   };
   explicit LearnerServer(LearnerServerOptions options);
@@ -108,16 +113,16 @@ class LearnerServer final : public v1::Learner::Service {
   void HousekeepingLoop();
   // Validates and queues one rollout for durability; `done` is called with its ack.
   void Submit(v1::Rollout rollout, std::function<void(const v1::RolloutAck&)> done);
-  // Applies a durable rollout to the in-memory state. Requires state_mu_.
-  void ApplyDurable(v1::Rollout rollout, const std::string& key)
+  // Journals `records` (one fsync) and applies them to state_, in order. An append failure is
+  // returned and nothing is applied (the caller fails the learner or the RPC).
+  absl::Status CommitLocked(const std::vector<v1::JournalRecord>& records)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
-  void PublishWeights();
-  // Gives up a lease whose group can no longer complete (a sample was rejected): logged, its
-  // partial group dropped, its prompt re-queued. Requires state_mu_.
+  // Journals the version, then makes its weights available to actors.
+  absl::Status PublishWeights(int64_t version);
+  // Gives up a lease whose group can no longer complete (a sample was rejected): journaled,
+  // its partial group dropped, its prompt re-queued. Requires state_mu_.
   void ReleaseLeaseLocked(uint64_t lease_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
-  // Logs the expiry of leases already taken out of PromptLeases, drops their partial groups
-  // and counts them. An append failure is returned (the caller fails the learner).
-  absl::Status LogExpiriesLocked(const std::vector<uint64_t>& lease_ids)
+  bool SilentLocked(const std::string& actor_id, absl::Time now) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
   // Stops the learner without a final checkpoint (the in-memory state cannot be trusted).
   void Fail(const absl::Status& status);
@@ -132,7 +137,6 @@ class LearnerServer final : public v1::Learner::Service {
   std::unique_ptr<common::model::Transformer> model_;
   std::unique_ptr<Trainer> trainer_;
   std::unique_ptr<RolloutLog> log_;
-  std::unique_ptr<PromptLeases> leases_;
   std::unique_ptr<BatchAssembler> assembler_;
   common::BoundedQueue<Pending> ingest_queue_;
   std::atomic<int64_t> version_{0};
@@ -140,20 +144,21 @@ class LearnerServer final : public v1::Learner::Service {
   std::atomic<bool> done_{false};
   std::atomic<bool> failed_{false};
   const std::string session_;
-  std::atomic<int64_t> steps_done_{0};
+  std::atomic<int64_t> steps_done_{0};  // training steps in this process
+  int64_t restored_steps_ = 0;          // training steps of the weights it started from
   bool warned_fai_undefined_ = false;  // TrainLoop only
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::thread> threads_;
 
   mutable absl::Mutex state_mu_;
-  std::set<std::string> seen_ ABSL_GUARDED_BY(state_mu_);
+  std::unique_ptr<LearnerState> state_ ABSL_PT_GUARDED_BY(state_mu_);
+  // Volatile: when each actor was last heard from (a restart gives every actor a grace period).
+  std::map<std::string, absl::Time> last_heard_ ABSL_GUARDED_BY(state_mu_);
   // Rollouts queued for durability, with the acks of resends that arrived meanwhile (answered
   // once the original is durable, so a duplicate is never acked before the original is safe).
   std::map<std::string, std::vector<std::function<void(const v1::RolloutAck&)>>> in_flight_
       ABSL_GUARDED_BY(state_mu_);
-  uint64_t log_seq_ ABSL_GUARDED_BY(state_mu_) = 0;
-  std::map<std::string, std::string> actor_runs_ ABSL_GUARDED_BY(state_mu_);
 
   // Weight transport: every version lands in the store; the service serves it over gRPC and,
   // with a collective transport.kind, the group host broadcasts it.

@@ -1,4 +1,5 @@
-// Unit tests of the learner's pieces: validation, leases, batch assembly, the trainer.
+// Unit tests of the learner's pieces: validation, batch assembly, the trainer (leases and
+// the durable state: learner_state_test.cc).
 #include <cmath>
 
 #include "ATen/ATen.h"
@@ -7,7 +8,6 @@
 #include "common/rollout/engine.h"
 #include "gtest/gtest.h"
 #include "learner/batch_assembler.h"
-#include "learner/prompt_leases.h"
 #include "learner/rollout_validation.h"
 #include "learner/trainer.h"
 
@@ -108,106 +108,6 @@ TEST(Validation, EveryBadCaseNamesFieldValueAndReason) {
   }
   ValidationResult big = ValidateRollout(ValidRollout(), {100, 3, 10});
   EXPECT_EQ(big.reason, v1::REJECT_REASON_OVERSIZED);
-}
-
-PromptSpec Prompt(uint64_t index) {
-  PromptSpec spec;
-  spec.prompt_id = 1000 + index;
-  spec.text = "p" + std::to_string(index);
-  spec.token_ids = {1, 2};
-  spec.answer = "a";
-  return spec;
-}
-
-PromptLeases::Options Opts(uint32_t group_size) {
-  PromptLeases::Options o;
-  o.group_size = group_size;
-  o.lease_timeout = absl::Seconds(60);
-  o.heartbeat_timeout = absl::Seconds(10);
-  return o;
-}
-
-TEST(PromptLeases, IssuesInOrderExpiresAndReissues) {
-  common::FakeClock clock(absl::FromUnixSeconds(1000));
-  PromptLeases leases(Prompt, Opts(4), clock);
-  std::vector<v1::PromptLease> a = leases.Lease("actor-a", 2);
-  ASSERT_EQ(a.size(), 2u);
-  EXPECT_EQ(a[0].prompt_id(), 1000u);
-  EXPECT_EQ(a[1].prompt_id(), 1001u);
-  EXPECT_EQ(a[0].group_size(), 4u);
-  EXPECT_DOUBLE_EQ(a[0].deadline_unix_s(), 1060.0);
-  EXPECT_TRUE(leases.Complete(a[0].lease_id()));
-  EXPECT_FALSE(leases.Complete(a[0].lease_id()));
-  // actor-a goes silent: after the heartbeat timeout its lease is re-issued, with a new id.
-  clock.Advance(absl::Seconds(5));
-  std::vector<v1::PromptLease> b = leases.Lease("actor-b", 1);
-  EXPECT_EQ(b[0].prompt_id(), 1002u);
-  clock.Advance(absl::Seconds(6));
-  leases.Heartbeat("actor-b");
-  std::vector<uint64_t> expired = leases.ExpireStale();
-  EXPECT_EQ(expired, std::vector<uint64_t>{a[1].lease_id()});
-  EXPECT_FALSE(leases.Find(a[1].lease_id()).has_value());
-  std::vector<v1::PromptLease> c = leases.Lease("actor-b", 2);
-  EXPECT_EQ(c[0].prompt_id(), 1001u) << "the expired prompt comes first";
-  EXPECT_NE(c[0].lease_id(), a[1].lease_id());
-  EXPECT_EQ(c[1].prompt_id(), 1003u);
-  // A lease past its deadline expires even when its actor heartbeats... until it heartbeats
-  // before the deadline, which extends it.
-  leases.Heartbeat("actor-b");
-  clock.Advance(absl::Seconds(55));
-  leases.Heartbeat("actor-b");
-  EXPECT_TRUE(leases.ExpireStale().empty());
-  EXPECT_EQ(leases.outstanding(), 3);
-  EXPECT_EQ(leases.expired_total(), 1);
-}
-
-TEST(PromptLeases, SkipsUnusablePromptsAndSaysWhich) {
-  common::FakeClock clock(absl::FromUnixSeconds(1000));
-  std::vector<uint64_t> skipped;
-  PromptLeases::Options o = Opts(2);
-  o.on_skip = [&](uint64_t index, const PromptSpec& spec) {
-    EXPECT_EQ(spec.skip_reason, "too_long");
-    skipped.push_back(index);
-  };
-  PromptLeases leases(
-      [](uint64_t i) {
-        PromptSpec spec = Prompt(i);
-        if (i == 1 || i == 2) spec.skip_reason = "too_long";
-        return spec;
-      },
-      o, clock);
-  std::vector<PromptLeases::Granted> got = leases.Grant("a", 3);
-  ASSERT_EQ(got.size(), 3u);
-  EXPECT_EQ(got[0].prompt_index, 0u);
-  EXPECT_EQ(got[1].prompt_index, 3u);
-  EXPECT_EQ(got[2].prompt_index, 4u);
-  EXPECT_EQ(skipped, (std::vector<uint64_t>{1, 2}));
-  // A dataset of nothing but unusable prompts returns nothing rather than spinning.
-  PromptLeases none(
-      [](uint64_t i) {
-        PromptSpec spec = Prompt(i);
-        spec.skip_reason = "unencodable";
-        return spec;
-      },
-      Opts(2), clock);
-  EXPECT_TRUE(none.Grant("a", 2).empty());
-}
-
-TEST(PromptLeases, SnapshotRestoreKeepsCursorAndOutstanding) {
-  common::FakeClock clock;
-  PromptLeases leases(Prompt, Opts(2), clock);
-  std::vector<v1::PromptLease> a = leases.Lease("x", 3);
-  leases.ReleaseActor("x");
-  leases.Lease("y", 1);
-  PromptLeases::State s = leases.Snapshot();
-  PromptLeases back(Prompt, Opts(2), clock);
-  back.Restore(s);
-  EXPECT_EQ(back.outstanding(), 1);
-  std::vector<v1::PromptLease> next = back.Lease("z", 3);
-  EXPECT_EQ(next[0].prompt_id(), 1001u);
-  EXPECT_EQ(next[1].prompt_id(), 1002u);
-  EXPECT_EQ(next[2].prompt_id(), 1003u) << "the cursor continues";
-  EXPECT_GT(next[0].lease_id(), a[2].lease_id());
 }
 
 TEST(BatchAssembler, CompleteGroupsOnlyStalenessAndZeroVariance) {
