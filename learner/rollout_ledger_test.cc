@@ -56,8 +56,8 @@ class Reference {
 
 // Every id of every run up to `top`, plus one unknown run, answered alike by both.
 void ExpectSameAnswers(const RolloutLedger& ledger, const Reference& ref,
-                       const std::vector<std::string>& actors,
-                       const std::vector<std::string>& runs, uint64_t top) {
+                       const std::vector<std::string>& actors, const std::vector<std::string>& runs,
+                       uint64_t top) {
   for (const std::string& a : actors) {
     for (const std::string& r : runs) {
       for (uint64_t id = 0; id <= top; ++id) {
@@ -250,8 +250,8 @@ TEST(RolloutLedger, FromProtoAppliesASmallerWindowAndCompacts) {
 }
 
 TEST(RolloutLedger, FromProtoRejectsBadStateNamingTheField) {
-  auto run = [](v1::RolloutLedgerState& s, const std::string& a, const std::string& r,
-                uint64_t w, std::vector<uint64_t> above) {
+  auto run = [](v1::RolloutLedgerState& s, const std::string& a, const std::string& r, uint64_t w,
+                std::vector<uint64_t> above) {
     v1::LedgerRun* lr = s.add_runs();
     lr->set_actor_id(a);
     lr->set_run_id(r);
@@ -263,15 +263,21 @@ TEST(RolloutLedger, FromProtoRejectsBadStateNamingTheField) {
     std::string want;
   };
   const std::vector<Bad> bad = {
-      {[&](v1::RolloutLedgerState& s) { run(s, "a", "r", 7, {9, 5}); },
+      {[&](v1::RolloutLedgerState& s) {
+         run(s, "a", "r", 7, {9, 5});
+       },
        "runs[0].above[1] = 5 is not above watermark = 7"},
       {[&](v1::RolloutLedgerState& s) { run(s, "a", "r", 7, {7}); },
        "runs[0].above[0] = 7 is not above watermark = 7"},
       {[&](v1::RolloutLedgerState& s) { run(s, "a", "r", 0, {0}); },
        "runs[0].above[0] = 0 is not above watermark = 0"},
-      {[&](v1::RolloutLedgerState& s) { run(s, "a", "r", 1, {9, 9}); },
+      {[&](v1::RolloutLedgerState& s) {
+         run(s, "a", "r", 1, {9, 9});
+       },
        "runs[0].above[1] = 9 is not greater than above[0] = 9"},
-      {[&](v1::RolloutLedgerState& s) { run(s, "a", "r", 1, {12, 9}); },
+      {[&](v1::RolloutLedgerState& s) {
+         run(s, "a", "r", 1, {12, 9});
+       },
        "runs[0].above[1] = 9 is not greater than above[0] = 12"},
       {[&](v1::RolloutLedgerState& s) {
          run(s, "a", "r", 1, {});
