@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "actor/actor.h"
+#include "actor/learner_channel.h"
 #include "common/config.h"
 #include "common/flags.h"
 #include "common/logging.h"
@@ -63,16 +64,9 @@ int main(int argc, char** argv) {
     }
     metrics = *std::move(m);
   }
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(64 << 20);
-  args.SetMaxSendMessageSize(64 << 20);
-  // gRPC's own reconnect backoff grows to two minutes by default, during which calls fail fast
-  // with the old error; the actor has its own backoff, so keep the channel's short.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  auto channel = grpc::CreateCustomChannel(config.actor().learner_address(),
-                                           grpc::InsecureChannelCredentials(), args);
+  // Declared before the stubs and the actor, so it outlives them.
+  actor::LearnerChannel learner_channel(config.actor());
+  const std::shared_ptr<grpc::Channel>& channel = learner_channel.channel();
   auto stub = v1::Learner::NewStub(channel);
   auto weights = v1::Weights::NewStub(channel);
   actor::Actor a(*stub, *weights, {config, actor_id, RandomRunId(), registry});
