@@ -296,8 +296,9 @@ void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::Rol
   {
     // De-duplicate before validating: a resend of a rollout already durable is acked as a
     // duplicate whatever has changed since (a resume, a lease that completed or expired).
+    // (Id 0 is reserved, and the ledger counts it as seen: validation rejects it below.)
     absl::ReleasableMutexLock lock(&state_mu_);
-    if (state_->Seen(rollout)) {
+    if (rollout.rollout_id() != 0 && state_->Seen(rollout)) {
       metrics_->rollouts_duplicate.Increment();
       lock.Release();
       ack.set_duplicate(true);

@@ -106,6 +106,11 @@ TEST(Validation, EveryBadCaseNamesFieldValueAndReason) {
     EXPECT_NE(v.status.message().find("rollout 42: "), std::string::npos) << v.status;
     EXPECT_NE(v.status.message().find(c.want), std::string::npos) << v.status;
   }
+  // Id 0 is reserved (the exactly-once ledger counts it as seen).
+  ValidationResult zero = ValidateRollout(ValidRollout(0), {100, 3, 1 << 20});
+  EXPECT_EQ(zero.reason, v1::REJECT_REASON_MALFORMED);
+  EXPECT_NE(zero.status.message().find("rollout_id = 0 is reserved"), std::string::npos)
+      << zero.status;
   ValidationResult big = ValidateRollout(ValidRollout(), {100, 3, 10});
   EXPECT_EQ(big.reason, v1::REJECT_REASON_OVERSIZED);
 }

@@ -27,6 +27,10 @@ ValidationResult ValidateRollout(const v1::Rollout& r, const ValidationLimits& l
   if (r.actor_id().empty() || r.run_id().empty()) {
     return Reject(v1::REJECT_REASON_MALFORMED, id + "actor_id and run_id must be set");
   }
+  if (r.rollout_id() == 0) {
+    return Reject(v1::REJECT_REASON_MALFORMED,
+                  id + "rollout_id = 0 is reserved; an actor run numbers its rollouts from 1");
+  }
   if (n == 0) return Reject(v1::REJECT_REASON_LENGTH_MISMATCH, id + "response_token_ids is empty");
   if (r.prompt_token_ids_size() == 0) {
     return Reject(v1::REJECT_REASON_LENGTH_MISMATCH, id + "prompt_token_ids is empty");
