@@ -337,8 +337,7 @@ int RunAblate(const AblateFlags& f, const TrainFlags& train_flags, const SftEval
               const std::string& model_dir, const std::string& out_flag, v1::RhythmConfig config) {
   absl::StatusOr<std::vector<AblationArm>> arms = ParseArms(f.strategies);
   if (!arms.ok()) return Fail(std::string(arms.status().message()), 2);
-  int64_t seeds = 0, parallel = 0, sft_steps = 0, n = 0, k = 0, curve_n = 0;
-  double sft_target = 0;
+  int64_t seeds = 0, parallel = 0, n = 0, k = 0, curve_n = 0;
   if (!absl::SimpleAtoi(f.seeds, &seeds) || seeds < 1 || seeds > 100) {
     return Fail("--seeds '" + f.seeds + "' must be in [1, 100]", 2);
   }
@@ -347,13 +346,6 @@ int RunAblate(const AblateFlags& f, const TrainFlags& train_flags, const SftEval
     parallel = std::max<int64_t>(1, cores / 2);
   } else if (!absl::SimpleAtoi(f.parallel, &parallel) || parallel < 1 || parallel > 64) {
     return Fail("--parallel '" + f.parallel + "' must be in [1, 64]", 2);
-  }
-  if (!absl::SimpleAtoi(train_flags.sft_steps, &sft_steps) || sft_steps < 0) {
-    return Fail("--sft-steps '" + train_flags.sft_steps + "' must be >= 0", 2);
-  }
-  if (!absl::SimpleAtod(train_flags.sft_target, &sft_target) ||
-      !(sft_target >= 0 && sft_target <= 1)) {
-    return Fail("--sft-target '" + train_flags.sft_target + "' must be in [0, 1]", 2);
   }
   if (!absl::SimpleAtoi(sft_flags.n, &n) || n < 1) {
     return Fail("--n '" + sft_flags.n + "' must be >= 1", 2);
@@ -375,6 +367,8 @@ int RunAblate(const AblateFlags& f, const TrainFlags& train_flags, const SftEval
     }
   }
   ApplyTrainDefaults(config);
+  absl::StatusOr<SftOptions> sft = TrainSftOptions(train_flags, config);
+  if (!sft.ok()) return Fail(std::string(sft.status().message()), 2);
   // One task for every run: the seeds below vary the RL randomness only.
   if (config.task().seed() == 0) config.mutable_task()->set_seed(config.runtime().seed());
   const std::string out = out_flag.empty() ? absl::FormatTime("runs/ablate-%Y%m%d-%H%M%S",
@@ -398,7 +392,7 @@ int RunAblate(const AblateFlags& f, const TrainFlags& train_flags, const SftEval
     fs::remove_all(warm, ec);
     std::cout << "rhythm ablate: shared warm start -> " << warm << std::endl;
     absl::StatusOr<SftResult> r =
-        Sft("", warm, TrainSftOptions(sft_steps, sft_target), config, std::cout);
+        Sft("", warm, *sft, config, std::cout);
     if (!r.ok()) return Fail(std::string(r.status().message()));
     std::ofstream(warm + "/DONE") << r->steps << " steps\n";
   }

@@ -65,7 +65,11 @@ absl::StatusOr<Loaded> Load(const std::string& dir, const v1::RhythmConfig& conf
 void RegisterSftEvalFlags(common::FlagParser& parser, SftEvalFlags& f) {
   parser.AddString("steps", "N", "sft: optimiser steps", &f.steps);
   parser.AddString("batch", "B", "sft: problems per step", &f.batch);
-  parser.AddString("lr", "LR", "sft: peak AdamW learning rate (cosine decay to a tenth)", &f.lr);
+  parser.AddString("lr", "LR", "sft: peak AdamW learning rate (cosine decay to --lr-floor of it)", &f.lr);
+  parser.AddString("lr-floor", "F",
+                   "sft: the fraction of --lr the cosine decays to at --steps; 1 = constant "
+                   "(default 0.1)",
+                   &f.lr_floor);
   parser.AddString("target", "ACC",
                    "sft: stop once greedy accuracy on 128 validation problems (training "
                    "problems the warm start never sees; never the held-out split) reaches ACC",
@@ -290,6 +294,10 @@ int RunSft(const std::string& model_dir, const std::string& out_dir, const SftEv
                             !(o.target_accuracy >= 0 && o.target_accuracy <= 1))) {
     return Fail("sft: --target '" + f.target + "' must be in [0, 1]");
   }
+  if (!f.lr_floor.empty() && (!absl::SimpleAtod(f.lr_floor, &o.lr_floor) ||
+                              !(o.lr_floor >= 0 && o.lr_floor <= 1))) {
+    return Fail("sft: --lr-floor '" + f.lr_floor + "' must be in [0, 1]");
+  }
   common::InitRuntime(config.runtime());
   absl::StatusOr<SftResult> s = Sft(model_dir, out_dir, o, config, std::cout);
   if (!s.ok()) return Fail(std::string(s.status().message()), 1);
@@ -355,7 +363,8 @@ absl::StatusOr<SftResult> Sft(const std::string& model_dir, const std::string& o
     if (norm > 1.0) opt.ScaleGrads(1.0 / norm);
     const double progress = std::clamp(
         static_cast<double>(step - kWarmup) / std::max<int64_t>(1, steps - kWarmup), 0.0, 1.0);
-    const double decay = 0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * progress));
+    const double decay =
+        options.lr_floor + (1 - options.lr_floor) * 0.5 * (1 + std::cos(M_PI * progress));
     opt.Step(options.lr * std::min(1.0, (step + 1) / static_cast<double>(kWarmup)) * decay);
     avg = step == 0 ? loss.item<double>() : 0.9 * avg + 0.1 * loss.item<double>();
     result.steps = step + 1;

@@ -24,6 +24,7 @@ struct SftEvalFlags {
   std::string batch = "32";
   std::string lr = "0.003";
   std::string target;  // sft: stop at this validation accuracy (SftOptions::target_accuracy)
+  std::string lr_floor;  // sft: SftOptions::lr_floor
   std::string task;    // = task.kind
   std::string n = "500";
   std::string k;  // eval: default 1; train: default 4
@@ -84,10 +85,12 @@ inline constexpr uint64_t kSftValidationBase = uint64_t{1} << 40;
 struct SftOptions {
   int64_t steps = 300;  // most optimiser steps
   int64_t batch = 32;   // problems per step
-  // Peak AdamW learning rate: linear warm-up over the first 20 steps, then cosine decay to a
-  // tenth of it at `steps` (a schedule that converges; a constant rate left the final loss
+  // Peak AdamW learning rate: linear warm-up over the first 20 steps, then cosine decay to
+  // lr_floor of it at `steps` (a schedule that converges; a constant rate left the final loss
   // at the mercy of the machine's floating-point rounding).
   double lr = 3e-3;
+  // The rate the cosine decays to, as a fraction of `lr`; 1 = constant after the warm-up.
+  double lr_floor = 0.1;
   // Stop as soon as greedy accuracy on `validation_size` validation problems (see
   // kSftValidationBase) reaches this; 0 = run all `steps`. Checked every `eval_every` steps.
   double target_accuracy = 0;

@@ -15,6 +15,8 @@
 
 #include <string>
 
+#include "absl/status/statusor.h"
+
 #include "cli/sft_eval.h"
 #include "rhythm/v1/config.pb.h"
 
@@ -22,8 +24,8 @@ namespace rhythm::cli {
 
 struct TrainFlags {
   std::string actors = "2";
-  std::string sft_steps = "2000";
-  std::string sft_target = "0";
+  std::string sft_steps;   // empty: the task's default (TrainSftOptions)
+  std::string sft_target;  // empty: the task's default
   std::string curve_n = "256";
   std::string before_eval;
 };
@@ -37,9 +39,13 @@ void RegisterTrainFlags(common::FlagParser& parser, TrainFlags& flags);
 // paper's W = 10, band [10, 100].
 void ApplyTrainDefaults(v1::RhythmConfig& config);
 
-// The warm start `rhythm train` and `rhythm ablate` run: batches of 32, peak lr 2e-3 with cosine
-// decay, at most `max_steps`, stopping early at `target_accuracy` (0 = never).
-SftOptions TrainSftOptions(int64_t max_steps, double target_accuracy);
+// The warm start `rhythm train` and `rhythm ablate` run, from --sft-steps and --sft-target
+// (empty: the task's default), batches of 32 at peak lr 2e-3. The short tasks (arithmetic,
+// one-line countdown, jsonl) train at a constant rate until 35% greedy accuracy on their
+// validation split, at most 5,000 steps; countdown's steps format decays the rate (cosine, to a
+// tenth) over 2,000 steps with no target. INVALID_ARGUMENT naming the flag for a bad value.
+absl::StatusOr<SftOptions> TrainSftOptions(const TrainFlags& flags,
+                                           const v1::RhythmConfig& config);
 
 // `model_dir` (--model) skips the supervised stage; `strategy` is --strategy (may be empty).
 int RunTrain(const TrainFlags& flags, const SftEvalFlags& sft_flags, const std::string& model_dir,
