@@ -1,9 +1,6 @@
 // One learner and two actor processes on localhost: the loop trains and every rollout is acked
 // exactly once; then kill -9 of the learner mid-run, a restart with --resume on the same port,
 // and the actors reconnect by themselves with nothing lost or duplicated.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -19,18 +16,6 @@
 
 namespace rhythm::testing {
 namespace {
-
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 std::vector<std::string> Common() {
   // Countdown traces with 24 new tokens: longer than the FAI band's lower horizon (10), so

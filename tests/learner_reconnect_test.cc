@@ -5,9 +5,6 @@
 // actor's own calls are: the channel (how it is polled, its reconnect backoff) decides this,
 // not the actor's retry loops. Before LearnerChannel it was 4.2-4.5 s here (the 5 s backup
 // poller; see actor/learner_channel.h), with the same reconnect backoff.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -32,18 +29,6 @@ namespace rhythm::testing {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 std::vector<std::string> LearnerArgs(const std::string& run_dir, int port, bool resume) {
   const std::vector<std::string> settings = {

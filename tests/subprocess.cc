@@ -1,5 +1,8 @@
 #include "tests/subprocess.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -11,6 +14,18 @@ namespace rhythm::testing {
 std::string BinaryPath(const std::string& name) {
   const char* dir = std::getenv("RHYTHM_BIN_DIR");
   return std::string(dir != nullptr ? dir : "build/bin") + "/" + name;
+}
+
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
 }
 
 int CountLines(const std::string& text) {

@@ -19,6 +19,9 @@ std::string BinaryPath(const std::string& name);
 // Number of non-empty lines in `text`.
 int CountLines(const std::string& text);
 
+// A loopback TCP port that was free a moment ago (bound, read back, released).
+int FreePort();
+
 // Debian's Chromium, which the report tests drive headless (they skip where it is missing).
 inline constexpr char kChromium[] = "/usr/bin/chromium";
 
