@@ -483,6 +483,9 @@ void LearnerServer::TrainLoop() {
                                             ps.message())));
       return;
     }
+    // The version gauge moves before the step counter, so a reader that sees N steps also
+    // sees the version of step N.
+    metrics_->policy_version.Set(static_cast<double>(s->version));
     const int64_t steps = ++steps_done_;
     metrics_->steps.Increment();
     metrics_->step_seconds.Observe(s->seconds);
@@ -506,7 +509,6 @@ void LearnerServer::TrainLoop() {
           "them (counted in rhythm_learner_fai_undefined_responses_total; warned once)",
           s->fai_undefined_responses, s->sequences, steps, c.generation().fai_band_lo() + 1);
     }
-    metrics_->policy_version.Set(static_cast<double>(s->version));
     RHYTHM_LOG(Info) << absl::StrFormat(
         "learner: step %d version %d reward %.3f acc %.3f loss %.4f clip %.3f kl %.5f "
         "tokens/s %.0f staleness %.2f",
