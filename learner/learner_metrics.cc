@@ -59,6 +59,10 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
                                         "Share of response tokens with gamma > 1, last step")),
       policy_version(
           common::AddGauge(r, "rhythm_learner_policy_version", "Newest published version")),
+      journal_sync_seconds(common::AddHistogram(
+          r, "rhythm_learner_journal_sync_seconds",
+          "Seconds a commit waited for the journal to be durable (fsync, shared by group commit)",
+          {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 1})),
       checkpoint_seconds(common::AddHistogram(r, "rhythm_learner_checkpoint_seconds",
                                               "Seconds to write a checkpoint",
                                               {0.05, 0.1, 0.5, 1, 5, 30, 120})),

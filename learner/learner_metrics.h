@@ -39,6 +39,7 @@ struct LearnerMetrics {
   prometheus::Counter& fai_undefined_responses;
   prometheus::Gauge& amplified_tokens;
   prometheus::Gauge& policy_version;
+  prometheus::Histogram& journal_sync_seconds;
   prometheus::Histogram& checkpoint_seconds;
   prometheus::Counter& weight_publish_bytes;
   prometheus::Histogram& weight_publish_seconds;

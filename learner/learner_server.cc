@@ -255,12 +255,13 @@ bool LearnerServer::QueueHasRoom() const {
          options_.config.learner().queue_capacity();
 }
 
-absl::Status LearnerServer::CommitLocked(const std::vector<v1::JournalRecord>& records) {
-  if (records.empty()) return absl::OkStatus();
+absl::StatusOr<uint64_t> LearnerServer::CommitLocked(
+    const std::vector<v1::JournalRecord>& records) {
+  if (records.empty()) return state_->log_seq();
   std::vector<std::string> bytes;
   bytes.reserve(records.size());
   for (const v1::JournalRecord& r : records) bytes.push_back(EncodeRecord(r));
-  RHYTHM_ASSIGN_OR_RETURN(const uint64_t seq, log_->AppendAndSync(bytes));
+  RHYTHM_ASSIGN_OR_RETURN(const uint64_t seq, log_->Append(bytes));
   int64_t expired = 0;
   for (const v1::JournalRecord& r : records) {
     expired += r.has_expiry() && state_->FindLease(r.expiry().lease_id()) ? 1 : 0;
@@ -268,7 +269,16 @@ absl::Status LearnerServer::CommitLocked(const std::vector<v1::JournalRecord>& r
   }
   state_->set_log_seq(seq);
   metrics_->leases_expired.Increment(static_cast<double>(expired));
-  return absl::OkStatus();
+  return seq;
+}
+
+absl::Status LearnerServer::AwaitDurable(uint64_t seq) {
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status s = log_->Sync(seq);
+  metrics_->journal_sync_seconds.Observe(Seconds(start));
+  // The state already holds records the disk may not: it cannot be trusted any more.
+  if (!s.ok()) Fail(absl::InternalError(absl::StrCat("journal sync failed: ", s.message())));
+  return s;
 }
 
 bool LearnerServer::SilentLocked(const std::string& actor_id, absl::Time now) const {
@@ -284,8 +294,12 @@ void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::Rol
   auto reject = [&](v1::RejectReason reason, const std::string& message) {
     metrics_->Rejected(reason).Increment();
     if (reason != v1::REJECT_REASON_UNKNOWN_LEASE) {
-      absl::MutexLock lock(&state_mu_);
-      ReleaseLeaseLocked(rollout.group_id());
+      uint64_t seq;
+      {
+        absl::MutexLock lock(&state_mu_);
+        seq = ReleaseLeaseLocked(rollout.group_id());
+      }
+      AwaitDurable(seq).IgnoreError();  // a failure stops the learner; the reject stands
     }
     ack.set_code(static_cast<int>(absl::StatusCode::kInvalidArgument));
     ack.set_error_message(message);
@@ -297,17 +311,18 @@ void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::Rol
     // De-duplicate before validating: a resend of a rollout already durable is acked as a
     // duplicate whatever has changed since (a resume, a lease that completed or expired).
     // (Id 0 is reserved, and the ledger counts it as seen: validation rejects it below.)
+    // In flight is checked first: its record may be applied but not yet durable.
     absl::ReleasableMutexLock lock(&state_mu_);
+    if (auto it = in_flight_.find(key); it != in_flight_.end()) {
+      metrics_->rollouts_duplicate.Increment();
+      it->second.push_back(std::move(done));  // answered when the original is durable
+      return;
+    }
     if (rollout.rollout_id() != 0 && state_->Seen(rollout)) {
       metrics_->rollouts_duplicate.Increment();
       lock.Release();
       ack.set_duplicate(true);
       done(ack);
-      return;
-    }
-    if (auto it = in_flight_.find(key); it != in_flight_.end()) {
-      metrics_->rollouts_duplicate.Increment();
-      it->second.push_back(std::move(done));  // answered when the original is durable
       return;
     }
   }
@@ -316,7 +331,7 @@ void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::Rol
   if (!v.ok()) return reject(v.reason, std::string(v.status.message()));
   {
     absl::ReleasableMutexLock lock(&state_mu_);
-    if (state_->Seen(rollout) || in_flight_.count(key)) {
+    if (in_flight_.count(key) || state_->Seen(rollout)) {
       // The same rollout arrived on another stream meanwhile.
       metrics_->rollouts_duplicate.Increment();
       if (auto it = in_flight_.find(key); it != in_flight_.end()) {
@@ -376,16 +391,22 @@ void LearnerServer::IngestLoop() {
       *records[i].mutable_rollout() = std::move(batch[i].rollout);
       ids.push_back(records[i].rollout().rollout_id());
     }
-    absl::Status status;
+    absl::StatusOr<uint64_t> seq;
+    {
+      absl::MutexLock lock(&state_mu_);
+      seq = CommitLocked(records);
+      metrics_->ledger_ids.Set(static_cast<double>(state_->ledger().ids_held()));
+    }
+    // The fsync runs outside state_mu_: leases, heartbeats and other streams go on meanwhile.
+    // The rollouts stay in flight until durable, so a resend waits for this ack too.
+    const absl::Status status = seq.ok() ? AwaitDurable(*seq) : seq.status();
     std::vector<std::vector<std::function<void(const v1::RolloutAck&)>>> resends(batch.size());
     {
       absl::MutexLock lock(&state_mu_);
-      status = CommitLocked(records);
       for (size_t i = 0; i < batch.size(); ++i) {
         resends[i] = std::move(in_flight_[batch[i].key]);
         in_flight_.erase(batch[i].key);
       }
-      metrics_->ledger_ids.Set(static_cast<double>(state_->ledger().ids_held()));
     }
     if (!status.ok()) {
       // Not durable, so not acked: the actors keep them and resend to a healthy learner.
@@ -408,15 +429,17 @@ void LearnerServer::IngestLoop() {
 }
 
 absl::Status LearnerServer::PublishWeights(int64_t version) {
+  uint64_t seq = 0;
   {
     absl::MutexLock lock(&state_mu_);
     if (version > state_->max_published_version()) {
       // Journaled first, so that after a crash the number is never given to other weights.
       v1::JournalRecord r;
       r.mutable_publication()->set_version(version);
-      RHYTHM_RETURN_IF_ERROR(CommitLocked({r}));
+      RHYTHM_ASSIGN_OR_RETURN(seq, CommitLocked({r}));
     }
   }
+  RHYTHM_RETURN_IF_ERROR(AwaitDurable(seq));
   const auto start = std::chrono::steady_clock::now();
   common::model::FlatWeights flat =
       common::model::FlattenWeights(*model_, options_.config.transport().wire_dtype());
@@ -539,6 +562,10 @@ absl::Status LearnerServer::WriteCheckpointNow() {
     absl::MutexLock lock(&state_mu_);
     *st.mutable_durable() = state_->Snapshot();
   }
+  // The cut may hold records not yet fsync'd. They must be durable in the journal before a
+  // checkpoint claims them: after a crash the journal would otherwise restart numbering below
+  // log_seq, and a later replay from log_seq would skip the new records.
+  RHYTHM_RETURN_IF_ERROR(AwaitDurable(st.durable().log_seq()));
   st.set_log_seq(st.durable().log_seq());  // names the checkpoint directory
   st.set_created_unix_ms(absl::ToUnixMillis(clock_.Now()));
   contents.optimizer = trainer_->OptimizerState();
@@ -563,16 +590,22 @@ void LearnerServer::Fail(const absl::Status& status) {
   done_ = true;
 }
 
-void LearnerServer::ReleaseLeaseLocked(uint64_t lease_id) {
+uint64_t LearnerServer::ReleaseLeaseLocked(uint64_t lease_id) {
   std::optional<v1::JournalRecord> r = state_->PlanRelease(lease_id);
-  if (!r) return;
-  if (absl::Status s = CommitLocked({*r}); !s.ok()) Fail(s);
+  if (!r) return 0;
+  absl::StatusOr<uint64_t> seq = CommitLocked({*r});
+  if (!seq.ok()) {
+    Fail(seq.status());
+    return 0;
+  }
+  return *seq;
 }
 
 void LearnerServer::HousekeepingLoop() {
   for (bool first = true; !stopping_.load(); first = false) {
     if (!first) absl::SleepFor(absl::Milliseconds(200));
     int64_t outstanding = 0;
+    absl::StatusOr<uint64_t> seq;
     {
       absl::MutexLock lock(&state_mu_);
       const absl::Time now = clock_.Now();
@@ -581,8 +614,9 @@ void LearnerServer::HousekeepingLoop() {
                                [&](const std::string& actor) ABSL_NO_THREAD_SAFETY_ANALYSIS {
                                  return SilentLocked(actor, now);
                                });
-      if (absl::Status s = CommitLocked(expired); !s.ok()) {
-        Fail(s);
+      seq = CommitLocked(expired);
+      if (!seq.ok()) {
+        Fail(seq.status());
         return;
       }
       if (!expired.empty()) {
@@ -590,6 +624,7 @@ void LearnerServer::HousekeepingLoop() {
       }
       outstanding = state_->outstanding();
     }
+    if (!AwaitDurable(*seq).ok()) return;
     metrics_->queue_depth.Set(static_cast<double>(assembler_->queued()));
     metrics_->leases_outstanding.Set(static_cast<double>(outstanding));
     const BatchAssembler::Counters c = assembler_->counters();
@@ -611,19 +646,23 @@ grpc::Status LearnerServer::Register(grpc::ServerContext*, const v1::RegisterReq
   if (req->actor_id().empty() || req->run_id().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "actor_id and run_id are required");
   }
+  uint64_t seq = 0;
   {
     absl::MutexLock lock(&state_mu_);
     // Sessions are durable: an actor that restarted (another run id), even while the learner
     // was down, has its old run's leases released here.
     if (std::optional<v1::JournalRecord> r = state_->PlanSession(req->actor_id(), req->run_id())) {
-      if (absl::Status s = CommitLocked({*r}); !s.ok()) {
-        Fail(s);
-        return ToGrpc(s);
+      absl::StatusOr<uint64_t> committed = CommitLocked({*r});
+      if (!committed.ok()) {
+        Fail(committed.status());
+        return ToGrpc(committed.status());
       }
+      seq = *committed;
     }
     last_heard_[req->actor_id()] = clock_.Now();
     metrics_->actors_connected.Set(static_cast<double>(last_heard_.size()));
   }
+  if (absl::Status s = AwaitDurable(seq); !s.ok()) return ToGrpc(s);
   *resp->mutable_config() = options_.config;
   *resp->mutable_current() = versions_->Latest()->announcement;
   resp->set_learner_session(session_);
@@ -632,6 +671,7 @@ grpc::Status LearnerServer::Register(grpc::ServerContext*, const v1::RegisterReq
 
 grpc::Status LearnerServer::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
                                       v1::HeartbeatResponse* resp) {
+  uint64_t seq = 0;
   {
     absl::MutexLock lock(&state_mu_);
     const bool known = state_->RunOf(req->actor_id()) == req->run_id();
@@ -647,9 +687,12 @@ grpc::Status LearnerServer::Heartbeat(grpc::ServerContext*, const v1::HeartbeatR
           renewals.push_back(*std::move(r));
         }
       }
-      if (absl::Status s = CommitLocked(renewals); !s.ok()) return ToGrpc(s);
+      absl::StatusOr<uint64_t> committed = CommitLocked(renewals);
+      if (!committed.ok()) return ToGrpc(committed.status());
+      if (!renewals.empty()) seq = *committed;
     }
   }
+  if (absl::Status s = AwaitDurable(seq); !s.ok()) return ToGrpc(s);
   resp->set_latest_version(version_.load());
   return grpc::Status::OK;
 }
@@ -660,16 +703,25 @@ grpc::Status LearnerServer::LeasePrompts(grpc::ServerContext*, const v1::LeaseRe
     resp->set_retry_after_s(0.5);
     return grpc::Status::OK;
   }
-  absl::MutexLock lock(&state_mu_);
-  const absl::Time now = clock_.Now();
-  last_heard_[req->actor_id()] = now;
-  const std::vector<v1::JournalRecord> records =
-      state_->PlanGrants(req->actor_id(), std::min<uint32_t>(req->max_prompts(), 64),
-                         absl::ToDoubleSeconds(now - absl::UnixEpoch()));
+  uint64_t seq;
+  {
+    absl::MutexLock lock(&state_mu_);
+    const absl::Time now = clock_.Now();
+    last_heard_[req->actor_id()] = now;
+    const std::vector<v1::JournalRecord> records =
+        state_->PlanGrants(req->actor_id(), std::min<uint32_t>(req->max_prompts(), 64),
+                           absl::ToDoubleSeconds(now - absl::UnixEpoch()));
+    absl::StatusOr<uint64_t> committed = CommitLocked(records);
+    if (!committed.ok()) return ToGrpc(committed.status());
+    seq = *committed;
+    for (const v1::JournalRecord& r : records) {
+      if (r.has_grant()) *resp->add_leases() = r.grant().lease();
+    }
+  }
   // A lease reaches the actor only once the learner will remember it after a crash.
-  if (absl::Status s = CommitLocked(records); !s.ok()) return ToGrpc(s);
-  for (const v1::JournalRecord& r : records) {
-    if (r.has_grant()) *resp->add_leases() = r.grant().lease();
+  if (absl::Status s = AwaitDurable(seq); !s.ok()) {
+    resp->clear_leases();
+    return ToGrpc(s);
   }
   return grpc::Status::OK;
 }

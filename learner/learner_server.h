@@ -113,15 +113,23 @@ class LearnerServer final : public v1::Learner::Service {
   void HousekeepingLoop();
   // Validates and queues one rollout for durability; `done` is called with its ack.
   void Submit(v1::Rollout rollout, std::function<void(const v1::RolloutAck&)> done);
-  // Journals `records` (one fsync) and applies them to state_, in order. An append failure is
-  // returned and nothing is applied (the caller fails the learner or the RPC).
-  absl::Status CommitLocked(const std::vector<v1::JournalRecord>& records)
+  // Appends `records` to the journal (no fsync) and applies them to state_, in order; returns
+  // the journal sequence number to pass to AwaitDurable before anything outside the learner
+  // may learn of them (an ack, a reply, a published version, a checkpoint). No records: the
+  // last committed number. An append failure is returned and nothing is applied (the caller
+  // fails the learner or the RPC).
+  absl::StatusOr<uint64_t> CommitLocked(const std::vector<v1::JournalRecord>& records)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
+  // Returns once the journal is durable through `seq`: one fsync, outside state_mu_, shared by
+  // every commit waiting meanwhile (group commit). A failure stops the learner (Fail) and is
+  // returned.
+  absl::Status AwaitDurable(uint64_t seq) ABSL_LOCKS_EXCLUDED(state_mu_);
   // Journals the version, then makes its weights available to actors.
   absl::Status PublishWeights(int64_t version);
   // Gives up a lease whose group can no longer complete (a sample was rejected): journaled,
-  // its partial group dropped, its prompt re-queued. Requires state_mu_.
-  void ReleaseLeaseLocked(uint64_t lease_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
+  // its partial group dropped, its prompt re-queued. Returns the sequence number to
+  // AwaitDurable (0: nothing to release, or the append failed and the learner is failing).
+  uint64_t ReleaseLeaseLocked(uint64_t lease_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
   bool SilentLocked(const std::string& actor_id, absl::Time now) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
   // Stops the learner without a final checkpoint (the in-memory state cannot be trusted).

@@ -334,6 +334,7 @@ RolloutLog::RolloutLog(const Options& options, LogSyscalls& syscalls, int dir_fd
       active_path_(segments.back().path),
       active_bytes_(segments.back().bytes),
       active_records_(last_seq + 1 - segments.back().first_seq),
+      written_seq_(last_seq),
       segments_(std::move(segments)),
       last_seq_(last_seq) {}
 
@@ -392,7 +393,7 @@ absl::Status RolloutLog::Roll(uint64_t first_seq) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint64_t> RolloutLog::AppendAndSync(const std::vector<std::string>& records) {
+absl::StatusOr<uint64_t> RolloutLog::Append(const std::vector<std::string>& records) {
   for (size_t i = 0; i < records.size(); ++i) {
     if (records[i].size() > std::numeric_limits<uint32_t>::max()) {
       return absl::InvalidArgumentError(absl::StrCat("RolloutLog: record ", i, " of the batch is ",
@@ -405,11 +406,7 @@ absl::StatusOr<uint64_t> RolloutLog::AppendAndSync(const std::vector<std::string
     return absl::FailedPreconditionError(absl::StrCat(
         "RolloutLog refuses appends after an earlier I/O error: ", poisoned_.message()));
   }
-  uint64_t seq;
-  {
-    absl::MutexLock lock(&mu_);
-    seq = last_seq_;
-  }
+  uint64_t seq = written_seq_;
   if (records.empty()) return seq;
 
   for (const std::string& record : records) {
@@ -433,10 +430,58 @@ absl::StatusOr<uint64_t> RolloutLog::AppendAndSync(const std::vector<std::string
     ++seq;
   }
   RHYTHM_RETURN_IF_ERROR(FlushBuffer());
-  if (sys_.Fsync(active_fd_) != 0) return Poison(IoError("fsync", active_path_, errno));
+  written_seq_ = seq;
+  return seq;
+}
 
+absl::Status RolloutLog::Sync(uint64_t seq) {
+  {
+    // Already durable: do not queue behind a sync that is running.
+    absl::ReaderMutexLock lock(&mu_);
+    if (seq <= last_seq_) return absl::OkStatus();
+  }
+  // One fsync at a time. A caller that waited here usually finds its records made durable by
+  // the fsync it waited for (group commit across callers).
+  absl::MutexLock sync_lock(&sync_mu_);
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (seq <= last_seq_) return absl::OkStatus();
+  }
+  uint64_t target;
+  int fd;
+  std::string path;
+  {
+    absl::MutexLock write_lock(&write_mu_);
+    if (!poisoned_.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "RolloutLog cannot sync after an earlier I/O error: ", poisoned_.message()));
+    }
+    if (seq > written_seq_) {
+      return absl::InvalidArgumentError(absl::StrCat("RolloutLog::Sync(", seq, "): only ",
+                                                     written_seq_, " records were appended"));
+    }
+    target = written_seq_;
+    path = active_path_;
+    // A descriptor of our own: an Append may roll the segment (and close active_fd_) while
+    // this fsync runs. Roll fsyncs the segment it finishes, so records in it are durable too.
+    fd = ::fcntl(active_fd_, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) return Poison(IoError("dup", path, errno));
+  }
+  const int rc = sys_.Fsync(fd);
+  const int err = errno;
+  CloseFd(fd);
+  if (rc != 0) {
+    absl::MutexLock write_lock(&write_mu_);
+    return Poison(IoError("fsync", path, err));
+  }
   absl::MutexLock lock(&mu_);
-  last_seq_ = seq;
+  last_seq_ = std::max(last_seq_, target);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> RolloutLog::AppendAndSync(const std::vector<std::string>& records) {
+  RHYTHM_ASSIGN_OR_RETURN(const uint64_t seq, Append(records));
+  RHYTHM_RETURN_IF_ERROR(Sync(seq));
   return seq;
 }
 

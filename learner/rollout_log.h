@@ -1,6 +1,7 @@
 // RolloutLog: the learner's durable, append-only record log. The learner acks a rollout to its
-// actor only after AppendAndSync has returned its sequence number: the record is then written
-// and fsync'd, so an acked rollout survives a crash. Records are opaque bytes (serialized
+// actor only after its record is durable: Append has returned its sequence number and a Sync
+// through that number has returned (or AppendAndSync, which does both), so an acked rollout
+// survives a crash. Records are opaque bytes (serialized
 // rhythm.v1.Rollout protos; the log does not look inside).
 //
 // On disk, a directory of segments named by the sequence number of their first record:
@@ -34,9 +35,11 @@
 // restart (they were never acked); consumers dedupe by rollout id anyway.
 //
 // Thread-safety: every method may be called from any thread. Appends are serialised (one writer
-// at a time, holding the write lock across its writes and fsyncs); accessors, Replay and Trim
-// take a separate state lock that is held only briefly, never across an fsync, so they do not
-// wait for a slow disk. One RolloutLog per directory per host: Open takes an exclusive flock on
+// at a time, holding the write lock across its writes, which go to the page cache); Syncs are
+// serialised among themselves and hold no other lock across their fsync, so appends continue
+// while a sync runs, and the next sync makes all of them durable at once (group commit across
+// callers). Accessors, Replay and Trim take a separate state lock that is held only briefly,
+// never across an fsync, so they do not wait for a slow disk. One RolloutLog per directory per host: Open takes an exclusive flock on
 // the directory and fails while another RolloutLog (in any process) holds it.
 #pragma once
 
@@ -101,16 +104,25 @@ class RolloutLog {
   RolloutLog(const RolloutLog&) = delete;
   RolloutLog& operator=(const RolloutLog&) = delete;
 
-  // Appends `records` in order and fsyncs once (group commit: pass everything that is waiting),
-  // then returns the sequence number of the last one; the batch holds last-n+1..last. When the
-  // batch crosses segments, the finished segment and the directory are fsync'd too. An empty
-  // batch writes nothing and returns last_seq().
+  // Writes `records` in order (to the page cache: not yet durable, not yet visible to Replay or
+  // last_seq()) and returns the sequence number of the last one; the batch holds
+  // last-n+1..last. When the batch crosses segments, the finished segment and the directory
+  // are fsync'd. An empty batch writes nothing and returns the last appended number.
   // Errors: INVALID_ARGUMENT if a record is 4 GiB or larger (nothing is written, the log stays
-  // usable); INTERNAL "<write|fsync|open> <path>: <errno text>" on an I/O error, after which the
-  // log is poisoned; FAILED_PRECONDITION (quoting the first error) on every call after that.
+  // usable); INTERNAL "<write|open> <path>: <errno text>" on an I/O error, after which the log
+  // is poisoned; FAILED_PRECONDITION (quoting the first error) on every call after that.
+  absl::StatusOr<uint64_t> Append(const std::vector<std::string>& records);
+
+  // Returns once every record up to `seq` is durable (fsync'd): at once if it already is,
+  // otherwise after one fsync that covers everything appended so far. Errors: INVALID_ARGUMENT
+  // for a `seq` never appended; INTERNAL "fsync <path>: <errno text>", after which the log is
+  // poisoned; FAILED_PRECONDITION once poisoned.
+  absl::Status Sync(uint64_t seq);
+
+  // Append, then Sync through the batch's last record. Errors as theirs.
   absl::StatusOr<uint64_t> AppendAndSync(const std::vector<std::string>& records);
 
-  // Calls fn(seq, record) for each acked record with seq > after_seq, in sequence order, up to
+  // Calls fn(seq, record) for each durable record with seq > after_seq, in sequence order, up to
   // last_seq() as of the call; records appended meanwhile are not visited. Records below
   // first_seq() have been trimmed and are skipped silently. `record` is valid only during the
   // call. fn may call this log's methods. Stops at and returns fn's first error. Checksums are
@@ -125,7 +137,7 @@ class RolloutLog {
   // Errors: INTERNAL "unlink <path>: <errno text>"; segments before it are already gone.
   absl::StatusOr<int> Trim(uint64_t up_to_seq);
 
-  uint64_t last_seq() const;      // last acked record; 0 when the log has never held one
+  uint64_t last_seq() const;      // last durable record; 0 when the log has never held one
   uint64_t first_seq() const;     // first retained record (after trims); last_seq()+1 when empty
   int64_t bytes_on_disk() const;  // total size of the retained segments
   // What Open found. Fixed after Open.
@@ -156,19 +168,22 @@ class RolloutLog {
   const int dir_fd_;  // open for the log's lifetime: holds the flock, target of directory fsyncs
   const Recovery recovery_;
 
-  // Lock order: write_mu_, then mu_.
+  // Lock order: sync_mu_, then write_mu_, then mu_. sync_mu_ is held across fsync; the others
+  // are not (but Roll, rare, fsyncs under write_mu_).
+  absl::Mutex sync_mu_ ABSL_ACQUIRED_BEFORE(write_mu_);
   absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   int active_fd_ ABSL_GUARDED_BY(write_mu_);  // the last segment, O_APPEND
   std::string active_path_ ABSL_GUARDED_BY(write_mu_);
   int64_t active_bytes_ ABSL_GUARDED_BY(write_mu_);     // bytes written to the active segment
   uint64_t active_records_ ABSL_GUARDED_BY(write_mu_);  // records written to it (incl. pending)
+  uint64_t written_seq_ ABSL_GUARDED_BY(write_mu_);     // last appended record (maybe not durable)
   absl::Status poisoned_ ABSL_GUARDED_BY(write_mu_);    // first I/O error; OK while healthy
   std::string buffer_ ABSL_GUARDED_BY(write_mu_);       // encoded records not yet written
 
   mutable absl::Mutex mu_;
   // Retained segments in sequence order; never empty; back() is the active one.
   std::vector<Segment> segments_ ABSL_GUARDED_BY(mu_);
-  uint64_t last_seq_ ABSL_GUARDED_BY(mu_);  // last acked (written and fsync'd) record
+  uint64_t last_seq_ ABSL_GUARDED_BY(mu_);  // last durable (written and fsync'd) record
 };
 
 }  // namespace rhythm::learner

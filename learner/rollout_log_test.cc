@@ -20,6 +20,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "common/crc32c.h"
 #include "gtest/gtest.h"
 
@@ -677,6 +679,130 @@ TEST_F(RolloutLogTest, FailedDirectoryFsyncWhileRollingPoisonsTheLog) {
       << failed.status();
   EXPECT_EQ(log->AppendAndSync({"a4"}).status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(log->last_seq(), 3u);
+}
+
+TEST_F(RolloutLogTest, AppendedRecordsAreDurableAndReplayedOnlyAfterSync) {
+  auto log = MustOpen(Opts());
+  ASSERT_NE(log, nullptr);
+  ASSERT_EQ(*log->AppendAndSync({"a0"}), 1u);
+  ASSERT_EQ(*log->Append({"a1", "a2"}), 3u);
+  EXPECT_EQ(log->last_seq(), 1u) << "appended, not yet durable";
+  EXPECT_EQ(ReplayAll(*log).size(), 1u);
+  EXPECT_EQ(*log->Append({}), 3u) << "an empty batch names the last appended record";
+  const absl::Status beyond = log->Sync(4);
+  EXPECT_EQ(beyond.code(), absl::StatusCode::kInvalidArgument) << beyond;
+  EXPECT_TRUE(absl::StrContains(beyond.message(), "Sync(4)")) << beyond;
+  ASSERT_TRUE(log->Sync(2).ok());
+  EXPECT_EQ(log->last_seq(), 3u) << "one fsync covers everything appended so far";
+  EXPECT_TRUE(log->Sync(3).ok());
+  EXPECT_EQ(ReplayAll(*log).size(), 3u);
+}
+
+// Once armed, an fsync waits at a gate until the test opens it.
+class GatedSyscalls : public LogSyscalls {
+ public:
+  std::atomic<bool> armed{false};
+  std::atomic<bool> in_fsync{false};
+  absl::Notification open;
+  int Fsync(int fd) override {
+    if (!armed.load()) return ::fsync(fd);
+    in_fsync = true;
+    open.WaitForNotification();
+    in_fsync = false;
+    return ::fsync(fd);
+  }
+};
+
+TEST_F(RolloutLogTest, AppendsGoOnWhileASyncIsInItsFsync) {
+  GatedSyscalls sys;
+  RolloutLog::Options o = Opts();
+  o.syscalls = &sys;
+  auto log = MustOpen(o);
+  ASSERT_NE(log, nullptr);
+  const uint64_t first = *log->Append({"a0"});
+  sys.armed = true;
+  std::thread syncer([&] { EXPECT_TRUE(log->Sync(first).ok()); });
+  while (!sys.in_fsync.load()) absl::SleepFor(absl::Milliseconds(1));
+  // The fsync is stuck at the gate: appends, accessors and Replay do not wait for it.
+  EXPECT_EQ(*log->Append({"a1"}), 2u);
+  EXPECT_EQ(log->last_seq(), 0u);
+  EXPECT_TRUE(ReplayAll(*log).empty());
+  EXPECT_TRUE(sys.in_fsync.load());
+  sys.open.Notify();
+  syncer.join();
+  EXPECT_GE(log->last_seq(), 1u);
+  ASSERT_TRUE(log->Sync(2).ok());
+  EXPECT_EQ(log->last_seq(), 2u);
+}
+
+// A slow disk: every fsync takes 5 ms.
+class SlowSyscalls : public LogSyscalls {
+ public:
+  std::atomic<int> fsyncs{0};
+  int Fsync(int fd) override {
+    ++fsyncs;
+    absl::SleepFor(absl::Milliseconds(5));
+    return ::fsync(fd);
+  }
+};
+
+TEST_F(RolloutLogTest, ConcurrentSyncsShareFsyncsAndLoseNothingAcrossRolls) {
+  SlowSyscalls sys;
+  RolloutLog::Options o = Opts(200);  // segments roll every few records, under the syncs
+  o.syscalls = &sys;
+  auto log = MustOpen(o);
+  ASSERT_NE(log, nullptr);
+  constexpr int kThreads = 8, kEach = 20;
+  std::vector<std::vector<uint64_t>> seqs(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        auto seq = log->AppendAndSync({absl::StrCat("t", t, "-", i, "-padding-padding")});
+        ASSERT_TRUE(seq.ok()) << seq.status();
+        EXPECT_GE(log->last_seq(), *seq) << "durable when AppendAndSync returns";
+        seqs[t].push_back(*seq);
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  std::vector<uint64_t> all;
+  for (const auto& v : seqs) all.insert(all.end(), v.begin(), v.end());
+  std::sort(all.begin(), all.end());
+  ASSERT_EQ(all.size(), static_cast<size_t>(kThreads * kEach));
+  for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i], i + 1) << "numbers are dense";
+  EXPECT_GT(SegmentFiles().size(), 5u);
+  // 160 syncs; segment rolls add their own fsyncs, but waiting callers share one.
+  EXPECT_LT(sys.fsyncs.load(), kThreads * kEach) << "group commit across callers";
+  log.reset();
+  log = MustOpen(Opts(200));
+  ASSERT_NE(log, nullptr);
+  const auto replayed = ReplayAll(*log);
+  ASSERT_EQ(replayed.size(), all.size());
+  std::map<std::string, int> seen;
+  for (const auto& [seq, record] : replayed) ++seen[record];
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kEach; ++i) {
+      EXPECT_EQ(seen[absl::StrCat("t", t, "-", i, "-padding-padding")], 1);
+    }
+  }
+}
+
+TEST_F(RolloutLogTest, FailedSyncPoisonsTheLogAndNamesTheSegment) {
+  FaultySyscalls sys;
+  RolloutLog::Options o = Opts();
+  o.syscalls = &sys;
+  auto log = MustOpen(o);
+  ASSERT_NE(log, nullptr);
+  ASSERT_EQ(*log->Append({"a0", "a1"}), 2u);
+  sys.fsyncs_left = 0;
+  const absl::Status failed = log->Sync(2);
+  EXPECT_EQ(failed.code(), absl::StatusCode::kInternal) << failed;
+  EXPECT_TRUE(absl::StrContains(failed.message(), "fsync " + SegmentFiles().at(0))) << failed;
+  sys.fsyncs_left = INT_MAX;
+  EXPECT_EQ(log->Sync(2).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(log->Append({"a2"}).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(log->last_seq(), 0u);
 }
 
 }  // namespace
