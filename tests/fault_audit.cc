@@ -65,7 +65,8 @@ std::map<int64_t, DumpedStep> ReadDumps(const std::string& dir) {
     std::ifstream in(e.path());
     for (std::string line; std::getline(in, line);) {
       const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (j.is_discarded() || !j.contains("group") || !j.contains("rollout_id")) {
+      if (j.is_discarded() || !j.contains("group") || !j.contains("rollout_id") ||
+          !j.contains("actor_id")) {
         step.torn = true;
         continue;
       }

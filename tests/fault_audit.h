@@ -25,8 +25,10 @@
 
 namespace rhythm::testing {
 
-// Every record of <run_dir>/rollout_log in order. FAILED_PRECONDITION if the log was trimmed
-// (first_seq != 1): the audit needs the whole history. Open's errors otherwise.
+// Every record of <run_dir>/rollout_log in order, read through RolloutLog::Open (which, like the
+// learner's own restart, cuts a torn tail: call it on a stopped learner's run). FAILED_PRECONDITION
+// if the log was trimmed (first_seq != 1): the audit needs the whole history. Open's errors
+// otherwise.
 absl::StatusOr<std::vector<v1::JournalRecord>> ReadJournal(const std::string& run_dir);
 
 // The checkpoint <run_dir>/checkpoints/LATEST names; NOT_FOUND / DATA_LOSS naming the file.

@@ -62,6 +62,7 @@ class Campaign {
   const std::vector<Incarnation>& incarnations() const { return incarnations_; }
   std::vector<double>& lifetimes() { return lifetimes_; }
   int injected(Fault f) const { return injected_[f]; }
+  int restarts_while_down() const { return restarts_while_down_; }
   Proc& learner() { return *learner_; }
   FaultProxy& proxy() { return *proxy_; }
 
@@ -104,6 +105,14 @@ class Campaign {
       case kLearnerKill: {
         EXPECT_EQ(EndLearner(SIGKILL), 128 + SIGKILL);
         absl::SleepFor(absl::Seconds(Uniform(rng_, 0, 1)));
+        if (Uniform(rng_, 0, 1) < 0.5) {
+          // An actor restarts while the learner is down: it registers its new run with the
+          // next incarnation, which must release the old run's leases it restored.
+          ++injected_[kActorKill];
+          ++restarts_while_down_;
+          EXPECT_EQ(actors_[who]->p.Stop(SIGKILL, 10), 128 + SIGKILL);
+          StartActorSlot(who);
+        }
         StartLearnerIncarnation();
         break;
       }
@@ -185,6 +194,7 @@ class Campaign {
   std::vector<double> lifetimes_;
   absl::Time started_;
   int injected_[kNumFaults] = {};
+  int restarts_while_down_ = 0;  // of injected_[kActorKill]
 };
 
 TEST(FaultCampaign, SeededFaultsLoseNothingTrainNothingTwiceAndVersionsGoForward) {
@@ -224,10 +234,12 @@ TEST(FaultCampaign, SeededFaultsLoseNothingTrainNothingTwiceAndVersionsGoForward
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - wall).count();
-  std::cout << "fault campaign summary: seed " << seed << " | faults " << faults << "(proxy cuts "
-            << pc.replies_dropped << " reply, " << pc.blackhole_cuts << " blackhole) | "
-            << rep.Summary() << " | learner incarnations " << c.incarnations().size() << " | wall "
-            << static_cast<int>(seconds) << " s" << std::endl;
+  std::cout << "fault campaign summary: seed " << seed << " | faults " << faults
+            << "(actor kills while the learner was down " << c.restarts_while_down()
+            << "; proxy cuts " << pc.replies_dropped << " reply, " << pc.blackhole_cuts
+            << " blackhole) | " << rep.Summary() << " | learner incarnations "
+            << c.incarnations().size() << " | wall " << static_cast<int>(seconds) << " s"
+            << std::endl;
   for (const std::string& p : rep.problems) ADD_FAILURE() << "seed " << seed << ": " << p;
   EXPECT_EQ(rep.lost, 0);
   EXPECT_EQ(rep.duplicated, 0);
