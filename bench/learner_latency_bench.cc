@@ -5,7 +5,7 @@
 //                                   [--rounds 2] [--slow-fsync-ms 5]
 //
 // For each round, each disk (the real one, then one whose fsync sleeps --slow-fsync-ms first,
-// by LD_PRELOAD of bench/slow_fsync_preload.cc; 0 skips it) and each learner binary in turn
+// by LD_PRELOAD of tests/slow_fsync_preload.cc; 0 skips it) and each learner binary in turn
 // (so two builds are compared side by side on the same noisy machine), it starts the learner
 // on a fresh run directory, then measures, over --seconds each:
 //   idle:   Heartbeat and LeasePrompts(1) latency with nothing else going on;
@@ -193,7 +193,7 @@ int main(int argc, char** argv) {
   }
   const std::string root = "/var/tmp/rhythm-latency-bench";
   const std::string preload =
-      (std::filesystem::path(argv[0]).parent_path() / "libbench_slow_fsync.so").string();
+      (std::filesystem::path(argv[0]).parent_path() / "librhythm_slow_fsync.so").string();
   std::vector<int> disks = {0};
   if (slow_ms > 0) disks.push_back(slow_ms);
   for (int round = 0; round < rounds; ++round) {

@@ -444,6 +444,47 @@ TEST(LearnerProcess, HeartbeatsRenewOnlyTheLeasesTheyName) {
   EXPECT_EQ(l.process.Stop(SIGTERM, 30), 0);
 }
 
+TEST(LearnerProcess, HeartbeatsDoNotWaitForTheJournalsFsync) {
+  // Before, every fsync of the journal held the learner's global lock, so on a slow disk a
+  // heartbeat (or a lease, or another stream) waited for whatever rollout was being made
+  // durable. Here every fsync takes 400 ms (an LD_PRELOAD'ed fsync, tests/slow_fsync_preload.cc).
+  const std::string run = TempRunDir("slow_disk");
+  Learner l;
+  setenv("LD_PRELOAD", BinaryPath("librhythm_slow_fsync.so").c_str(), 1);
+  setenv("RHYTHM_SLOW_FSYNC_MS", "400", 1);
+  StartLearner(l, LearnerArgs(run), run + ".log");
+  unsetenv("LD_PRELOAD");
+  unsetenv("RHYTHM_SLOW_FSYNC_MS");
+  Register(l, "actor-1", "run-1");
+  std::vector<v1::PromptLease> leases = Lease(l, "actor-1", 1);
+  ASSERT_EQ(leases.size(), 1u);
+  Stream stream(l, "actor-1");
+  const absl::Time sent = absl::Now();
+  stream.Send(MakeRollout(leases[0], 1, 0, 1.0));
+  stream.Send(MakeRollout(leases[0], 2, 1, 0.0));
+  absl::SleepFor(absl::Milliseconds(60));  // the rollouts' fsync is under way
+  absl::Duration slowest;
+  for (int i = 0; i < 5; ++i) {
+    const absl::Time start = absl::Now();
+    v1::HeartbeatRequest req;
+    req.set_actor_id("actor-1");
+    req.set_run_id("run-1");
+    v1::HeartbeatResponse resp;
+    ASSERT_TRUE(l.stub->Heartbeat(Context().get(), req, &resp).ok());
+    EXPECT_FALSE(resp.reregister());
+    slowest = std::max(slowest, absl::Now() - start);
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(stream.NextAck().code(), 0);
+  const absl::Duration acked = absl::Now() - sent;
+  // The disk really was slow (so the heartbeats could have waited), and they did not.
+  EXPECT_GE(acked, absl::Milliseconds(350)) << "the ack waits for its fsync";
+  EXPECT_LT(slowest, absl::Milliseconds(250)) << "heartbeats do not (before: 740 ms here)";
+  EXPECT_EQ(stream.NextAck().code(), 0);
+  stream.Close();
+  EXPECT_EQ(l.process.Stop(SIGTERM, 30), 0);
+}
+
 TEST(LearnerProcess, KillNineThenResumeLosesNothingTrainsNothingTwiceAndVersionsGoForward) {
   const std::string run = TempRunDir("resume");
   Learner l;

@@ -1,8 +1,8 @@
-// A slow disk for bench_learner_latency: LD_PRELOAD'ed into a real rhythm-learner, it makes
-// every fsync(2) and fdatasync(2) sleep RHYTHM_SLOW_FSYNC_MS milliseconds (default 5) before
-// the real call. This machine's disk syncs in about 0.2 ms at the median, so without it the
-// lock a sync holds is too short to see; network disks and busy SSDs take milliseconds.
-// Benchmark-only: nothing in the project links or loads it.
+// A slow disk for tests and bench_learner_latency: LD_PRELOAD'ed into a real rhythm-learner
+// (build/bin/librhythm_slow_fsync.so), it makes every fsync(2) and fdatasync(2) sleep
+// RHYTHM_SLOW_FSYNC_MS milliseconds (default 5) before the real call. This machine's disk syncs
+// in about 0.2 ms at the median, so without it a sync is too short to see what waits for it;
+// network disks and busy SSDs take milliseconds. Test-only: no rhythm binary links or loads it.
 #include <dlfcn.h>
 #include <time.h>
 
