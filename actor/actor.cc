@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/backoff.h"
 #include "common/crc32c.h"
@@ -192,8 +193,12 @@ absl::Status Actor::FetchLatestOverGrpc() {
   auto watch = weights_stub_.WatchVersions(ctx.get(), wreq);
   v1::WeightVersion announced;
   const bool got = watch->Read(&announced);
-  ctx->TryCancel();
-  watch->Finish();
+  // The watch stays open until the download is done: the learner keeps the version it
+  // announced on it, however many newer ones it publishes meanwhile.
+  absl::Cleanup close_watch = [&] {
+    ctx->TryCancel();
+    (void)watch->Finish();
+  };
   if (!got) return absl::UnavailableError("weights: no version announcement");
   common::weights::FetchOptions fo;
   fo.streams = options_.config.transport().fetch_streams();
@@ -423,8 +428,12 @@ absl::Status Actor::Run() {
       if (!s.ok()) {
         if (s.code() == absl::StatusCode::kInvalidArgument) return s;  // model does not fit
         RHYTHM_LOG(Warning) << "actor: " << s;
-        absl::SleepFor(backoff.Next());
-        continue;
+        // With weights in hand, generate with them meanwhile (the learner judges how stale
+        // they are) rather than stand idle until a download succeeds.
+        if (version_.load() < 0) {
+          absl::SleepFor(backoff.Next());
+          continue;
+        }
       }
     }
     absl::Status s = GenerateBatch();

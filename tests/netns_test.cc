@@ -484,14 +484,11 @@ class NetnsTest : public ::testing::Test {
         // Every namespace reaches it on its link's root-side address.
         "--set", "learner.address=0.0.0.0:0", "--set", "learner.metrics_address=127.0.0.1:0",
         "--set", "learner.checkpoint_every=10", "--set",
-        absl::StrCat("learner.heartbeat_timeout_s=", kHeartbeatTimeoutS),
-        // This small model steps ~25 times a second. With the default 2 versions kept, a
-        // version is gone before an actor 200 ms away has fetched it (WatchVersions, then the
-        // chunks), and that actor never generates at all (measured: 0 versions in 90 s, every
-        // fetch NOT_FOUND "version N is not kept"). Keeping 100 (~4 s of versions, a few KiB
-        // each here) lets the lossy actor take part; the starvation itself is a finding of its
-        // own, not what this test is about.
-        "--set", "learner.keep_versions=100"};
+        // The default 2 versions kept: this small model steps ~25 times a second, so every
+        // version is evicted before the actor 200 ms away has fetched it. Before the weight
+        // service pinned the version it announces on an open watch, that actor never
+        // generated (0 versions in 90 s, every fetch NOT_FOUND "version N is not kept").
+        absl::StrCat("learner.heartbeat_timeout_s=", kHeartbeatTimeoutS)};
     for (const std::string& a : SmallLoopConfig()) args.push_back(a);
     args.insert(args.end(), {"--set", "runtime.torch_threads=1"});  // 4 processes, 2 cores
     ASSERT_TRUE(learner_.p.Start(args, run_ + "/learner.log"));

@@ -43,14 +43,21 @@ std::shared_ptr<const PublishedVersion> VersionStore::Publish(int64_t version,
   pub->bytes = std::move(bytes);
   absl::MutexLock lock(&mu_);
   versions_[version] = pub;
-  while (static_cast<int>(versions_.size()) > keep_) versions_.erase(versions_.begin());
+  for (auto it = evicted_.begin(); it != evicted_.end();) {
+    it = it->second.expired() ? evicted_.erase(it) : std::next(it);
+  }
+  while (static_cast<int>(versions_.size()) > keep_) {
+    evicted_[versions_.begin()->first] = versions_.begin()->second;
+    versions_.erase(versions_.begin());
+  }
   return pub;
 }
 
 std::shared_ptr<const PublishedVersion> VersionStore::Get(int64_t version) const {
   absl::MutexLock lock(&mu_);
-  auto it = versions_.find(version);
-  return it == versions_.end() ? nullptr : it->second;
+  if (auto it = versions_.find(version); it != versions_.end()) return it->second;
+  auto it = evicted_.find(version);
+  return it == evicted_.end() ? nullptr : it->second.lock();
 }
 
 std::shared_ptr<const PublishedVersion> VersionStore::Latest() const {

@@ -1,7 +1,10 @@
 // VersionStore: the learner's published policy versions, newest K kept, each ready to serve as
 // gRPC chunks (per-chunk CRC32C computed once at publish) or to broadcast in buckets. A reader
 // holds a shared_ptr, so a slow download keeps its version alive even after it is evicted and
-// never sees a half-written one. Thread-safe.
+// never sees a half-written one; and an evicted version stays available to Get while anyone
+// still holds it (WeightService pins the first and last versions announced on each open
+// watch, so an actor further away than keep_versions steps can still fetch what it was told
+// about). Thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -37,7 +40,7 @@ class VersionStore {
   std::shared_ptr<const PublishedVersion> Publish(int64_t version,
                                                   std::vector<v1::TensorSpec> tensors,
                                                   std::string bytes, v1::WireDType dtype);
-  // The version, or null when it is not (or no longer) kept.
+  // The version, or null when it is neither kept nor still held by a reader.
   std::shared_ptr<const PublishedVersion> Get(int64_t version) const;
   // The newest version, or null before the first Publish.
   std::shared_ptr<const PublishedVersion> Latest() const;
@@ -53,6 +56,9 @@ class VersionStore {
   const uint64_t bucket_bytes_;
   mutable absl::Mutex mu_;
   std::map<int64_t, std::shared_ptr<const PublishedVersion>> versions_ ABSL_GUARDED_BY(mu_);
+  // Evicted versions, available while a reader holds them; expired entries are pruned at
+  // Publish, so this holds at most the versions readers hold plus those evicted since.
+  mutable std::map<int64_t, std::weak_ptr<const PublishedVersion>> evicted_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -11,11 +11,17 @@ namespace rhythm::common::weights {
 grpc::Status WeightService::WatchVersions(grpc::ServerContext* ctx, const v1::WatchVersionsRequest*,
                                           grpc::ServerWriter<v1::WeightVersion>* writer) {
   int64_t sent = -1;
+  // The first and the last version announced stay fetchable while this watch is open, even
+  // once evicted: a client that reads the first announcement and keeps the watch open while it
+  // downloads cannot be outrun by newer versions, however far away or slow it is.
+  std::shared_ptr<const PublishedVersion> first, last;
   while (!ctx->IsCancelled() && !stopping_.load()) {
     auto latest = options_.store->WaitNewer(sent, absl::Milliseconds(200));
     if (!latest || latest->announcement.version() <= sent) continue;
     if (!writer->Write(latest->announcement)) break;
     sent = latest->announcement.version();
+    if (!first) first = latest;
+    last = std::move(latest);
   }
   return grpc::Status::OK;
 }

@@ -29,6 +29,8 @@ class WeightService final : public v1::Weights::Service {
   // Ends WatchVersions and WeightGroup streams promptly (call before grpc::Server::Shutdown).
   void Stop() { stopping_ = true; }
 
+  // Announces the newest version, then each newer one. The first and the last announced stay
+  // fetchable while the watch is open, even once evicted from the store.
   grpc::Status WatchVersions(grpc::ServerContext*, const v1::WatchVersionsRequest*,
                              grpc::ServerWriter<v1::WeightVersion>*) override;
   grpc::Status FetchWeights(grpc::ServerContext*, const v1::FetchWeightsRequest*,

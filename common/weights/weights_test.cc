@@ -63,10 +63,12 @@ TEST(VersionStoreTest, KeepsNewestVersionsAndReadersKeepTheirs) {
   EXPECT_EQ(v1p->announcement.crc32c(), Crc32c(v1p->bytes));
   store.Publish(2, {}, RandomBytes(5, 2), v1::WIRE_DTYPE_FP32);
   store.Publish(3, {}, RandomBytes(5, 3), v1::WIRE_DTYPE_FP32);
-  EXPECT_EQ(store.Get(1), nullptr) << "only the newest 2 are kept";
   EXPECT_NE(store.Get(2), nullptr);
   EXPECT_EQ(store.Latest()->announcement.version(), 3);
   EXPECT_EQ(v1p->bytes.size(), 25u) << "a reader's version outlives its eviction";
+  EXPECT_EQ(store.Get(1), v1p) << "and stays available to others while it is held";
+  v1p.reset();
+  EXPECT_EQ(store.Get(1), nullptr) << "only the newest 2 are kept once nobody holds it";
   EXPECT_EQ(store.WaitNewer(3, absl::Milliseconds(10))->announcement.version(), 3);
   std::thread later([&] {
     absl::SleepFor(absl::Milliseconds(50));
@@ -183,6 +185,32 @@ TEST(GrpcFetchTest, AnEvictedVersionIsNotFound) {
   auto stub = Stub(host.address());
   auto got = FetchOverGrpc(*stub, old, {});
   EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound) << got.status();
+}
+
+TEST(GrpcFetchTest, TheVersionAnnouncedOnAnOpenWatchStaysFetchable) {
+  // An actor far from the learner (or a slow one) learns of version 1, and versions 2..4 are
+  // published before its download starts. Before, version 1 was already evicted (2 kept) and
+  // the download failed NOT_FOUND, again and again: the actor never generated.
+  TestHost host({});
+  const std::string bytes = RandomBytes(100, 10);
+  host.Publish(1, bytes);
+  auto stub = Stub(host.address());
+  grpc::ClientContext watch_ctx;
+  v1::WatchVersionsRequest wreq;
+  auto watch = stub->WatchVersions(&watch_ctx, wreq);
+  v1::WeightVersion announced;
+  ASSERT_TRUE(watch->Read(&announced));
+  ASSERT_EQ(announced.version(), 1);
+  for (int64_t v = 2; v <= 4; ++v) host.Publish(v, RandomBytes(100, 10 + v));
+  auto got = FetchOverGrpc(*stub, announced, {});
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, bytes);
+  // Once the watch has moved on (or closed), the old version is let go.
+  watch_ctx.TryCancel();
+  (void)watch->Finish();
+  absl::SleepFor(absl::Milliseconds(300));  // the server notices the cancel
+  host.Publish(5, RandomBytes(100, 20));
+  EXPECT_EQ(FetchOverGrpc(*stub, announced, {}).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(GrpcFetchTest, ASlowReaderDoesNotBlockOthers) {
