@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -37,6 +38,35 @@ bool WriteAll(int fd, const char* buf, ssize_t n) {
     n -= w;
   }
   return true;
+}
+
+// Follows the HTTP/2 frames of one direction across chunks: a 9-byte header (24-bit payload
+// length, type, flags, stream id), then the payload.
+struct FrameScan {
+  unsigned char header[9];
+  int have = 0;       // header bytes seen of the frame being started
+  uint64_t skip = 0;  // payload bytes of the current frame still to come
+};
+
+// Advances `scan` over `data`; true if a HEADERS (1), CONTINUATION (9) or DATA (0) frame starts
+// in it: a call's response.
+bool HoldsReply(FrameScan& scan, const char* data, size_t n) {
+  bool reply = false;
+  for (size_t i = 0; i < n;) {
+    if (scan.skip > 0) {
+      const size_t k = std::min<uint64_t>(scan.skip, n - i);
+      scan.skip -= k;
+      i += k;
+      continue;
+    }
+    scan.header[scan.have++] = static_cast<unsigned char>(data[i++]);
+    if (scan.have < 9) continue;
+    const int type = scan.header[3];
+    reply = reply || type == 0 || type == 1 || type == 9;
+    scan.skip = uint64_t{scan.header[0]} << 16 | uint64_t{scan.header[1]} << 8 | scan.header[2];
+    scan.have = 0;
+  }
+  return reply;
 }
 
 }  // namespace
@@ -150,6 +180,7 @@ bool FaultProxy::ShouldDropReply() {
 
 void FaultProxy::Serve(std::shared_ptr<Conn> conn) {
   std::vector<char> buf(64 << 10);
+  FrameScan down;
   bool stalled = false;  // seen inside a blackhole
   while (!stop_.load()) {
     absl::Time blackhole_until;
@@ -179,7 +210,8 @@ void FaultProxy::Serve(std::shared_ptr<Conn> conn) {
     if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
       const ssize_t n = read(conn->server_fd, buf.data(), buf.size());
       if (n <= 0) break;
-      if (ShouldDropReply()) {
+      const bool reply = !options_.http2 || HoldsReply(down, buf.data(), static_cast<size_t>(n));
+      if (reply && ShouldDropReply()) {
         absl::MutexLock lock(&mu_);
         ++counters_.replies_dropped;
         break;

@@ -4,14 +4,18 @@
 //
 //   actor ──TCP──▶ FaultProxy(port()) ──TCP──▶ 127.0.0.1:upstream_port (rhythm-learner)
 //
-//   - reply dropping: each chunk the upstream sends back is, with probability p (seeded), not
-//     forwarded; the proxy cuts that connection instead (shutdown + close, both sides). The
-//     upstream has then read and acted on the requests before it (journaled a lease, acked a
-//     rollout) whose reply the client never sees. gRPC multiplexes every call on one
-//     connection, so a cut fails every call in flight on it; the client reconnects.
+//   - reply dropping: each reply chunk the upstream sends back is, with probability p
+//     (seeded), not forwarded; the proxy cuts that connection instead (shutdown + close, both
+//     sides). The upstream has then read and acted on the requests before it (journaled a
+//     lease, acked a rollout) whose reply the client never sees. gRPC multiplexes every call on
+//     one connection, so a cut fails every call in flight on it; the client reconnects.
+//     With Options::http2 (gRPC's framing) a reply chunk is one that holds the start of an
+//     HTTP/2 HEADERS, CONTINUATION or DATA frame, i.e. part of some call's response; control
+//     frames (SETTINGS, PING, WINDOW_UPDATE, GOAWAY) are always forwarded, so a cut never
+//     comes before the upstream has answered. Without it, every upstream chunk is a reply.
 //   - DropNextReply(): one shot of the above with p = 1, at the first reply chunk that follows
-//     request bytes forwarded after the call (an idle gRPC connection sends nothing, so that
-//     is the reply to the next request).
+//     request bytes forwarded after the call (an idle gRPC connection sends no replies, so
+//     that is the reply to the next request).
 //   - Blackhole(d): for d nothing is forwarded either way (connections stall, new ones are
 //     accepted and stall too), then every connection open during it is cut.
 //
@@ -39,6 +43,7 @@ class FaultProxy {
   struct Options {
     int upstream_port = 0;  // on 127.0.0.1
     uint64_t seed = 1;      // the reply-drop coin
+    bool http2 = true;      // parse the upstream's bytes as HTTP/2 frames (see above)
   };
   struct Counters {
     int64_t connections = 0;      // accepted from clients

@@ -100,7 +100,7 @@ std::string ReadFor(int fd, int ms, size_t want = SIZE_MAX) {
 
 TEST(FaultProxy, ForwardsBothWays) {
   EchoServer echo;
-  auto proxy = FaultProxy::Start({echo.port(), 1});
+  auto proxy = FaultProxy::Start({echo.port(), 1, /*http2=*/false});
   ASSERT_TRUE(proxy.ok()) << proxy.status();
   const int fd = Connect((*proxy)->port());
   ASSERT_EQ(send(fd, "hello", 5, 0), 5);
@@ -112,7 +112,7 @@ TEST(FaultProxy, ForwardsBothWays) {
 
 TEST(FaultProxy, DropNextReplyDeliversTheRequestAndCutsInsteadOfReplying) {
   EchoServer echo;
-  auto proxy = FaultProxy::Start({echo.port(), 1});
+  auto proxy = FaultProxy::Start({echo.port(), 1, /*http2=*/false});
   ASSERT_TRUE(proxy.ok());
   const int fd = Connect((*proxy)->port());
   ASSERT_EQ(send(fd, "a", 1, 0), 1);
@@ -130,9 +130,33 @@ TEST(FaultProxy, DropNextReplyDeliversTheRequestAndCutsInsteadOfReplying) {
   close(again);
 }
 
+// An HTTP/2 frame: 9-byte header (length, type, flags, stream 1) and `payload`.
+std::string Frame(int type, const std::string& payload) {
+  std::string f = {0, 0, static_cast<char>(payload.size()), static_cast<char>(type), 0, 0, 0, 0, 1};
+  return f + payload;
+}
+
+TEST(FaultProxy, WithHttp2FramingOnlyResponseFramesCountAsReplies) {
+  EchoServer echo;  // echoes frames back: the "upstream" answers with what it is sent
+  auto proxy = FaultProxy::Start({echo.port(), 1, /*http2=*/true});
+  ASSERT_TRUE(proxy.ok());
+  const int fd = Connect((*proxy)->port());
+  (*proxy)->DropNextReply();
+  const std::string ping = Frame(6, "12345678"), window = Frame(8, "wxyz");
+  ASSERT_EQ(send(fd, ping.data(), ping.size(), 0), static_cast<ssize_t>(ping.size()));
+  EXPECT_EQ(ReadFor(fd, 1000, ping.size()), ping) << "a PING is not a reply: forwarded";
+  ASSERT_EQ(send(fd, window.data(), window.size(), 0), static_cast<ssize_t>(window.size()));
+  EXPECT_EQ(ReadFor(fd, 1000, window.size()), window) << "nor is a WINDOW_UPDATE";
+  const std::string headers = Frame(1, "hdrs");
+  ASSERT_EQ(send(fd, headers.data(), headers.size(), 0), static_cast<ssize_t>(headers.size()));
+  EXPECT_EQ(ReadFor(fd, 1000), "<eof>") << "HEADERS is the reply: cut";
+  EXPECT_EQ((*proxy)->counters().replies_dropped, 1);
+  close(fd);
+}
+
 TEST(FaultProxy, ReplyDropProbabilityOneCutsEveryConnectionAtItsFirstReply) {
   EchoServer echo;
-  auto proxy = FaultProxy::Start({echo.port(), 7});
+  auto proxy = FaultProxy::Start({echo.port(), 7, /*http2=*/false});
   ASSERT_TRUE(proxy.ok());
   (*proxy)->SetReplyDropProbability(1);
   for (int i = 0; i < 3; ++i) {
@@ -147,7 +171,7 @@ TEST(FaultProxy, ReplyDropProbabilityOneCutsEveryConnectionAtItsFirstReply) {
 
 TEST(FaultProxy, BlackholeForwardsNothingThenCuts) {
   EchoServer echo;
-  auto proxy = FaultProxy::Start({echo.port(), 1});
+  auto proxy = FaultProxy::Start({echo.port(), 1, /*http2=*/false});
   ASSERT_TRUE(proxy.ok());
   const int fd = Connect((*proxy)->port());
   (*proxy)->Blackhole(absl::Milliseconds(400));
@@ -165,7 +189,7 @@ TEST(FaultProxy, ClosesClientsWhileUpstreamIsDown) {
     EchoServer gone;
     port = gone.port();
   }
-  auto proxy = FaultProxy::Start({port, 1});
+  auto proxy = FaultProxy::Start({port, 1, /*http2=*/false});
   ASSERT_TRUE(proxy.ok());
   const int fd = Connect((*proxy)->port());
   EXPECT_EQ(ReadFor(fd, 1000), "<eof>");
