@@ -25,6 +25,14 @@ namespace {
 
 constexpr int kGroupSize = 2;
 
+std::vector<std::string> LearnerFlags(double heartbeat_timeout_s, double lease_timeout_s,
+                                      const std::string& dump_dir) {
+  return {"--set",           absl::StrCat("learner.heartbeat_timeout_s=", heartbeat_timeout_s),
+          "--set",           absl::StrCat("learner.lease_timeout_s=", lease_timeout_s),
+          "--set",           "trainer.max_staleness=1000000",
+          "--dump-rollouts", dump_dir};
+}
+
 struct OneLearner {
   std::string run;
   int port = 0;
@@ -41,9 +49,7 @@ void StartOne(OneLearner& l, const std::string& name, double heartbeat_timeout_s
   l.inc = {l.run + ".out/learner.log", l.run + ".out/dumps"};
   std::filesystem::create_directories(l.run + ".out");
   StartLearner(l.proc, l.run, l.port, false, l.inc.log,
-               {"--set", absl::StrCat("learner.heartbeat_timeout_s=", heartbeat_timeout_s), "--set",
-                absl::StrCat("learner.lease_timeout_s=", lease_timeout_s), "--set",
-                "trainer.max_staleness=1000000", "--dump-rollouts", l.inc.dump_dir});
+               LearnerFlags(heartbeat_timeout_s, lease_timeout_s, l.inc.dump_dir));
 }
 
 double LearnerMetric(OneLearner& l, const std::string& name) {
@@ -105,22 +111,27 @@ bool GrantedAgain(const std::vector<v1::JournalRecord>& j, size_t after, uint64_
   return false;
 }
 
-void ExpectCleanAudit(const OneLearner& l, const std::string& what) {
-  const FaultAuditReport rep = AuditRun(l.run, {l.inc}, kGroupSize);
+void ExpectCleanAudit(const std::string& run, const std::vector<Incarnation>& incarnations,
+                      const std::string& what) {
+  const FaultAuditReport rep = AuditRun(run, incarnations, kGroupSize);
   std::cout << what << ": " << rep.Summary() << std::endl;
   for (const std::string& p : rep.problems) ADD_FAILURE() << p;
   EXPECT_EQ(rep.lost, 0);
   EXPECT_EQ(rep.duplicated, 0);
   EXPECT_GT(rep.trained, 0);
   if (!::testing::Test::HasFailure()) {
-    std::filesystem::remove_all(l.run);
-    std::filesystem::remove_all(l.run + ".out");
+    std::filesystem::remove_all(run);
+    std::filesystem::remove_all(run + ".out");
   }
 }
 
-// Timeouts are long here, so only the re-registration can give the old run's prompts back.
-// Before sessions were journaled (c6fa95d), a restarted actor's leases stayed out until they
-// timed out (lease_timeout_s, 30 s here): no re-grant would have come in time.
+void ExpectCleanAudit(const OneLearner& l, const std::string& what) {
+  ExpectCleanAudit(l.run, {l.inc}, what);
+}
+
+// Timeouts are long here (30 s), so only the re-registration can give the old run's prompts
+// back. (A live learner released them this way before c6fa95d too; the next test is the case
+// that needed the journaled sessions.)
 TEST(FaultRegression, ActorKilledAndRestartedWithItsIdHasItsOldLeasesReleasedAndReissued) {
   OneLearner l;
   StartOne(l, "actor_restart", /*heartbeat_timeout_s=*/30, /*lease_timeout_s=*/30);
@@ -156,6 +167,55 @@ TEST(FaultRegression, ActorKilledAndRestartedWithItsIdHasItsOldLeasesReleasedAnd
         << "the prompt of released lease " << lease << " is issued again";
   }
   ExpectCleanAudit(l, "actor restart");
+}
+
+// The same while the learner is down: kill -9 of the learner with the actor's leases out,
+// kill -9 of the actor, the actor restarted (retrying registration) before the learner resumes.
+// The resumed learner must know from its journal that the registering run is a new one. Before
+// sessions were journaled (c6fa95d) a restarted learner knew no actor's run, so the old run's
+// leases stayed out until they timed out (30 s here) and this failed.
+TEST(FaultRegression, ActorRestartedWhileTheLearnerWasDownHasItsOldLeasesReleasedAfterTheResume) {
+  OneLearner l;
+  StartOne(l, "restart_down", /*heartbeat_timeout_s=*/30, /*lease_timeout_s=*/30);
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
+  Proc first;
+  StartActor(first, l.port, "actor-d", l.run + ".out/actor-1.log");
+  ASSERT_TRUE(WaitFor([&] { return LearnerMetric(l, "rhythm_learner_steps_total") >= 1; }, 60));
+  ASSERT_TRUE(FreezeHoldingLeases(first, l)) << "caught the actor holding a lease";
+  EXPECT_EQ(l.proc.p.Stop(SIGKILL, 10), 128 + SIGKILL);
+  EXPECT_EQ(first.p.Stop(SIGKILL, 10), 128 + SIGKILL);
+  Proc second;
+  StartActor(second, l.port, "actor-d", l.run + ".out/actor-2.log");
+  absl::SleepFor(absl::Milliseconds(300));  // it is retrying its registration
+  const Incarnation resumed{l.run + ".out/learner-2.log", l.run + ".out/dumps-2"};
+  Proc learner;
+  StartLearner(learner, l.run, l.port, /*resume=*/true, resumed.log,
+               LearnerFlags(30, 30, resumed.dump_dir));
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
+  ASSERT_TRUE(
+      WaitFor([&] { return Metric(learner.metrics_port, "rhythm_learner_steps_total") >= 3; }, 60))
+      << "the resumed learner trains with the restarted actor";
+  const ActorReport r = StopActor(second);
+  EXPECT_EQ(r.acked + r.rejected, r.sent);
+  EXPECT_EQ(Metric(learner.metrics_port, "rhythm_learner_leases_expired_total"), 0)
+      << "nothing timed out: the old leases were released when the new run registered";
+  EXPECT_EQ(learner.p.Stop(SIGTERM, 60), 0);
+
+  absl::StatusOr<std::vector<v1::JournalRecord>> j = ReadJournal(l.run);
+  ASSERT_TRUE(j.ok()) << j.status();
+  std::vector<size_t> sessions;
+  for (size_t i = 0; i < j->size(); ++i) {
+    if ((*j)[i].has_session() && (*j)[i].session().actor_id() == "actor-d") sessions.push_back(i);
+  }
+  ASSERT_EQ(sessions.size(), 2u) << "one registration per run of actor-d";
+  const std::set<uint64_t> released = OutstandingBefore(*j, sessions[1], "actor-d");
+  EXPECT_FALSE(released.empty()) << "the killed run held leases across the learner's crash";
+  const std::map<uint64_t, uint64_t> prompt = PromptOfLease(*j);
+  for (uint64_t lease : released) {
+    EXPECT_TRUE(GrantedAgain(*j, sessions[1], prompt.at(lease), lease))
+        << "the prompt of released lease " << lease << " is issued again";
+  }
+  ExpectCleanAudit(l.run, {l.inc, resumed}, "actor restart while the learner was down");
 }
 
 // The heartbeat timeout (2 s) expires a frozen actor's leases; another actor takes their
