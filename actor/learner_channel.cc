@@ -33,6 +33,14 @@ grpc::ChannelArguments LearnerChannelArguments(const v1::ActorConfig& config) {
   // learner's handshake is cut off again and again; too long and an attempt into a black hole
   // (a vanished container's address: no refusal, no answer) holds the channel that long.
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, ms(std::max(1.0, config.backoff_max_s())));
+  // Keepalive pings find a connection that went silent (a partition, a dead host: no RST
+  // ever arrives) within kKeepaliveMs + kKeepaliveMs instead of TCP's retransmission timers,
+  // with or without calls in flight. The learner permits pings this frequent
+  // (learner_server.cc).
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveMs);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveMs);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   return args;
 }
 

@@ -27,9 +27,13 @@
 
 namespace rhythm::actor {
 
-// The channel's arguments: 64 MiB message limits both ways (weight chunks), and gRPC's
-// subchannel reconnect backoff derived from the actor's own backoff (see the .cc for the
-// mapping and why).
+// Keepalive ping interval (and ping timeout) of the actor's channel, in milliseconds. The
+// learner's server accepts pings at this rate.
+inline constexpr int kKeepaliveMs = 5000;
+
+// The channel's arguments: 64 MiB message limits both ways (weight chunks), gRPC's subchannel
+// reconnect backoff derived from the actor's own backoff (see the .cc for the mapping and
+// why), and keepalive pings every kKeepaliveMs.
 grpc::ChannelArguments LearnerChannelArguments(const v1::ActorConfig& config);
 
 // An insecure channel to config.learner_address() with LearnerChannelArguments, plus the

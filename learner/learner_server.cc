@@ -211,6 +211,11 @@ absl::Status LearnerServer::Start() {
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(
       2 * static_cast<int64_t>(lc.max_message_bytes()), std::numeric_limits<int>::max())));
   builder.SetMaxSendMessageSize(lc.max_message_bytes());
+  // Actors ping every 5 s (actor/learner_channel.h) to notice a silent partition; gRPC's
+  // default answers pings more frequent than every 5 minutes without calls with GOAWAY.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   builder.RegisterService(this);
   builder.RegisterService(weight_service_.get());
   server_ = builder.BuildAndStart();
