@@ -15,6 +15,7 @@
 #include "grpcpp/grpcpp.h"
 #include "learner/checkpoint.h"
 #include "learner/journal.h"
+#include "learner/rollout_stream.h"
 #include "learner/rollout_validation.h"
 #include "nlohmann/json.hpp"
 #include "rhythm/v1/checkpoint.pb.h"
@@ -734,75 +735,12 @@ grpc::Status LearnerServer::LeasePrompts(grpc::ServerContext*, const v1::LeaseRe
 grpc::Status LearnerServer::StreamRollouts(
     grpc::ServerContext* ctx,
     grpc::ServerReaderWriter<v1::RolloutStreamResponse, v1::RolloutStreamRequest>* stream) {
-  v1::RolloutStreamRequest req;
-  if (!stream->Read(&req) || !req.has_hello()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "the first message on the stream must be hello");
-  }
-  // Acks are written by one writer thread (gRPC allows one reader and one writer at a time);
-  // credits go out with acks while the learner's queue has room, and are owed otherwise.
-  common::BoundedQueue<v1::RolloutAck> acks(1 << 16);
-  std::atomic<int64_t> owed{0};
-  // Credits are enforced, not just advertised: the stream is not read past what was granted.
-  const int64_t initial = options_.config.learner().credits_per_actor();
-  std::atomic<int64_t> granted{initial};
-  std::thread writer([&] {
-    v1::RolloutStreamResponse first;
-    first.set_credit(static_cast<uint32_t>(initial));
-    stream->Write(first);
-    while (true) {
-      std::optional<v1::RolloutAck> ack = acks.PopWithTimeout(absl::Milliseconds(50));
-      if (ack && ack->code() == static_cast<int>(absl::StatusCode::kUnavailable)) continue;
-      if (ack) {
-        v1::RolloutStreamResponse out;
-        *out.mutable_ack() = *ack;
-        if (QueueHasRoom()) {
-          out.set_granted_credits(1);
-        } else {
-          ++owed;
-        }
-        if (!stream->Write(out)) break;
-        granted += out.granted_credits();
-        continue;
-      }
-      if (acks.closed()) break;
-      if (owed.load() > 0 && QueueHasRoom()) {
-        v1::RolloutStreamResponse out;
-        out.set_credit(static_cast<uint32_t>(owed.exchange(0)));
-        if (!stream->Write(out)) break;
-        granted += out.credit();
-      }
-    }
-  });
-  // Acks may arrive after this handler returned (durability is asynchronous): they hold a
-  // shared handle to the queue's liveness and are dropped once the stream is gone.
-  auto alive = std::make_shared<std::atomic<bool>>(true);
-  auto pending = std::make_shared<std::atomic<int64_t>>(0);
-  // Back-pressure: a client is not read past the credits it was granted. Credits come back
-  // with acks (while the learner's queue has room), so a client that stops reading acks stops
-  // getting credits once its receive window is full, then stops being read, and HTTP/2 flow
-  // control blocks its writes: the learner's memory for the stream stays bounded.
-  int64_t received = 0;
-  while (!stopping_.load()) {
-    while (!stopping_.load() && !ctx->IsCancelled() && received >= granted.load()) {
-      absl::SleepFor(absl::Milliseconds(5));
-    }
-    if (!stream->Read(&req)) break;
-    if (!req.has_rollout()) continue;
-    ++received;
-    pending->fetch_add(1);
-    Submit(std::move(*req.mutable_rollout()), [&acks, alive, pending](const v1::RolloutAck& a) {
-      if (alive->load()) acks.TryPush(a);
-      pending->fetch_sub(1);
-    });
-  }
-  // Let in-flight rollouts finish becoming durable (every Submit ends in exactly one callback),
-  // so their acks go out on this stream while it is open.
-  while (pending->load() > 0) absl::SleepFor(absl::Milliseconds(5));
-  alive->store(false);
-  acks.Close();
-  writer.join();
-  return grpc::Status::OK;
+  RolloutStreamOptions o;
+  o.initial_credits = options_.config.learner().credits_per_actor();
+  o.queue_has_room = [this] { return QueueHasRoom(); };
+  o.stop = [this, ctx] { return stopping_.load() || ctx->IsCancelled(); };
+  o.submit = [this](v1::Rollout r, AckFn done) { Submit(std::move(r), std::move(done)); };
+  return ServeRolloutStream(*stream, o);
 }
 
 }  // namespace rhythm::learner

@@ -1,9 +1,10 @@
 // LearnerServer: the rhythm-learner process minus flag parsing.
 //
-//   actors ─ StreamRollouts ─ dedupe ─ validate ─┐
-//                                               ▼
-//                    ingest thread: journal the rollouts (group commit) ─ LearnerState.Apply
-//                                   ─ acks (+ credits while the queue has room)
+//   actors ─ StreamRollouts (learner/rollout_stream.h: hello, credits, acks)
+//            ─ dedupe ─ validate ─┐
+//                                 ▼
+//                    ingest thread: journal the rollouts ─ LearnerState.Apply ─ fsync (group
+//                                   commit, outside the state lock) ─ acks
 //                                               │
 //   trainer thread: NextBatch ─ Trainer.Step ─ journal + publish the version (flat weights)
 //                   ─ checkpoint every N steps (LearnerState.Snapshot; then trim the journal)
@@ -11,8 +12,11 @@
 //   gRPC: Register, Heartbeat (names the leases to renew), LeasePrompts, StreamRollouts; and
 //   the Weights service (common/weights: gRPC chunks, or a Gloo/NCCL broadcast group)
 //
-// Every change to the durable state is decided, journaled (fsync'd), then applied through
-// LearnerState::Apply, the same function replay uses (learner/learner_state.h). Exactly-once: a
+// Every change to the durable state is decided and journaled, then applied through
+// LearnerState::Apply, the same function replay uses (learner/learner_state.h), under the
+// state lock; the fsync that makes it durable runs after the lock is released, and nothing
+// outside the learner (an ack, a reply, a published version, a checkpoint) learns of a change
+// before it is durable. Exactly-once: a
 // rollout is acked only once durable; an id seen before is acked with duplicate = true (before
 // any validation, so a resend of an acked rollout is never reported rejected) and dropped.
 // Versions only go forward: a resume whose checkpoint is older than the last published version
