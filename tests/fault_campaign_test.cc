@@ -60,7 +60,7 @@ class Campaign {
 
   const std::string& run() const { return run_; }
   const std::vector<Incarnation>& incarnations() const { return incarnations_; }
-  std::vector<double>& lifetimes() { return lifetimes_; }
+  const std::vector<double>& lifetimes() const { return lifetimes_; }
   int injected(Fault f) const { return injected_[f]; }
   int restarts_while_down() const { return restarts_while_down_; }
   Proc& learner() { return *learner_; }
