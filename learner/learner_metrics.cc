@@ -1,6 +1,9 @@
 #include "learner/learner_metrics.h"
 
+#include <algorithm>
+
 #include "common/metric_builders.h"
+#include "learner/step_stats.h"
 
 namespace rhythm::learner {
 
@@ -97,6 +100,23 @@ prometheus::Counter& LearnerMetrics::Rejected(v1::RejectReason reason) {
   if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
   for (char& c : name) c = static_cast<char>(std::tolower(c));
   return rollouts_rejected.Add({{"reason", name}});
+}
+
+void LearnerMetrics::RecordStep(const StepStats& s) {
+  steps.Increment();
+  step_seconds.Observe(s.seconds);
+  tokens_per_second.Set(static_cast<double>(s.tokens) / std::max(s.seconds, 1e-9));
+  loss.Set(s.loss);
+  reward_mean.Set(s.reward_mean);
+  accuracy.Set(s.accuracy);
+  clip_fraction.Set(s.clip_fraction);
+  approx_kl.Set(s.approx_kl);
+  entropy.Set(s.entropy_mean);
+  preplan_credit_fraction.Set(s.preplan_credit_fraction);
+  anchor_credit_fraction.Set(s.anchor_credit_fraction);
+  fai_defined.Set(s.fai_defined_fraction);
+  fai_undefined_responses.Increment(static_cast<double>(s.fai_undefined_responses));
+  amplified_tokens.Set(s.amplified_token_fraction);
 }
 
 }  // namespace rhythm::learner

@@ -12,8 +12,14 @@
 
 namespace rhythm::learner {
 
+struct StepStats;  // learner/trainer.h
+
 struct LearnerMetrics {
   explicit LearnerMetrics(prometheus::Registry& registry);
+
+  // One training step's numbers: steps, step time, tokens/s, loss, reward, accuracy, clip,
+  // KL, entropy, the credit fractions, FAI coverage and amplified tokens.
+  void RecordStep(const StepStats& s);
 
   prometheus::Counter& rollouts_received;
   prometheus::Counter& rollouts_accepted;

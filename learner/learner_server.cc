@@ -8,16 +8,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/crc32c.h"
-#include "common/fp16.h"
 #include "common/logging.h"
 #include "common/model/flat_weights.h"
 #include "common/status.h"
 #include "grpcpp/grpcpp.h"
 #include "learner/checkpoint.h"
 #include "learner/journal.h"
+#include "learner/rollout_dump.h"
 #include "learner/rollout_stream.h"
 #include "learner/rollout_validation.h"
-#include "nlohmann/json.hpp"
 #include "rhythm/v1/checkpoint.pb.h"
 
 namespace rhythm::learner {
@@ -456,37 +455,6 @@ absl::Status LearnerServer::PublishWeights(int64_t version) {
   return absl::OkStatus();
 }
 
-void LearnerServer::DumpBatch(const std::vector<Group>& batch, int64_t step) {
-  std::filesystem::create_directories(options_.dump_rollouts_dir);
-  std::ofstream out(absl::StrFormat("%s/step-%08d.jsonl", options_.dump_rollouts_dir, step));
-  for (const Group& g : batch) {
-    for (const v1::Rollout& r : g) {
-      nlohmann::json j;
-      j["group"] = r.group_id();
-      j["reward"] = r.verifier().reward();
-      nlohmann::json waad = nlohmann::json::array(), fai = nlohmann::json::array();
-      if (r.has_summary()) {
-        for (float x : common::DecodeFp16(r.summary().waad_f16())) waad.push_back(x);
-        for (float x : common::DecodeFp16(r.summary().fai_f16())) {
-          fai.push_back(std::isnan(x) ? nlohmann::json(nullptr) : nlohmann::json(x));
-        }
-      }
-      j["waad"] = waad;
-      j["fai"] = fai;
-      j["entropy"] = std::vector<float>(r.entropy().begin(), r.entropy().end());
-      j["logprobs"] =
-          std::vector<float>(r.behaviour_logprobs().begin(), r.behaviour_logprobs().end());
-      j["rollout_id"] = r.rollout_id();
-      j["actor_id"] = r.actor_id();
-      j["prompt_ids"] =
-          std::vector<uint32_t>(r.prompt_token_ids().begin(), r.prompt_token_ids().end());
-      j["response_ids"] =
-          std::vector<uint32_t>(r.response_token_ids().begin(), r.response_token_ids().end());
-      out << j.dump() << "\n";
-    }
-  }
-}
-
 void LearnerServer::TrainLoop() {
   const v1::RhythmConfig& c = options_.config;
   while (!stopping_.load()) {
@@ -498,7 +466,12 @@ void LearnerServer::TrainLoop() {
           static_cast<double>(version_.load() -
                               assembler_->LineageVersion(BatchAssembler::OldestVersion(g))));
     }
-    if (!options_.dump_rollouts_dir.empty()) DumpBatch(*batch, trainer_->version() + 1);
+    if (!options_.dump_rollouts_dir.empty()) {
+      if (absl::Status d = DumpBatch(options_.dump_rollouts_dir, *batch, trainer_->version() + 1);
+          !d.ok()) {
+        RHYTHM_LOG(Warning) << "learner: " << d;
+      }
+    }
     absl::StatusOr<StepStats> s = trainer_->Step(*batch);
     if (!s.ok()) {
       // The batch has left the queue and the weights may be half-updated: stop, and let a
@@ -516,20 +489,7 @@ void LearnerServer::TrainLoop() {
     // sees the version of step N.
     metrics_->policy_version.Set(static_cast<double>(s->version));
     const int64_t steps = ++steps_done_;
-    metrics_->steps.Increment();
-    metrics_->step_seconds.Observe(s->seconds);
-    metrics_->tokens_per_second.Set(s->tokens / std::max(s->seconds, 1e-9));
-    metrics_->loss.Set(s->loss);
-    metrics_->reward_mean.Set(s->reward_mean);
-    metrics_->accuracy.Set(s->accuracy);
-    metrics_->clip_fraction.Set(s->clip_fraction);
-    metrics_->approx_kl.Set(s->approx_kl);
-    metrics_->entropy.Set(s->entropy_mean);
-    metrics_->preplan_credit_fraction.Set(s->preplan_credit_fraction);
-    metrics_->anchor_credit_fraction.Set(s->anchor_credit_fraction);
-    metrics_->fai_defined.Set(s->fai_defined_fraction);
-    metrics_->fai_undefined_responses.Increment(static_cast<double>(s->fai_undefined_responses));
-    metrics_->amplified_tokens.Set(s->amplified_token_fraction);
+    metrics_->RecordStep(*s);
     if (s->fai_undefined_responses > 0 && !warned_fai_undefined_) {
       warned_fai_undefined_ = true;
       RHYTHM_LOG(Warning) << absl::StrFormat(

@@ -139,7 +139,6 @@ class LearnerServer final : public v1::Learner::Service {
   // Stops the learner without a final checkpoint (the in-memory state cannot be trusted).
   void Fail(const absl::Status& status);
   absl::Status WriteCheckpointNow();
-  void DumpBatch(const std::vector<Group>& batch, int64_t step);
   bool QueueHasRoom() const;
   static std::string RolloutKey(const v1::Rollout& r);
 
