@@ -25,8 +25,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/fp16.h"
+#include "common/metrics_server.h"
 #include "common/subprocess.h"
 #include "grpcpp/grpcpp.h"
 #include "rhythm/v1/learner_service.grpc.pb.h"
@@ -173,74 +175,108 @@ Phase Measure(Learner::Stub& stub, double seconds, int streams) {
   return out;
 }
 
+// A metric's value from a /metrics text, or -1.
+double MetricValue(const std::string& text, const std::string& name) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::ConsumePrefix(&line, name + " ")) return std::stod(std::string(line));
+  }
+  return -1;
+}
+
+struct RunSpec {
+  std::string bin;
+  int fsync_delay_ms = 0;  // 0: the real disk
+  double seconds = 8;
+  int streams = 4;
+  std::string root;     // scratch directory on the real disk
+  std::string preload;  // librhythm_slow_fsync.so
+};
+
+// One learner process: idle, then ingest; prints the latencies and the ledger it ended with.
+bool RunOne(const RunSpec& spec, int round) {
+  if (spec.fsync_delay_ms > 0) {  // the child inherits the environment at spawn
+    setenv("LD_PRELOAD", spec.preload.c_str(), 1);
+    setenv("RHYTHM_SLOW_FSYNC_MS", std::to_string(spec.fsync_delay_ms).c_str(), 1);
+  }
+  const std::string run = spec.root + "/run";
+  std::filesystem::remove_all(spec.root);
+  std::filesystem::create_directories(spec.root);
+  rhythm::common::ChildProcess learner;
+  const bool started = learner.Start(
+      {spec.bin, "--set", "learner.run_dir=" + run, "--set", "learner.address=127.0.0.1:0",
+       "--set", "learner.metrics_address=127.0.0.1:0", "--set", "learner.credits_per_actor=64",
+       "--set", "learner.checkpoint_every=0", "--set", "learner.queue_capacity=100000000",
+       "--set", "task.kind=arithmetic", "--set", "trainer.group_size=2", "--set",
+       "trainer.batch_groups=1000000", "--set", "model.tiny.hidden_size=32", "--set",
+       "model.tiny.num_layers=2", "--set", "model.tiny.num_heads=2", "--set",
+       "model.tiny.num_kv_heads=1", "--set", "model.tiny.intermediate_size=64"},
+      spec.root + "/learner.log");
+  unsetenv("LD_PRELOAD");
+  std::vector<std::string> parts = absl::StrSplit(learner.ReadLine(60), ' ');
+  if (!started || parts.size() != 6) {
+    std::fprintf(stderr, "%s did not start; see %s/learner.log\n", spec.bin.c_str(),
+                 spec.root.c_str());
+    return false;
+  }
+  auto stub = Learner::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", parts[3]),
+                                                   grpc::InsecureChannelCredentials()));
+  Register(*stub, "probe", "bench");
+  Phase idle = Measure(*stub, spec.seconds, 0);
+  Phase load = Measure(*stub, spec.seconds, spec.streams);
+  const std::string metrics = rhythm::common::ScrapeLocal(std::stoi(parts[5])).value_or("");
+  std::printf("round %d  %s  %s\n", round + 1, spec.bin.c_str(),
+              spec.fsync_delay_ms > 0 ? absl::StrCat("fsync +", spec.fsync_delay_ms, " ms").c_str()
+                                      : "real disk");
+  std::printf("  idle    Heartbeat    %s\n", idle.heartbeat.Format().c_str());
+  std::printf("  idle    LeasePrompts %s\n", idle.lease.Format().c_str());
+  std::printf("  ingest  Heartbeat    %s\n", load.heartbeat.Format().c_str());
+  std::printf("  ingest  LeasePrompts %s\n", load.lease.Format().c_str());
+  std::printf("  ingest  %.0f acks/s over %d streams\n", load.acks_per_s, spec.streams);
+  std::printf("  ledger  %.0f ids held after %.0f rollouts accepted\n",
+              MetricValue(metrics, "rhythm_learner_ledger_ids"),
+              MetricValue(metrics, "rhythm_learner_rollouts_accepted_total"));
+  std::fflush(stdout);
+  learner.Stop(SIGTERM, 60);
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string learners = "build/bin/rhythm-learner";
-  double seconds = 8;
-  int streams = 4, rounds = 2, slow_ms = 5;
+  RunSpec spec;
+  int rounds = 2, slow_ms = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--learner") learners = value;
-    else if (flag == "--seconds") seconds = std::stod(value);
-    else if (flag == "--streams") streams = std::stoi(value);
-    else if (flag == "--rounds") rounds = std::stoi(value);
-    else if (flag == "--slow-fsync-ms") slow_ms = std::stoi(value);
-    else {
+    if (flag == "--learner") {
+      learners = value;
+    } else if (flag == "--seconds") {
+      spec.seconds = std::stod(value);
+    } else if (flag == "--streams") {
+      spec.streams = std::stoi(value);
+    } else if (flag == "--rounds") {
+      rounds = std::stoi(value);
+    } else if (flag == "--slow-fsync-ms") {
+      slow_ms = std::stoi(value);
+    } else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
       return 2;
     }
   }
-  const std::string root = "/var/tmp/rhythm-latency-bench";
-  const std::string preload =
+  spec.root = "/var/tmp/rhythm-latency-bench";
+  spec.preload =
       (std::filesystem::path(argv[0]).parent_path() / "librhythm_slow_fsync.so").string();
   std::vector<int> disks = {0};
   if (slow_ms > 0) disks.push_back(slow_ms);
   for (int round = 0; round < rounds; ++round) {
     for (int delay : disks) {
-    for (const std::string& bin : std::vector<std::string>(absl::StrSplit(learners, ','))) {
-      // The child inherits the environment at spawn.
-      if (delay > 0) {
-        setenv("LD_PRELOAD", preload.c_str(), 1);
-        setenv("RHYTHM_SLOW_FSYNC_MS", std::to_string(delay).c_str(), 1);
+      for (const std::string& bin : std::vector<std::string>(absl::StrSplit(learners, ','))) {
+        spec.bin = bin;
+        spec.fsync_delay_ms = delay;
+        if (!RunOne(spec, round)) return 1;
       }
-      const std::string run = absl::StrCat(root, "/run");
-      std::filesystem::remove_all(root);
-      std::filesystem::create_directories(root);
-      rhythm::common::ChildProcess learner;
-      const bool started = learner.Start(
-          {bin, "--set", "learner.run_dir=" + run, "--set", "learner.address=127.0.0.1:0", "--set",
-           "learner.metrics_address=127.0.0.1:0", "--set", "learner.credits_per_actor=64",
-           "--set", "learner.checkpoint_every=0", "--set", "learner.queue_capacity=100000000",
-           "--set", "task.kind=arithmetic", "--set", "trainer.group_size=2", "--set",
-           "trainer.batch_groups=1000000", "--set", "model.tiny.hidden_size=32", "--set",
-           "model.tiny.num_layers=2", "--set", "model.tiny.num_heads=2", "--set",
-           "model.tiny.num_kv_heads=1", "--set", "model.tiny.intermediate_size=64"},
-          root + "/learner.log");
-      unsetenv("LD_PRELOAD");
-      std::vector<std::string> parts = absl::StrSplit(learner.ReadLine(60), ' ');
-      if (!started || parts.size() != 6) {
-        std::fprintf(stderr, "%s did not start; see %s/learner.log\n", bin.c_str(), root.c_str());
-        return 1;
-      }
-      auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", parts[3]),
-                                         grpc::InsecureChannelCredentials());
-      auto stub = Learner::NewStub(channel);
-      Register(*stub, "probe", "bench");
-      Phase idle = Measure(*stub, seconds, 0);
-      Phase load = Measure(*stub, seconds, streams);
-      std::printf("round %d  %s  %s\n", round + 1, bin.c_str(),
-                  delay > 0 ? absl::StrCat("fsync +", delay, " ms").c_str() : "real disk");
-      std::printf("  idle    Heartbeat    %s\n", idle.heartbeat.Format().c_str());
-      std::printf("  idle    LeasePrompts %s\n", idle.lease.Format().c_str());
-      std::printf("  ingest  Heartbeat    %s\n", load.heartbeat.Format().c_str());
-      std::printf("  ingest  LeasePrompts %s\n", load.lease.Format().c_str());
-      std::printf("  ingest  %.0f acks/s over %d streams\n", load.acks_per_s, streams);
-      std::fflush(stdout);
-      learner.Stop(SIGTERM, 60);
-    }
     }
   }
-  std::filesystem::remove_all(root);
+  std::filesystem::remove_all(spec.root);
   return 0;
 }
