@@ -333,6 +333,13 @@ absl::Status Actor::GenerateBatch() {
   std::vector<v1::Rollout> rollouts;
   for (const common::rollout::GeneratedSample& s : samples) {
     const v1::PromptLease& lease = leases.leases(static_cast<int>(s.prompt_index));
+    // A lease that completes an earlier group asks for some sample indices only: the j-th
+    // sample generated becomes the j-th index asked for, and the rest are not sent.
+    uint32_t sample_index = static_cast<uint32_t>(s.sample_index);
+    if (lease.sample_indices_size() > 0) {
+      if (s.sample_index >= lease.sample_indices_size()) continue;
+      sample_index = lease.sample_indices(static_cast<int>(s.sample_index));
+    }
     std::vector<int32_t> body = s.response_ids;
     if (!body.empty() && body.back() == tokenizer_->eos_id()) body.pop_back();
     const std::string completion = tokenizer_->Decode(body).value_or("");
@@ -344,7 +351,7 @@ absl::Status Actor::GenerateBatch() {
     r.set_run_id(options_.run_id);
     r.set_prompt_id(lease.prompt_id());
     r.set_group_id(lease.lease_id());
-    r.set_sample_index(static_cast<uint32_t>(s.sample_index));
+    r.set_sample_index(sample_index);
     r.set_group_size(lease.group_size());
     v1::VersionSpan* span = r.add_version_spans();
     span->set_begin(0);

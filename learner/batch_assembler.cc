@@ -97,10 +97,31 @@ void BatchAssembler::Clear() {
   queued_ = 0;
 }
 
+std::vector<uint32_t> BatchAssembler::HeldSamples(uint64_t group_id) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<uint32_t> out;
+  if (auto it = partial_.find(group_id); it != partial_.end()) {
+    for (const auto& [index, r] : it->second) out.push_back(index);
+  }
+  return out;
+}
+
+void BatchAssembler::MoveGroup(uint64_t from, uint64_t to) {
+  absl::MutexLock lock(&mu_);
+  auto it = partial_.find(from);
+  if (it == partial_.end() || from == to) return;
+  std::map<uint32_t, v1::Rollout> samples = std::move(it->second);
+  partial_.erase(it);
+  for (auto& [index, r] : samples) r.set_group_id(to);
+  if (!samples.empty()) partial_[to] = std::move(samples);
+}
+
 std::vector<uint64_t> BatchAssembler::PartialGroups() const {
   absl::MutexLock lock(&mu_);
   std::vector<uint64_t> out;
-  for (const auto& [id, samples] : partial_) out.push_back(id);
+  for (const auto& [id, samples] : partial_) {
+    if (!samples.empty()) out.push_back(id);
+  }
   return out;
 }
 

@@ -41,6 +41,11 @@ class BatchAssembler {
   AddResult Add(v1::Rollout rollout);
   // Drops a partial group whose lease expired. Returns the rollouts dropped.
   int64_t DropGroup(uint64_t group_id);
+  // The sample indices a partial group holds, in order (empty: no such partial group).
+  std::vector<uint32_t> HeldSamples(uint64_t group_id) const;
+  // Re-keys partial group `from` as `to` (each held rollout's group_id becomes `to`): a new
+  // lease continues it. No-op when `from` holds nothing.
+  void MoveGroup(uint64_t from, uint64_t to);
 
   // Blocks until batch_groups fresh complete groups exist (then removes and returns them) or
   // until Close() / `timeout` (then nullopt). Staleness is judged against `current_version`,

@@ -1,5 +1,6 @@
 #include "learner/learner_server.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -7,6 +8,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/crc32c.h"
 #include "common/logging.h"
 #include "common/model/flat_weights.h"
@@ -362,6 +364,16 @@ void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::Rol
                     absl::StrCat("rollout ", rollout.rollout_id(), ": group_size = ",
                                  rollout.group_size(), " but the lease has ", expected));
     }
+    const auto& wanted = lease->lease().sample_indices();
+    if (!wanted.empty() &&
+        std::find(wanted.begin(), wanted.end(), rollout.sample_index()) == wanted.end()) {
+      const std::string asked = absl::StrJoin(wanted, ",");
+      lock.Release();
+      return reject(v1::REJECT_REASON_MALFORMED,
+                    absl::StrCat("rollout ", rollout.rollout_id(), ": sample_index = ",
+                                 rollout.sample_index(), " but lease ", rollout.group_id(),
+                                 " completes a group and asks only for samples ", asked));
+    }
     in_flight_[key];
   }
   const uint64_t id = rollout.rollout_id();
@@ -390,18 +402,46 @@ void LearnerServer::IngestLoop() {
       if (!more) break;
       batch.push_back(std::move(*more));
     }
-    std::vector<v1::JournalRecord> records(batch.size());
-    std::vector<uint64_t> ids;
-    for (size_t i = 0; i < batch.size(); ++i) {
-      *records[i].mutable_rollout() = std::move(batch[i].rollout);
-      ids.push_back(records[i].rollout().rollout_id());
-    }
+    // A lease may have ended (expired, released) since Submit checked it: such a rollout is
+    // rejected here, under the same lock as the commit, and never journaled, so everything
+    // acked lands in a group under a live lease (or a continuation of it).
+    std::vector<v1::JournalRecord> records;
+    std::vector<Pending> late;
     absl::StatusOr<uint64_t> seq;
     {
       absl::MutexLock lock(&state_mu_);
+      std::vector<Pending> live;
+      for (Pending& p : batch) {
+        if (state_->FindLease(p.rollout.group_id())) {
+          *records.emplace_back().mutable_rollout() = std::move(p.rollout);
+          live.push_back(std::move(p));
+        } else {
+          late.push_back(std::move(p));
+        }
+      }
+      batch = std::move(live);
       seq = CommitLocked(records);
       metrics_->ledger_ids.Set(static_cast<double>(state_->ledger().ids_held()));
     }
+    for (Pending& p : late) {
+      v1::RolloutAck ack;
+      ack.set_rollout_id(p.rollout.rollout_id());
+      ack.set_code(static_cast<int>(absl::StatusCode::kInvalidArgument));
+      ack.set_reject_reason(v1::REJECT_REASON_UNKNOWN_LEASE);
+      ack.set_error_message(absl::StrCat("rollout ", p.rollout.rollout_id(), ": group_id = ",
+                                         p.rollout.group_id(),
+                                         " ended while the rollout was queued for durability"));
+      metrics_->Rejected(v1::REJECT_REASON_UNKNOWN_LEASE).Increment();
+      std::vector<std::function<void(const v1::RolloutAck&)>> resends;
+      {
+        absl::MutexLock lock(&state_mu_);
+        resends = std::move(in_flight_[p.key]);
+        in_flight_.erase(p.key);
+      }
+      p.done(ack);
+      for (auto& r : resends) r(ack);
+    }
+    if (batch.empty()) continue;
     // The fsync runs outside state_mu_: leases, heartbeats and other streams go on meanwhile.
     // The rollouts stay in flight until durable, so a resend waits for this ack too.
     const absl::Status status = seq.ok() ? AwaitDurable(*seq) : seq.status();
@@ -416,8 +456,9 @@ void LearnerServer::IngestLoop() {
     if (!status.ok()) {
       // Not durable, so not acked: the actors keep them and resend to a healthy learner.
       for (size_t i = 0; i < batch.size(); ++i) {
-        batch[i].done(NotDurable(ids[i]));
-        for (auto& r : resends[i]) r(NotDurable(ids[i]));
+        const uint64_t id = records[i].rollout().rollout_id();
+        batch[i].done(NotDurable(id));
+        for (auto& r : resends[i]) r(NotDurable(id));
       }
       Fail(absl::InternalError(absl::StrCat("rollout log append failed: ", status.message())));
       continue;
@@ -425,7 +466,7 @@ void LearnerServer::IngestLoop() {
     metrics_->rollouts_accepted.Increment(static_cast<double>(batch.size()));
     for (size_t i = 0; i < batch.size(); ++i) {
       v1::RolloutAck ack;
-      ack.set_rollout_id(ids[i]);
+      ack.set_rollout_id(records[i].rollout().rollout_id());
       batch[i].done(ack);
       ack.set_duplicate(true);
       for (auto& r : resends[i]) r(ack);

@@ -18,6 +18,28 @@ std::vector<v1::JournalRecord> LearnerState::PlanGrants(const std::string& actor
   std::vector<v1::JournalRecord> out;
   size_t reissued = 0;
   uint64_t next_index = next_index_, lease_id = next_lease_id_;
+  // Groups to continue: a lease for the same prompt, asking only for the missing samples.
+  for (size_t i = 0; i < continuations_.size() && out.size() < max; ++i) {
+    const v1::GroupContinuation& c = continuations_[i];
+    const PromptSpec spec = source_(c.prompt_index());
+    const std::vector<uint32_t> held = queue_.HeldSamples(c.group_id());
+    v1::OutstandingLease* g = out.emplace_back().mutable_grant();
+    g->set_prompt_index(c.prompt_index());
+    g->set_actor_id(actor_id);
+    g->set_granted_unix_s(now_unix_s);
+    g->set_continues_group(c.group_id());
+    v1::PromptLease* lease = g->mutable_lease();
+    lease->set_lease_id(lease_id++);
+    lease->set_prompt_id(spec.prompt_id);
+    lease->set_prompt_text(spec.text);
+    for (uint32_t t : spec.token_ids) lease->add_prompt_token_ids(t);
+    lease->set_answer(spec.answer);
+    lease->set_group_size(options_.group_size);
+    lease->set_deadline_unix_s(now_unix_s + options_.lease_timeout_s);
+    for (uint32_t s = 0; s < options_.group_size; ++s) {
+      if (!std::binary_search(held.begin(), held.end(), s)) lease->add_sample_indices(s);
+    }
+  }
   bool skipped_fresh = false;
   // Bounded, so a dataset of nothing but unusable prompts cannot spin here.
   for (int skipped = 0; out.size() < max && skipped < 10000;) {
@@ -44,7 +66,9 @@ std::vector<v1::JournalRecord> LearnerState::PlanGrants(const std::string& actor
     lease->set_deadline_unix_s(now_unix_s + options_.lease_timeout_s);
   }
   const uint64_t granted_past =
-      out.empty() ? next_index_ : std::max(next_index_, out.back().grant().prompt_index() + 1);
+      out.empty() || !out.back().has_grant()
+          ? next_index_
+          : std::max(next_index_, out.back().grant().prompt_index() + 1);
   if (skipped_fresh && next_index > granted_past) {
     out.emplace_back().mutable_cursor()->set_next_prompt_index(next_index);
   }
@@ -99,9 +123,15 @@ std::optional<v1::JournalRecord> LearnerState::PlanRelease(uint64_t lease_id) co
 void LearnerState::ReleaseLease(uint64_t lease_id) {
   auto it = outstanding_.find(lease_id);
   if (it == outstanding_.end()) return;
-  reissue_.push_back(it->second.prompt_index());
+  if (!queue_.HeldSamples(lease_id).empty()) {
+    // Acked samples are held: the next lease of the prompt completes this group.
+    v1::GroupContinuation& c = continuations_.emplace_back();
+    c.set_prompt_index(it->second.prompt_index());
+    c.set_group_id(lease_id);
+  } else {
+    reissue_.push_back(it->second.prompt_index());
+  }
   outstanding_.erase(it);
-  queue_.DropGroup(lease_id);
 }
 
 LearnerState::RolloutOutcome LearnerState::Apply(const v1::JournalRecord& record) {
@@ -127,7 +157,14 @@ LearnerState::RolloutOutcome LearnerState::Apply(const v1::JournalRecord& record
       const v1::OutstandingLease& g = record.grant();
       outstanding_[g.lease().lease_id()] = g;
       next_lease_id_ = std::max(next_lease_id_, g.lease().lease_id() + 1);
-      if (g.prompt_index() >= next_index_) {
+      if (g.continues_group() != 0) {
+        auto it = std::find_if(continuations_.begin(), continuations_.end(),
+                               [&](const v1::GroupContinuation& c) {
+                                 return c.group_id() == g.continues_group();
+                               });
+        if (it != continuations_.end()) continuations_.erase(it);
+        queue_.MoveGroup(g.continues_group(), g.lease().lease_id());
+      } else if (g.prompt_index() >= next_index_) {
         next_index_ = g.prompt_index() + 1;
       } else if (auto it = std::find(reissue_.begin(), reissue_.end(), g.prompt_index());
                  it != reissue_.end()) {
@@ -197,6 +234,7 @@ v1::DurableState LearnerState::Snapshot() const {
   s.set_next_prompt_index(next_index_);
   s.set_next_lease_id(next_lease_id_);
   for (uint64_t p : reissue_) s.add_reissue_prompts(p);
+  for (const v1::GroupContinuation& c : continuations_) *s.add_continuations() = c;
   for (const auto& [id, o] : outstanding_) *s.add_outstanding() = o;
   for (const auto& [actor, run] : sessions_) {
     v1::ActorSession* a = s.add_sessions();
@@ -225,6 +263,7 @@ absl::Status LearnerState::Restore(const v1::DurableState& s) {
   next_index_ = s.next_prompt_index();
   next_lease_id_ = std::max<uint64_t>(1, s.next_lease_id());
   reissue_.assign(s.reissue_prompts().begin(), s.reissue_prompts().end());
+  continuations_.assign(s.continuations().begin(), s.continuations().end());
   outstanding_ = std::move(outstanding);
   sessions_.clear();
   for (const v1::ActorSession& a : s.sessions()) sessions_[a.actor_id()] = a.run_id();
@@ -232,9 +271,12 @@ absl::Status LearnerState::Restore(const v1::DurableState& s) {
   max_published_ = s.max_published_version();
   queue_.Clear();
   for (const v1::Rollout& r : s.queued()) queue_.Add(r);
-  // A partial group whose lease is gone can never complete: it would hold queue room forever.
+  // A partial group with neither a lease nor a continuation can never complete: it would
+  // hold queue room forever.
+  std::set<uint64_t> continued;
+  for (const v1::GroupContinuation& c : continuations_) continued.insert(c.group_id());
   for (uint64_t group : queue_.PartialGroups()) {
-    if (!outstanding_.count(group)) queue_.DropGroup(group);
+    if (!outstanding_.count(group) && !continued.count(group)) queue_.DropGroup(group);
   }
   return absl::OkStatus();
 }

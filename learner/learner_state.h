@@ -3,8 +3,10 @@
 //   decide (Plan*, const) ─▶ journal the records (fsync) ─▶ Apply each ─▶ tell the actor
 //   restart: Restore(checkpoint's DurableState) ─▶ Apply every journal record after it
 //
-// The state: the dataset cursor and re-issue queue, the outstanding leases with their hard
-// deadlines, every actor's current run, the exactly-once ledger, the queued rollouts (held in
+// The state: the dataset cursor and re-issue queue, the partial groups waiting to be continued
+// (a lease that ends with acked samples in its group is not wasted: the next grant of its
+// prompt asks only for the missing samples, so an acked rollout is never dropped for want of
+// its group-mates), the outstanding leases with their hard deadlines, every actor's current run, the exactly-once ledger, the queued rollouts (held in
 // the BatchAssembler it is given) and the highest version ever published. Apply is the only
 // thing that changes it, and the live path and replay both go through Apply, so there is one
 // code path; a checkpoint is Snapshot(). Apply depends on nothing but the state and the record
@@ -51,8 +53,9 @@ class LearnerState {
 
   // ---- Decisions: records to journal, then Apply. None changes the state. ----------------
 
-  // Up to `max` grants for `actor_id`, re-issued prompts first, then fresh ones (plus a cursor
-  // record when skipped prompts moved the cursor past the last grant).
+  // Up to `max` grants for `actor_id`: groups to continue first (their missing samples only),
+  // then re-issued prompts, then fresh ones (plus a cursor record when skipped prompts moved
+  // the cursor past the last grant).
   std::vector<v1::JournalRecord> PlanGrants(const std::string& actor_id, uint32_t max,
                                             double now_unix_s) const;
   // Expiries for leases past their deadline or whose actor `silent` says is gone.
@@ -96,8 +99,8 @@ class LearnerState {
   // ---- Checkpoints. -----------------------------------------------------------------------
 
   v1::DurableState Snapshot() const;
-  // Replaces the state (and the queue's contents). Partial groups without an outstanding lease
-  // are dropped (they can never complete). INVALID_ARGUMENT/DATA_LOSS naming the field for a
+  // Replaces the state (and the queue's contents). Partial groups with neither an outstanding
+  // lease nor a continuation are dropped (they can never complete). INVALID_ARGUMENT/DATA_LOSS naming the field for a
   // state that cannot be right (a queued rollout of a different group size, a bad ledger).
   absl::Status Restore(const v1::DurableState& state);
   // The DurableState a checkpoint written before it existed holds in its legacy fields.
@@ -113,6 +116,8 @@ class LearnerState {
   uint64_t next_index_ = 0;
   uint64_t next_lease_id_ = 1;
   std::deque<uint64_t> reissue_;
+  // Partial groups whose lease ended, waiting for a lease that completes them (granted first).
+  std::deque<v1::GroupContinuation> continuations_;
   std::map<uint64_t, v1::OutstandingLease> outstanding_;
   std::map<std::string, std::string> sessions_;
   RolloutLedger ledger_;

@@ -175,19 +175,25 @@ TEST(LearnerState, SkippedPromptsMoveTheCursorAndAllUnusableGrantsNothing) {
       << "a cursor record moved past the skipped prompts";
 }
 
-TEST(LearnerState, AnExpiryReplayedAfterACheckpointDropsThePartialGroup) {
+TEST(LearnerState, AnExpiryReplayedAfterACheckpointNeitherStallsNorLosesTheGroup) {
   // Failure 1: the actor dies mid-group, its lease expires, the learner is killed and resumes,
-  // over and over. Each resume restores the checkpoint and replays the journal after it; the
-  // partial groups must go with their leases or the queue fills with groups that never
-  // complete (measured before: queue depth 0 -> 5 -> 8 -> ... -> 24, then a permanent stall).
+  // over and over. Each resume restores the checkpoint and replays the journal after it. Before,
+  // replay kept the partial groups without their leases and the queue filled with groups that
+  // never complete (measured: queue depth 0 -> 5 -> 8 -> ... -> 24, then a permanent stall).
+  // Now the ended lease's group waits for a lease that completes it, live and replayed alike:
+  // at most one partial group at a time, and every rollout committed ends in a complete group.
   Machine live;
   v1::DurableState checkpoint = live.state.Snapshot();
   size_t checkpoint_seq = 0;
   uint64_t id = 1;
   for (int cycle = 0; cycle < 8; ++cycle) {
     std::vector<v1::PromptLease> l = live.Lease("a", 1, 1000 + cycle);
-    live.Commit({RolloutRecord(l[0], 0, id++)});  // half a group
-    checkpoint = live.state.Snapshot();            // a checkpoint with the partial group
+    ASSERT_EQ(l.size(), 1u);
+    // A fresh lease gets sample 0 (half a group); a continuation its missing sample.
+    const uint32_t sample = l[0].sample_indices_size() > 0 ? l[0].sample_indices(0) : 0;
+    EXPECT_EQ(l[0].sample_indices_size(), cycle % 2) << "cycle " << cycle;
+    live.Commit({RolloutRecord(l[0], sample, id++)});
+    checkpoint = live.state.Snapshot();  // a checkpoint with the partial group
     checkpoint_seq = live.journal.size();
     live.Commit({Expiry(l[0].lease_id())});
     // kill -9, then --resume: a fresh state restores the checkpoint and replays the rest.
@@ -197,11 +203,53 @@ TEST(LearnerState, AnExpiryReplayedAfterACheckpointDropsThePartialGroup) {
       back.state.Apply(live.journal[i]);
       back.state.set_log_seq(i + 1);
     }
-    EXPECT_EQ(back.queue.queued(), 0) << "cycle " << cycle;
+    EXPECT_LE(back.queue.PartialGroups().size(), 1u) << "cycle " << cycle;
     EXPECT_EQ(Bytes(back.state), Bytes(live.state)) << "cycle " << cycle;
   }
-  EXPECT_EQ(live.queue.queued(), 0);
+  EXPECT_EQ(live.queue.queued(), 8) << "no committed rollout was dropped";
+  EXPECT_TRUE(live.queue.PartialGroups().empty()) << "4 complete groups of 2";
   EXPECT_EQ(live.state.outstanding(), 0);
+}
+
+TEST(LearnerState, AGroupWhoseLeaseEndedIsCompletedByTheNextLeaseOfItsPrompt) {
+  Machine m(Opts(4));
+  std::vector<v1::PromptLease> l = m.Lease("a", 2, 0);
+  // Samples 0 and 2 of the first group are acked, then its actor goes silent.
+  m.Commit({RolloutRecord(l[0], 0, 1), RolloutRecord(l[0], 2, 2)});
+  std::vector<v1::JournalRecord> expired =
+      m.state.PlanExpiries(0, [](const std::string&) { return true; });
+  ASSERT_EQ(expired.size(), 2u);
+  m.Commit(expired);
+  EXPECT_EQ(m.queue.queued(), 2) << "kept, not dropped";
+  // The next grant continues the group (first), then re-issues the untouched prompt.
+  std::vector<v1::JournalRecord> plan = m.state.PlanGrants("b", 2, 10);
+  ASSERT_EQ(plan.size(), 2u);
+  const v1::OutstandingLease& cont = plan[0].grant();
+  EXPECT_EQ(cont.continues_group(), l[0].lease_id());
+  EXPECT_EQ(cont.lease().prompt_id(), l[0].prompt_id());
+  EXPECT_EQ(std::vector<uint32_t>(cont.lease().sample_indices().begin(),
+                                  cont.lease().sample_indices().end()),
+            (std::vector<uint32_t>{1, 3}));
+  EXPECT_EQ(plan[1].grant().continues_group(), 0u);
+  EXPECT_EQ(plan[1].grant().lease().prompt_id(), l[1].prompt_id());
+  EXPECT_EQ(plan[1].grant().lease().sample_indices_size(), 0) << "a whole group";
+  m.Commit(plan);
+  // A snapshot mid-continuation restores to the same state.
+  Machine back(Opts(4));
+  ASSERT_TRUE(back.state.Restore(m.state.Snapshot()).ok());
+  EXPECT_EQ(Bytes(back.state), Bytes(m.state));
+  using O = LearnerState::RolloutOutcome;
+  const v1::PromptLease& c = cont.lease();
+  EXPECT_EQ(back.Commit({RolloutRecord(c, 1, 1, "b", "rb")})[0], O::kQueued);
+  EXPECT_EQ(back.Commit({RolloutRecord(c, 3, 2, "b", "rb")})[0], O::kGroupComplete);
+  std::optional<std::vector<Group>> batch = back.queue.NextBatch(0, absl::ZeroDuration());
+  ASSERT_TRUE(batch.has_value());
+  ASSERT_EQ((*batch)[0].size(), 4u);
+  for (uint32_t i = 0; i < 4; ++i) {
+    EXPECT_EQ((*batch)[0][i].sample_index(), i);
+    EXPECT_EQ((*batch)[0][i].group_id(), c.lease_id()) << "held under the continuing lease";
+  }
+  EXPECT_EQ((*batch)[0][0].actor_id(), "a") << "actor a's acked samples are trained";
 }
 
 TEST(LearnerState, RestoreDropsPartialGroupsWithoutALease) {
@@ -231,10 +279,14 @@ TEST(LearnerState, ARestartedActorsOldLeasesAreReleasedEvenAcrossALearnerRestart
   ASSERT_TRUE(s.has_value());
   back.Commit({*s});
   EXPECT_EQ(back.state.outstanding(), 0);
-  EXPECT_EQ(back.queue.queued(), 0);
+  EXPECT_EQ(back.queue.queued(), 1) << "its acked sample waits for the group's completion";
   EXPECT_EQ(back.state.RunOf("a"), "r2");
   EXPECT_EQ(back.state.ledger().runs(), 0) << "the old run can never resend: forgotten";
-  EXPECT_EQ(back.Lease("b", 1, 0)[0].prompt_id(), 1000u) << "its prompts are issued again";
+  std::vector<v1::PromptLease> again = back.Lease("b", 2, 0);
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(again[0].prompt_id(), 1000u) << "its prompts are issued again";
+  EXPECT_EQ(again[0].sample_indices_size(), 1) << "the first only for its missing sample";
+  EXPECT_EQ(again[1].prompt_id(), 1001u);
 }
 
 TEST(LearnerState, RolloutsAreIngestedOnceAndPublicationsSurviveARestore) {
@@ -346,9 +398,15 @@ TEST(LearnerState, SnapshotPlusReplayEqualsStraightApplicationOnRandomJournals) 
         }
       }
       if (pick(10) == 0) snaps.emplace_back(live.journal.size(), live.state.Snapshot());
-      // Invariant: every partial group queued has its lease outstanding.
+      // Invariant: every partial group queued has its lease outstanding, or waits (once) for
+      // one that continues it.
+      std::map<uint64_t, int> continued;
+      const v1::DurableState now_state = live.state.Snapshot();
+      for (const auto& c : now_state.continuations()) ++continued[c.group_id()];
       for (uint64_t g : live.queue.PartialGroups()) {
-        ASSERT_NE(live.state.FindLease(g), nullptr) << "seed " << seed << " step " << step;
+        ASSERT_TRUE(live.state.FindLease(g) != nullptr || continued[g] == 1)
+            << "seed " << seed << " step " << step;
+        ASSERT_FALSE(live.state.FindLease(g) != nullptr && continued[g] > 0);
       }
     }
     const std::string want = Bytes(live.state);

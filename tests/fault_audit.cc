@@ -95,6 +95,8 @@ struct Oracle {
     std::map<uint32_t, std::string> samples;  // sample_index -> key
   };
   std::map<uint64_t, Lease> outstanding;
+  // Groups whose lease ended with acked samples, waiting for a lease that continues them.
+  std::map<uint64_t, Lease> waiting;
   std::map<std::string, std::string> sessions;
   std::map<std::string, Fate> fate;           // key -> fate
   std::map<std::string, std::string> triple;  // key -> triple
@@ -103,10 +105,12 @@ struct Oracle {
   std::set<uint64_t> completed;               // leases whose group completed
   std::vector<int64_t> publications;
 
+  // A lease ends (expired, released, its actor restarted): a group with acked samples waits
+  // for the next lease of its prompt, which continues it.
   void End(uint64_t lease) {
     auto it = outstanding.find(lease);
     if (it == outstanding.end()) return;
-    for (const auto& [index, key] : it->second.samples) fate[key] = Fate::kDropped;
+    if (!it->second.samples.empty()) waiting[lease] = std::move(it->second);
     outstanding.erase(it);
   }
 };
@@ -149,9 +153,8 @@ absl::StatusOr<v1::LearnerCheckpoint> ReadLatestCheckpoint(const std::string& ru
 }
 
 std::string FaultAuditReport::Summary() const {
-  return absl::StrCat("acked ", acked, " trained ", trained, " queued ", queued,
-                      " dropped(lease ended) ", dropped_lease_ended, " lost ", lost, " duplicated ",
-                      duplicated, " | grants ", grants, " expiries ", expiries, " actor restarts ",
+  return absl::StrCat("acked ", acked, " trained ", trained, " queued ", queued, " lost ", lost,
+                      " duplicated ", duplicated, " | grants ", grants, " expiries ", expiries, " actor restarts ",
                       restarts, " publications ", publications, " | steps: lineage ", lineage_steps,
                       " discarded ", discarded_steps, " | problems ", problems.size());
 }
@@ -187,7 +190,7 @@ FaultAuditReport AuditRun(const std::string& run_dir, const std::vector<Incarnat
       o.group_of[key] = x.group_id();
       auto lease = o.outstanding.find(x.group_id());
       if (lease == o.outstanding.end() || lease->second.samples.count(x.sample_index())) {
-        o.fate[key] = Oracle::Fate::kDropped;  // its lease ended before it became durable
+        o.fate[key] = Oracle::Fate::kDropped;  // journaled although its lease had ended
         continue;
       }
       o.fate[key] = Oracle::Fate::kPartial;
@@ -201,6 +204,17 @@ FaultAuditReport AuditRun(const std::string& run_dir, const std::vector<Incarnat
       ++rep.grants;
       const uint64_t id = r.grant().lease().lease_id();
       o.outstanding[id] = {r.grant().actor_id(), r.grant().prompt_index(), {}};
+      if (const uint64_t from = r.grant().continues_group(); from != 0) {
+        auto w = o.waiting.find(from);
+        if (w == o.waiting.end()) {
+          problem(absl::StrCat("journal record ", seq, ": lease ", id, " continues group ", from,
+                               ", which is not waiting"));
+        } else {
+          for (const auto& [index, key] : w->second.samples) o.group_of[key] = id;
+          o.outstanding[id].samples = std::move(w->second.samples);
+          o.waiting.erase(w);
+        }
+      }
       o.last_grant[r.grant().prompt_index()] = id;
     } else if (r.has_expiry()) {
       rep.expiries += o.outstanding.count(r.expiry().lease_id()) ? 1 : 0;
@@ -310,6 +324,18 @@ FaultAuditReport AuditRun(const std::string& run_dir, const std::vector<Incarnat
   }
   std::set<uint64_t> ck_outstanding;
   for (const v1::OutstandingLease& l : d.outstanding()) ck_outstanding.insert(l.lease().lease_id());
+  std::set<uint64_t> ck_waiting, waiting_prompts;
+  for (const v1::GroupContinuation& c : d.continuations()) {
+    ck_waiting.insert(c.group_id());
+    waiting_prompts.insert(c.prompt_index());
+  }
+  std::set<uint64_t> oracle_waiting;
+  for (const auto& [id, l] : o.waiting) oracle_waiting.insert(id);
+  if (ck_waiting != oracle_waiting) {
+    problem(absl::StrCat("the final checkpoint has ", ck_waiting.size(),
+                         " groups waiting for a continuation, the journal ", oracle_waiting.size(),
+                         " (or different ones)"));
+  }
   std::set<uint64_t> oracle_outstanding;
   for (const auto& [id, l] : o.outstanding) oracle_outstanding.insert(id);
   if (ck_outstanding != oracle_outstanding) {
@@ -342,19 +368,24 @@ FaultAuditReport AuditRun(const std::string& run_dir, const std::vector<Incarnat
         if (trained > 0) {
           ++rep.duplicated;
           problem("rollout " + key + " of an incomplete group was trained");
-        } else if (in_queue && ck_outstanding.count(o.group_of[key])) {
+        } else if (in_queue && (ck_outstanding.count(o.group_of[key]) ||
+                                ck_waiting.count(o.group_of[key]))) {
           ++rep.queued;
         } else {
           ++rep.lost;
-          problem("rollout " + key + " of a group under a live lease is not queued");
+          problem("rollout " + key + " of an incomplete group is not queued under a lease or "
+                  "a continuation");
         }
         break;
       case Oracle::Fate::kDropped:
+        // The learner rejects a rollout whose lease ended before it became durable, so one in
+        // the journal was acked for a group that can never train it.
         if (trained > 0) {
           ++rep.duplicated;
           problem("rollout " + key + " was trained although its lease had ended first");
         } else {
-          ++rep.dropped_lease_ended;
+          ++rep.lost;
+          problem("rollout " + key + " was journaled (acked) after its lease ended");
         }
         break;
     }
@@ -365,7 +396,8 @@ FaultAuditReport AuditRun(const std::string& run_dir, const std::vector<Incarnat
   // No prompt is lost: its latest lease completed, is still out, or it waits to be re-issued.
   std::set<uint64_t> reissue(d.reissue_prompts().begin(), d.reissue_prompts().end());
   for (const auto& [prompt, lease] : o.last_grant) {
-    if (!o.completed.count(lease) && !ck_outstanding.count(lease) && !reissue.count(prompt)) {
+    if (!o.completed.count(lease) && !ck_outstanding.count(lease) && !reissue.count(prompt) &&
+        !waiting_prompts.count(prompt)) {
       problem(absl::StrCat("prompt ", prompt, " (last lease ", lease,
                            ") ended unfinished and is not waiting to be issued again"));
     }

@@ -44,10 +44,10 @@ struct FaultAuditReport {
   // Rollout records in the journal: each was acked to its actor (or lost its ack on the wire).
   int64_t acked = 0;
   // Of those: trained exactly once in the surviving lineage; still queued in the final
-  // checkpoint (a complete group waiting, or a partial one under an outstanding lease);
-  // dropped by design because their lease ended (expired, or the actor restarted) before the
-  // group was complete (the prompt is issued again); lost; trained more than once.
-  int64_t trained = 0, queued = 0, dropped_lease_ended = 0, lost = 0, duplicated = 0;
+  // checkpoint (a complete group waiting, or a partial one under an outstanding lease or
+  // waiting for a lease that continues it); lost (never trained, not queued, or journaled
+  // after its lease ended); trained more than once.
+  int64_t trained = 0, queued = 0, lost = 0, duplicated = 0;
   // Journal facts.
   int64_t grants = 0, expiries = 0, restarts = 0, publications = 0;
   // Dumped steps in the surviving lineage, and dumped steps a crash threw away.
@@ -57,7 +57,7 @@ struct FaultAuditReport {
   // Every violation found, one sentence each; empty = the run is consistent.
   std::vector<std::string> problems;
 
-  // "acked A trained T queued Q dropped(lease ended) D lost L duplicated X ..."
+  // "acked A trained T queued Q lost L duplicated X ..."
   std::string Summary() const;
 };
 

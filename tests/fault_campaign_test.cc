@@ -245,7 +245,7 @@ TEST(FaultCampaign, SeededFaultsLoseNothingTrainNothingTwiceAndVersionsGoForward
   EXPECT_EQ(rep.duplicated, 0);
   EXPECT_GT(rep.trained, 0);
   EXPECT_EQ(rep.acked,
-            rep.trained + rep.queued + rep.dropped_lease_ended + rep.lost + rep.duplicated)
+            rep.trained + rep.queued + rep.lost + rep.duplicated)
       << "every acked rollout has exactly one fate";
   // The faults happened, and the learner saw them.
   for (int f = 0; f < kNumFaults; ++f) {

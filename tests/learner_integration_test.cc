@@ -411,6 +411,61 @@ TEST(LearnerProcess, LeaseOfAVanishedClientIsIssuedAgain) {
   EXPECT_EQ(l.process.Stop(SIGTERM, 30), 0);
 }
 
+TEST(LearnerProcess, AVanishedActorsAckedSampleIsTrainedInTheGroupAnotherActorCompletes) {
+  // Before, a lease that ended with part of its group acked dropped those samples and issued
+  // the prompt again from scratch: acked work lost. Now the next lease of the prompt asks only
+  // for the missing samples, and the group trains with the vanished actor's sample in it.
+  const std::string run = TempRunDir("continue");
+  Learner l;
+  std::vector<std::string> args = LearnerArgs(run);
+  args.insert(args.end(), {"--set", "learner.heartbeat_timeout_s=0.5", "--dump-rollouts",
+                           run + "-dump"});
+  StartLearner(l, args, run + ".log");
+  Register(l, "actor-a", "run-1");
+  std::vector<v1::PromptLease> first = Lease(l, "actor-a", 1);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].sample_indices_size(), 0) << "a fresh lease wants the whole group";
+  {
+    Stream a(l, "actor-a");
+    a.Send(MakeRollout(first[0], 1, 0, 1.0, "actor-a"));
+    ASSERT_EQ(a.NextAck().code(), 0);
+    a.Close();
+  }
+  // actor-a goes silent: its lease expires with sample 0 acked.
+  Register(l, "actor-b", "run-1");
+  absl::SleepFor(absl::Milliseconds(1500));
+  std::vector<v1::PromptLease> cont = Lease(l, "actor-b", 1);
+  ASSERT_EQ(cont.size(), 1u);
+  EXPECT_EQ(cont[0].prompt_id(), first[0].prompt_id());
+  ASSERT_EQ(cont[0].sample_indices_size(), 1);
+  EXPECT_EQ(cont[0].sample_indices(0), 1u) << "only the missing sample";
+  Stream b(l, "actor-b");
+  // A sample the lease does not ask for is refused, naming the field.
+  b.Send(MakeRollout(cont[0], 1, 0, 0.0, "actor-b"));
+  v1::RolloutAck bad = b.NextAck();
+  EXPECT_EQ(bad.reject_reason(), v1::REJECT_REASON_MALFORMED);
+  EXPECT_NE(bad.error_message().find("sample_index = 0"), std::string::npos)
+      << bad.error_message();
+  // That released the lease; the group is still waiting, and is asked for again.
+  std::vector<v1::PromptLease> again = Lease(l, "actor-b", 1);
+  ASSERT_EQ(again.size(), 1u);
+  ASSERT_EQ(again[0].sample_indices_size(), 1);
+  b.Send(MakeRollout(again[0], 2, 1, 0.0, "actor-b"));
+  ASSERT_EQ(b.NextAck().code(), 0);
+  ASSERT_TRUE(WaitForVersion(l, 1, 60)) << "the completed group trains";
+  b.Close();
+  std::ifstream dump(run + "-dump/step-00000001.jsonl");
+  std::set<std::string> trained;
+  for (std::string line; std::getline(dump, line);) {
+    const bool a = line.find("\"actor_id\":\"actor-a\"") != std::string::npos;
+    const bool b1 = line.find("\"actor_id\":\"actor-b\"") != std::string::npos;
+    trained.insert(a ? "actor-a" : b1 ? "actor-b" : "?");
+  }
+  EXPECT_EQ(trained, (std::set<std::string>{"actor-a", "actor-b"}))
+      << "the vanished actor's acked sample is in the trained group";
+  EXPECT_EQ(l.process.Stop(SIGTERM, 30), 0);
+}
+
 TEST(LearnerProcess, HeartbeatsRenewOnlyTheLeasesTheyName) {
   // Before, every heartbeat extended all of an actor's leases, so a lease whose LeasePrompts
   // reply was lost stayed outstanding for as long as the actor lived.
