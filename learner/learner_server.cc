@@ -16,9 +16,9 @@
 #include "grpcpp/grpcpp.h"
 #include "learner/checkpoint.h"
 #include "learner/journal.h"
-#include "learner/rollout_dump.h"
 #include "learner/rollout_stream.h"
 #include "learner/rollout_validation.h"
+#include "learner/train_loop.h"
 #include "rhythm/v1/checkpoint.pb.h"
 
 namespace rhythm::learner {
@@ -101,7 +101,7 @@ absl::Status LearnerServer::Init() {
         absl::StrCat(run_dir, " already holds a run (its rollout log is not empty): pass --resume ",
                      run_dir, " to continue it, or use a new learner.run_dir"));
   }
-  int64_t restored_version = 0, optimizer_steps = 0;
+  int64_t restored_version = 0, restored_steps = 0, optimizer_steps = 0;
   common::model::TensorMap optimizer;
   if (options_.resume) {
     absl::StatusOr<LoadedCheckpoint> ck = LoadLatestCheckpoint(run_dir);
@@ -110,7 +110,7 @@ absl::Status LearnerServer::Init() {
       model_ = std::move(ck->model);
       optimizer = std::move(ck->contents.optimizer);
       restored_version = st.version();
-      restored_steps_ = st.has_durable() ? st.steps() : st.version();
+      restored_steps = st.has_durable() ? st.steps() : st.version();
       optimizer_steps = st.optimizer_steps();
       RHYTHM_RETURN_IF_ERROR(
           state_->Restore(st.has_durable() ? st.durable() : LearnerState::FromLegacy(st)));
@@ -154,6 +154,14 @@ absl::Status LearnerServer::Init() {
     RHYTHM_RETURN_IF_ERROR(trainer_->RestoreOptimizerState(optimizer, optimizer_steps, version));
   }
   version_ = version;
+  TrainLoop::Hooks hooks;
+  hooks.publish = [this](int64_t v) { return PublishWeights(v); };
+  hooks.checkpoint = [this] { return WriteCheckpointNow(); };
+  hooks.fail = [this](const absl::Status& s) { Fail(s); };
+  hooks.finished = [this] { done_ = true; };
+  train_loop_ = std::make_unique<TrainLoop>(
+      TrainLoop::Options{c, options_.dump_rollouts_dir, restored_steps}, *assembler_, *trainer_,
+      *metrics_, version_, std::move(hooks));
   // Every actor the state knows gets a grace period to reconnect.
   for (const std::string& actor : state_->actors()) last_heard_[actor] = clock_.Now();
   metrics_->policy_version.Set(static_cast<double>(version));
@@ -226,7 +234,7 @@ absl::Status LearnerServer::Start() {
   }
   if (group_) group_->Start();
   threads_.emplace_back([this] { IngestLoop(); });
-  threads_.emplace_back([this] { TrainLoop(); });
+  threads_.emplace_back([this] { train_loop_->Run(stopping_); });
   threads_.emplace_back([this] { HousekeepingLoop(); });
   RHYTHM_LOG(Info) << "learner: serving on port " << port_ << ", version " << version_.load();
   return absl::OkStatus();
@@ -496,73 +504,12 @@ absl::Status LearnerServer::PublishWeights(int64_t version) {
   return absl::OkStatus();
 }
 
-void LearnerServer::TrainLoop() {
-  const v1::RhythmConfig& c = options_.config;
-  while (!stopping_.load()) {
-    std::optional<std::vector<Group>> batch =
-        assembler_->NextBatch(version_.load(), absl::Milliseconds(200));
-    if (!batch) continue;
-    for (const Group& g : *batch) {
-      metrics_->staleness.Observe(
-          static_cast<double>(version_.load() -
-                              assembler_->LineageVersion(BatchAssembler::OldestVersion(g))));
-    }
-    if (!options_.dump_rollouts_dir.empty()) {
-      if (absl::Status d = DumpBatch(options_.dump_rollouts_dir, *batch, trainer_->version() + 1);
-          !d.ok()) {
-        RHYTHM_LOG(Warning) << "learner: " << d;
-      }
-    }
-    absl::StatusOr<StepStats> s = trainer_->Step(*batch);
-    if (!s.ok()) {
-      // The batch has left the queue and the weights may be half-updated: stop, and let a
-      // --resume restart from the last checkpoint and the log.
-      Fail(absl::InternalError(absl::StrCat("training step failed: ", s.status().message())));
-      return;
-    }
-    version_ = s->version;
-    if (absl::Status ps = PublishWeights(s->version); !ps.ok()) {
-      Fail(absl::InternalError(absl::StrCat("journaling version ", s->version, ": ",
-                                            ps.message())));
-      return;
-    }
-    // The version gauge moves before the step counter, so a reader that sees N steps also
-    // sees the version of step N.
-    metrics_->policy_version.Set(static_cast<double>(s->version));
-    const int64_t steps = ++steps_done_;
-    metrics_->RecordStep(*s);
-    if (s->fai_undefined_responses > 0 && !warned_fai_undefined_) {
-      warned_fai_undefined_ = true;
-      RHYTHM_LOG(Warning) << absl::StrFormat(
-          "learner: %d of %d responses in step %d have FAI undefined at every token: they are "
-          "shorter than generation.fai_band_lo + 1 = %d tokens, so anchor credit cannot act on "
-          "them (counted in rhythm_learner_fai_undefined_responses_total; warned once)",
-          s->fai_undefined_responses, s->sequences, steps, c.generation().fai_band_lo() + 1);
-    }
-    RHYTHM_LOG(Info) << absl::StrFormat(
-        "learner: step %d version %d reward %.3f acc %.3f loss %.4f clip %.3f kl %.5f "
-        "tokens/s %.0f staleness %.2f",
-        steps, s->version, s->reward_mean, s->accuracy, s->loss, s->clip_fraction, s->approx_kl,
-        s->tokens / std::max(s->seconds, 1e-9), s->staleness_mean);
-    const int every = c.learner().checkpoint_every();
-    if (every > 0 && steps % every == 0) {
-      if (absl::Status cs = WriteCheckpointNow(); !cs.ok()) {
-        RHYTHM_LOG(Error) << "learner: checkpoint failed: " << cs;
-      }
-    }
-    if (c.trainer().steps() > 0 && restored_steps_ + steps >= c.trainer().steps()) {
-      done_ = true;
-      return;
-    }
-  }
-}
-
 absl::Status LearnerServer::WriteCheckpointNow() {
   const auto start = std::chrono::steady_clock::now();
   CheckpointContents contents;
   v1::LearnerCheckpoint& st = contents.state;
   st.set_version(trainer_->version());
-  st.set_steps(restored_steps_ + steps_done_.load());
+  st.set_steps(train_loop_->total_steps());
   st.set_optimizer_steps(trainer_->optimizer_steps());
   {
     // One consistent cut: every journaled record up to log_seq is reflected in it.

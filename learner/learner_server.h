@@ -6,8 +6,9 @@
 //                    ingest thread: journal the rollouts ─ LearnerState.Apply ─ fsync (group
 //                                   commit, outside the state lock) ─ acks
 //                                               │
-//   trainer thread: NextBatch ─ Trainer.Step ─ journal + publish the version (flat weights)
-//                   ─ checkpoint every N steps (LearnerState.Snapshot; then trim the journal)
+//   trainer thread (learner/train_loop.h): NextBatch ─ Trainer.Step ─ journal + publish the
+//                   version (flat weights) ─ checkpoint every N steps (LearnerState.Snapshot;
+//                   then trim the journal)
 //   housekeeping thread: lease expiry (hard deadlines, silent actors), gauges
 //   gRPC: Register, Heartbeat (names the leases to renew), LeasePrompts, StreamRollouts; and
 //   the Weights service (common/weights: gRPC chunks, or a Gloo/NCCL broadcast group)
@@ -46,6 +47,7 @@
 #include "learner/learner_state.h"
 #include "learner/prompt_source.h"
 #include "learner/rollout_log.h"
+#include "learner/train_loop.h"
 #include "learner/trainer.h"
 #include "rhythm/v1/config.pb.h"
 #include "rhythm/v1/learner_service.grpc.pb.h"
@@ -113,7 +115,6 @@ class LearnerServer final : public v1::Learner::Service {
   absl::Status Init();
   absl::Status InitWeightTransport();
   void IngestLoop();
-  void TrainLoop();
   void HousekeepingLoop();
   // Validates and queues one rollout for durability; `done` is called with its ack.
   void Submit(v1::Rollout rollout, std::function<void(const v1::RolloutAck&)> done);
@@ -155,9 +156,7 @@ class LearnerServer final : public v1::Learner::Service {
   std::atomic<bool> done_{false};
   std::atomic<bool> failed_{false};
   const std::string session_;
-  std::atomic<int64_t> steps_done_{0};  // training steps in this process
-  int64_t restored_steps_ = 0;          // training steps of the weights it started from
-  bool warned_fai_undefined_ = false;  // TrainLoop only
+  std::unique_ptr<TrainLoop> train_loop_;
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::thread> threads_;
