@@ -241,13 +241,17 @@ void Actor::GroupLoop() {
                           << " weight group, using gRPC: " << factory.status();
       return;
     }
+    // Only this thread replaces member_, so the member stays alive while it runs; Run is not
+    // called under group_mu_, which its callback and GroupConnected take.
+    common::weights::GroupMember* member;
     {
       absl::MutexLock lock(&group_mu_);
       if (stop_.load()) return;
       member_ = std::make_unique<common::weights::GroupMember>(
           &weights_stub_, options_.actor_id, std::move(*factory), weight_metrics_.get());
+      member = member_.get();
     }
-    absl::Status s = member_->Run([this](common::weights::ReceivedVersion r) {
+    absl::Status s = member->Run([this](common::weights::ReceivedVersion r) {
       absl::MutexLock lock(&group_mu_);
       received_ = std::make_unique<common::weights::ReceivedVersion>(std::move(r));
     });

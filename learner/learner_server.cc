@@ -130,13 +130,15 @@ absl::Status LearnerServer::Init() {
                                             log_->first_seq(), " but the checkpoint covers only ",
                                             state_->log_seq(), ": records in between are gone"));
   }
-  RHYTHM_RETURN_IF_ERROR(log_->Replay(state_->log_seq(), [&](uint64_t seq, absl::string_view b) {
+  // (The lambda runs inside Replay, on this thread, under the lock held here.)
+  auto apply = [&](uint64_t seq, absl::string_view b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_) {
     RHYTHM_ASSIGN_OR_RETURN(v1::JournalRecord r, DecodeRecord(seq, b));
     replayed += r.has_rollout() ? 1 : 0;
     state_->Apply(r);
     state_->set_log_seq(seq);
     return absl::OkStatus();
-  }));
+  };
+  RHYTHM_RETURN_IF_ERROR(log_->Replay(state_->log_seq(), apply));
   if (replayed > 0) RHYTHM_LOG(Info) << "learner: replayed " << replayed << " logged rollouts";
   // Versions only go forward: weights older than the last published version get a new number.
   const int64_t max_published = state_->max_published_version();

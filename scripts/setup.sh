@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(
-  build-essential cmake ninja-build pkgconf ccache git ca-certificates
+  build-essential cmake ninja-build pkgconf ccache git ca-certificates clang-14
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libtorch-dev libgloo-dev libopenblas0-openmp
   prometheus-cpp-dev libyaml-cpp-dev nlohmann-json3-dev
