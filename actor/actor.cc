@@ -8,6 +8,7 @@
 #include "common/backoff.h"
 #include "common/crc32c.h"
 #include "common/fp16.h"
+#include "common/grpc_status.h"
 #include "common/logging.h"
 #include "common/metric_builders.h"
 #include "common/model/flat_weights.h"
@@ -25,11 +26,7 @@
 namespace rhythm::actor {
 namespace {
 
-absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                      absl::StrCat(what, ": ", s.error_message()));
-}
+using common::FromGrpc;
 
 std::unique_ptr<grpc::ClientContext> Context(double seconds) {
   auto ctx = std::make_unique<grpc::ClientContext>();

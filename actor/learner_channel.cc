@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 
+#include "common/weights/weight_client.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 
@@ -11,8 +12,8 @@ namespace rhythm::actor {
 
 grpc::ChannelArguments LearnerChannelArguments(const v1::ActorConfig& config) {
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(64 << 20);
-  args.SetMaxSendMessageSize(64 << 20);
+  args.SetMaxReceiveMessageSize(common::weights::kReceiverMaxMessageBytes);
+  args.SetMaxSendMessageSize(common::weights::kReceiverMaxMessageBytes);
   // gRPC's subchannel reconnect backoff (client_channel/subchannel.cc): after a failed
   // connection attempt the next one comes after a delay that starts at INITIAL, grows x1.6 per
   // failure up to MAX, each delay jittered by +-20% (gRPC clamps both to >= 100 ms). Defaults

@@ -10,8 +10,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/crc32c.h"
+#include "common/grpc_status.h"
 #include "common/logging.h"
 #include "common/model/flat_weights.h"
+#include "common/weights/weight_client.h"
 #include "common/status.h"
 #include "grpcpp/grpcpp.h"
 #include "learner/checkpoint.h"
@@ -24,10 +26,7 @@
 namespace rhythm::learner {
 namespace {
 
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
+using common::ToGrpc;
 
 // Internal outcome for a rollout that did not become durable: its ack is never sent, so the
 // actor keeps it and resends.
@@ -173,9 +172,10 @@ absl::Status LearnerServer::Init() {
 
 absl::Status LearnerServer::InitWeightTransport() {
   const v1::TransportConfig& t = options_.config.transport();
-  // A chunk plus its framing must fit the learner's send limit and the actors' receive limit
-  // (64 MiB, actor/main.cc), or every download would fail.
-  const int64_t limit = std::min<int64_t>(options_.config.learner().max_message_bytes(), 64 << 20);
+  // A chunk plus its framing must fit the learner's send limit and the actors' receive limit,
+  // or every download would fail.
+  const int64_t limit = std::min<int64_t>(options_.config.learner().max_message_bytes(),
+                                          common::weights::kReceiverMaxMessageBytes);
   if (static_cast<int64_t>(t.chunk_bytes()) + 4096 > limit) {
     return absl::InvalidArgumentError(absl::StrCat(
         "config: transport.chunk_bytes ", t.chunk_bytes(),

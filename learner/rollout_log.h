@@ -1,8 +1,8 @@
 // RolloutLog: the learner's durable, append-only record log. The learner acks a rollout to its
 // actor only after its record is durable: Append has returned its sequence number and a Sync
 // through that number has returned (or AppendAndSync, which does both), so an acked rollout
-// survives a crash. Records are opaque bytes (serialized
-// rhythm.v1.Rollout protos; the log does not look inside).
+// survives a crash. Records are opaque bytes: the learner's journal records
+// (learner/journal.h); the log does not look inside.
 //
 // On disk, a directory of segments named by the sequence number of their first record:
 //

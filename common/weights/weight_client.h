@@ -21,6 +21,10 @@
 
 namespace rhythm::common::weights {
 
+// The largest gRPC message a weights receiver (an actor's channel to the learner) accepts, both
+// ways: a chunk plus its framing must fit it.
+inline constexpr int kReceiverMaxMessageBytes = 64 << 20;
+
 struct FetchOptions {
   int streams = 1;
   // Attempts per chunk range before giving up (each resumes where the last stopped).
