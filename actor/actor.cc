@@ -7,13 +7,13 @@
 #include "absl/strings/str_cat.h"
 #include "common/backoff.h"
 #include "common/crc32c.h"
-#include "common/fp16.h"
 #include "common/grpc_status.h"
 #include "common/logging.h"
 #include "common/metric_builders.h"
 #include "common/model/flat_weights.h"
 #include "common/model/hf_checkpoint.h"
 #include "common/rollout/engine.h"
+#include "common/rollout/summary_codec.h"
 #include "common/runtime.h"
 #include "common/status.h"
 #include "common/tokenizer/char_tokenizer.h"
@@ -366,21 +366,17 @@ absl::Status Actor::GenerateBatch() {
                             ? v1::FINISH_REASON_STOP_STRING
                             : v1::FINISH_REASON_LENGTH);
     if (s.summary) {
-      v1::AttentionSummary* sum = r.mutable_summary();
-      sum->set_waad_f16(common::EncodeFp16(s.summary->waad));
-      sum->set_fai_f16(common::EncodeFp16(s.summary->fai));
-      std::string defined((s.summary->fai.size() + 7) / 8, '\0');
-      for (size_t i = 0; i < s.summary->fai.size(); ++i) {
-        if (!std::isnan(s.summary->fai[i])) defined[i / 8] |= static_cast<char>(1 << (i % 8));
-      }
-      sum->set_fai_defined(defined);
-      sum->set_window(static_cast<uint32_t>(o.tap.window));
-      sum->set_fai_band_lo(static_cast<uint32_t>(o.tap.band_lo));
-      sum->set_fai_band_hi(static_cast<uint32_t>(o.tap.band_hi));
-      for (int64_t l : s.summary->tap_layers) sum->add_tapped_layers(static_cast<uint32_t>(l));
-      sum->set_heads_per_layer(static_cast<uint32_t>(s.summary->heads_per_layer));
-      for (int64_t h : s.summary->local_heads) sum->add_local_heads(static_cast<uint32_t>(h));
-      for (int64_t h : s.summary->global_heads) sum->add_global_heads(static_cast<uint32_t>(h));
+      common::rollout::SummaryFields f;
+      f.waad = s.summary->waad;
+      f.fai = s.summary->fai;
+      f.window = o.tap.window;
+      f.band_lo = o.tap.band_lo;
+      f.band_hi = o.tap.band_hi;
+      f.tap_layers = s.summary->tap_layers;
+      f.heads_per_layer = s.summary->heads_per_layer;
+      f.local_heads = s.summary->local_heads;
+      f.global_heads = s.summary->global_heads;
+      *r.mutable_summary() = common::rollout::EncodeSummary(f);
     }
     r.set_generation_seconds(gen_seconds);
     metrics_->response_length.Observe(static_cast<double>(s.response_ids.size()));

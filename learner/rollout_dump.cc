@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/fp16.h"
+#include "common/rollout/summary_codec.h"
 #include "nlohmann/json.hpp"
 
 namespace rhythm::learner {
@@ -26,8 +26,9 @@ absl::Status DumpBatch(const std::string& dir, const std::vector<Group>& batch, 
       j["reward"] = r.verifier().reward();
       nlohmann::json waad = nlohmann::json::array(), fai = nlohmann::json::array();
       if (r.has_summary()) {
-        for (float x : common::DecodeFp16(r.summary().waad_f16())) waad.push_back(x);
-        for (float x : common::DecodeFp16(r.summary().fai_f16())) {
+        const common::rollout::SummaryFields summary = common::rollout::DecodeSummary(r.summary());
+        for (float x : summary.waad) waad.push_back(x);
+        for (float x : summary.fai) {
           fai.push_back(std::isnan(x) ? nlohmann::json(nullptr) : nlohmann::json(x));
         }
       }

@@ -4,7 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "common/fp16.h"
+#include "common/rollout/summary_codec.h"
 
 namespace rhythm::learner {
 namespace {
@@ -109,14 +109,15 @@ ValidationResult ValidateRollout(const v1::Rollout& r, const ValidationLimits& l
                     absl::StrCat(id, "summary.fai_f16 has ", s.fai_f16().size() / 2,
                                  " values, response_token_ids has ", n));
     }
-    const std::vector<float> waad = common::DecodeFp16(s.waad_f16());
+    const common::rollout::SummaryFields decoded = common::rollout::DecodeSummary(s);
+    const std::vector<float>& waad = decoded.waad;
     for (int i = 0; i < n; ++i) {
       if (!std::isfinite(waad[i])) {
         return Reject(v1::REJECT_REASON_NON_FINITE,
                       absl::StrCat(id, "summary.waad[", i, "] = ", waad[i], " is not finite"));
       }
     }
-    const std::vector<float> fai = common::DecodeFp16(s.fai_f16());
+    const std::vector<float>& fai = decoded.fai;
     for (int i = 0; i < n; ++i) {
       if (std::isinf(fai[i])) {
         return Reject(v1::REJECT_REASON_NON_FINITE,

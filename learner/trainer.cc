@@ -8,7 +8,7 @@
 #include "common/credit/advantages.h"
 #include "common/credit/policy_loss.h"
 #include "common/credit/token_credit.h"
-#include "common/fp16.h"
+#include "common/rollout/summary_codec.h"
 #include "common/status.h"
 #include "common/torch_status.h"
 #include "learner/rollout_validation.h"
@@ -152,12 +152,12 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
       if (r.has_summary()) {
         credit::TokenCreditOptions o = credit::TokenCreditOptionsFromConfig(credit_);
         o.seed = credit::MixSeed(seed_, r.rollout_id() ^ std::hash<std::string>()(r.run_id()));
-        const std::vector<float> fai = common::DecodeFp16(r.summary().fai_f16());
+        const common::rollout::SummaryFields summary = common::rollout::DecodeSummary(r.summary());
+        const std::vector<float>& fai = summary.fai;
         RHYTHM_ASSIGN_OR_RETURN(
             credit::TokenCredit c,
-            credit::ComputeTokenCredit({at::tensor(common::DecodeFp16(r.summary().waad_f16())),
-                                        at::tensor(fai), at::tensor(entropy)},
-                                       o));
+            credit::ComputeTokenCredit(
+                {at::tensor(summary.waad), at::tensor(fai), at::tensor(entropy)}, o));
         int64_t defined = 0;
         for (float f : fai) defined += std::isnan(f) ? 0 : 1;
         fai_defined_tokens += defined;

@@ -48,7 +48,6 @@ Rollout FullRollout() {
   // 1.0, 2.5, 0.5, 10.0, 0.0 in IEEE fp16; FAI NaN where undefined.
   s->set_waad_f16(Fp16Bytes({0x3C00, 0x4100, 0x3800, 0x4900, 0x0000}));
   s->set_fai_f16(Fp16Bytes({0x2E66, 0x3000, 0x7E00, 0x7E00, 0x7E00}));
-  s->set_fai_defined(std::string(1, static_cast<char>(0b00011)));
   s->set_window(10);
   s->set_fai_band_lo(10);
   s->set_fai_band_hi(100);
