@@ -25,6 +25,7 @@
 #include "common/credit/token_credit.h"
 #include "common/metrics_server.h"
 #include "common/model/hf_checkpoint.h"
+#include "common/rollout/rollout_jsonl.h"
 #include "common/runtime.h"
 #include "common/subprocess.h"
 #include "common/tokenizer/tokenizer.h"
@@ -193,15 +194,17 @@ std::string RenderRollouts(const std::string& dump_dir, const common::Tokenizer&
   std::ifstream in(files.back());
   std::string html;
   int shown = 0;
-  std::map<int64_t, int> per_group;  // at most two responses of each prompt
+  std::map<std::string, int> per_group;  // at most two responses of each prompt
+  int64_t number = 0;
   for (std::string line; std::getline(in, line) && shown < 10;) {
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.contains("response_ids") || j["waad"].empty()) continue;
-    if (++per_group[j.value("group", int64_t{0})] > 2) continue;
+    absl::StatusOr<common::rollout::RolloutLine> r =
+        common::rollout::ParseRolloutLine(line, ++number);
+    if (!r.ok() || r->response_ids.empty()) continue;
+    if (++per_group[r->group] > 2) continue;
     ++shown;
-    std::vector<double> waad = j["waad"].get<std::vector<double>>(), fai;
-    for (const auto& f : j["fai"]) fai.push_back(f.is_null() ? std::nan("") : f.get<double>());
-    std::vector<double> entropy = j["entropy"].get<std::vector<double>>();
+    const std::vector<double>& waad = r->waad;
+    const std::vector<double>& fai = r->fai;
+    const std::vector<double>& entropy = r->entropy;
     const common::credit::TokenCreditOptions o =
         common::credit::TokenCreditOptionsFromConfig(config.credit());
     auto credit = common::credit::ComputeTokenCredit(
@@ -216,10 +219,10 @@ std::string RenderRollouts(const std::string& dump_dir, const common::Tokenizer&
     for (double f : fai) {
       if (!std::isnan(f)) fmax = std::max(fmax, f);
     }
-    const std::vector<int32_t> prompt = j["prompt_ids"].get<std::vector<int32_t>>();
+    const std::vector<int32_t>& prompt = r->prompt_ids;
     absl::StrAppend(&html, "<div class='rollout'><span class='prompt'>",
                     Escape(tokenizer.Decode(prompt).value_or("")), "</span>");
-    const std::vector<int32_t> ids = j["response_ids"].get<std::vector<int32_t>>();
+    const std::vector<int32_t>& ids = r->response_ids;
     for (size_t t = 0; t < ids.size() && t < waad.size(); ++t) {
       const double wa = waad[t] / wmax;
       const double fa = t < fai.size() && !std::isnan(fai[t]) ? fai[t] / fmax : 0;
@@ -232,7 +235,7 @@ std::string RenderRollouts(const std::string& dump_dir, const common::Tokenizer&
                      0.6 * fa, Escape(tokenizer.Decode({ids[t]}).value_or("?"))));
     }
     absl::StrAppend(
-        &html, absl::StrFormat(" <small>reward %.2f</small></div>", j["reward"].get<double>()));
+        &html, absl::StrFormat(" <small>reward %.2f</small></div>", r->reward));
   }
   return html;
 }

@@ -1,9 +1,8 @@
-// The learner's --dump-rollouts files: every batch it trains, one JSON line per rollout, in
-// <dir>/step-<step, 8 digits>.jsonl (the step is the version the batch trains to). A line:
-//   {"group", "rollout_id", "actor_id", "run_id", "reward", "prompt_ids", "response_ids",
-//    "logprobs" (behaviour), "entropy", "waad", "fai" (null where undefined)}
-// Written for analysis and audits (tests/fault_audit.h reads them); nothing reads them back
-// into the learner.
+// The learner's --dump-rollouts files: every batch it trains, one line per rollout in the
+// rollout JSON-lines format (common/rollout/rollout_jsonl.h, whose ParseRolloutLine reads them
+// back), in <dir>/step-<step, 8 digits>.jsonl (the step is the version the batch trains to).
+// Written for analysis and audits (`rhythm shape`, `rhythm train`'s report, tests/fault_audit.h);
+// nothing reads them back into the learner.
 #pragma once
 
 #include <cstdint>

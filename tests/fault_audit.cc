@@ -9,9 +9,9 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/rollout/rollout_jsonl.h"
 #include "learner/journal.h"
 #include "learner/rollout_log.h"
-#include "nlohmann/json.hpp"
 
 namespace rhythm::testing {
 namespace {
@@ -63,16 +63,15 @@ std::map<int64_t, DumpedStep> ReadDumps(const std::string& dir) {
     if (name.rfind("step-", 0) != 0 || e.path().extension() != ".jsonl") continue;
     DumpedStep& step = out[std::strtoll(name.c_str() + 5, nullptr, 10)];
     std::ifstream in(e.path());
+    int64_t number = 0;
     for (std::string line; std::getline(in, line);) {
-      const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (j.is_discarded() || !j.contains("group") || !j.contains("rollout_id") ||
-          !j.contains("actor_id")) {
+      absl::StatusOr<common::rollout::RolloutLine> r =
+          common::rollout::ParseRolloutLine(line, ++number);
+      if (!r.ok() || r->rollout_id == 0 || r->actor_id.empty()) {
         step.torn = true;
         continue;
       }
-      step.rollouts.push_back(absl::StrCat(j["group"].get<uint64_t>(), "/",
-                                           j["actor_id"].get<std::string>(), "/",
-                                           j["rollout_id"].get<uint64_t>()));
+      step.rollouts.push_back(absl::StrCat(r->group, "/", r->actor_id, "/", r->rollout_id));
     }
   }
   return out;

@@ -7,40 +7,9 @@
 
 #include "ATen/ATen.h"
 #include "absl/strings/str_cat.h"
-#include "nlohmann/json.hpp"
 
 namespace rhythm::common::credit {
 namespace {
-
-using nlohmann::json;
-
-absl::Status LineError(int64_t line, absl::string_view field, absl::string_view problem) {
-  return absl::InvalidArgumentError(absl::StrCat("line ", line, ": ", field, ": ", problem));
-}
-
-// Reads a numeric array; nulls become NaN when allowed.
-absl::Status ReadArray(const json& obj, const char* field, int64_t line, bool required,
-                       bool allow_null, std::vector<double>* out) {
-  auto it = obj.find(field);
-  if (it == obj.end()) {
-    return required ? LineError(line, field, "missing") : absl::OkStatus();
-  }
-  if (!it->is_array()) return LineError(line, field, "expected an array of numbers");
-  out->reserve(it->size());
-  for (size_t i = 0; i < it->size(); ++i) {
-    const json& v = (*it)[i];
-    if (v.is_number()) {
-      out->push_back(v.get<double>());
-    } else if (v.is_null() && allow_null) {
-      out->push_back(std::nan(""));
-    } else {
-      return LineError(line, absl::StrCat(field, "[", i, "]"),
-                       absl::StrCat("expected a number", allow_null ? " or null" : "",
-                                    ", got ", v.dump()));
-    }
-  }
-  return absl::OkStatus();
-}
 
 void AppendArray(std::string* out, const float* values, int64_t n) {
   out->push_back('[');
@@ -66,47 +35,6 @@ at::Tensor ToTensor(const std::vector<double>& v) {
 }
 
 }  // namespace
-
-absl::StatusOr<ShapeRecord> ParseShapeRecord(absl::string_view text, int64_t line) {
-  json obj = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  if (obj.is_discarded()) return LineError(line, "json", "not valid JSON");
-  if (!obj.is_object()) return LineError(line, "json", "expected an object");
-  ShapeRecord r;
-  r.line = line;
-  auto group = obj.find("group");
-  if (group == obj.end()) return LineError(line, "group", "missing");
-  if (!group->is_number_integer() && !group->is_string()) {
-    return LineError(line, "group", absl::StrCat("expected an integer or a string, got ",
-                                                 group->dump()));
-  }
-  r.group = group->dump();
-  auto reward = obj.find("reward");
-  if (reward == obj.end()) return LineError(line, "reward", "missing");
-  if (!reward->is_number()) {
-    return LineError(line, "reward", absl::StrCat("expected a number, got ", reward->dump()));
-  }
-  r.reward = reward->get<double>();
-  if (!std::isfinite(r.reward)) {
-    return LineError(line, "reward", absl::StrCat(r.reward, " is not finite"));
-  }
-  if (auto s = ReadArray(obj, "waad", line, true, false, &r.waad); !s.ok()) return s;
-  if (auto s = ReadArray(obj, "fai", line, true, true, &r.fai); !s.ok()) return s;
-  if (auto s = ReadArray(obj, "entropy", line, true, false, &r.entropy); !s.ok()) return s;
-  if (auto s = ReadArray(obj, "logprobs", line, false, false, &r.logprobs); !s.ok()) return s;
-  if (r.waad.empty()) return LineError(line, "waad", "empty response");
-  const size_t n = r.waad.size();
-  auto check_len = [&](const char* field, const std::vector<double>& v) {
-    return v.size() == n ? absl::OkStatus()
-                         : LineError(line, field,
-                                     absl::StrCat("has ", v.size(), " values, waad has ", n));
-  };
-  if (auto s = check_len("fai", r.fai); !s.ok()) return s;
-  if (auto s = check_len("entropy", r.entropy); !s.ok()) return s;
-  if (!r.logprobs.empty()) {
-    if (auto s = check_len("logprobs", r.logprobs); !s.ok()) return s;
-  }
-  return r;
-}
 
 ShapeStats ShapeStream(std::istream& in, std::ostream& out, std::ostream& errors,
                        const ShapeOptions& options) {

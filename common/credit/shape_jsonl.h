@@ -4,7 +4,8 @@
 //   {"group": 17, "reward": 1.0, "waad": [..T..], "fai": [..T.., null where undefined],
 //    "entropy": [..T..], "logprobs": [..T..]}            ("logprobs" optional; extra keys ignored)
 // "group" (a number or a string) ties the G responses of one prompt together; a group's
-// responses need not be adjacent. The learner's --dump-rollouts writes the same format.
+// responses need not be adjacent. This is the rollout JSON-lines format
+// (common/rollout/rollout_jsonl.h), which the learner's --dump-rollouts writes.
 //
 // Output: one JSON object per valid input line, in input order:
 //   {"line": 3, "group": 17, "reward": 1.0, "advantage": 0.93, "zero_variance_group": false,
@@ -23,21 +24,18 @@
 #include "absl/strings/string_view.h"
 #include "common/credit/advantages.h"
 #include "common/credit/token_credit.h"
+#include "common/rollout/rollout_jsonl.h"
 
 namespace rhythm::common::credit {
 
-struct ShapeRecord {
-  int64_t line = 0;           // 1-based line number in the input
-  std::string group;          // the "group" value as JSON text (17 or "p17")
-  double reward = 0;
-  std::vector<double> waad;
-  std::vector<double> fai;    // NaN where the input had null
-  std::vector<double> entropy;
-  std::vector<double> logprobs;  // empty when absent
-};
+// One input line: the rollout JSON-lines format (common/rollout/rollout_jsonl.h), whose reader
+// this is.
+using ShapeRecord = rollout::RolloutLine;
 
 // Parses one input line. INVALID_ARGUMENT "line N: <field>: <problem>" when malformed.
-absl::StatusOr<ShapeRecord> ParseShapeRecord(absl::string_view text, int64_t line);
+inline absl::StatusOr<ShapeRecord> ParseShapeRecord(absl::string_view text, int64_t line) {
+  return rollout::ParseRolloutLine(text, line);
+}
 
 struct ShapeOptions {
   TokenCreditOptions credit;         // credit.seed is the run seed, mixed with the line number
