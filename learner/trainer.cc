@@ -182,6 +182,7 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
   stats.sequences = static_cast<int64_t>(seqs.size());
   if (seqs.empty()) return absl::InvalidArgumentError("empty batch");
 
+  absl::Status inner;  // an error the step returned (not threw): kept as it is
   absl::Status status = common::TorchCall("training step", [&]() {
     const int64_t micro = std::max<int64_t>(1, config_.micro_batch_size());
     // 2. Old log-probs under the weights that start this step.
@@ -231,7 +232,12 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
         in.entropy = entropy;
         in.preplan_mask = Stack(mbs, &Sequence::preplan, mb.tmax);
         in.anchor_mask = Stack(mbs, &Sequence::anchor, mb.tmax);
-        credit::PolicyLossResult r = credit::ComputePolicyLoss(in, loss_opts).value();
+        absl::StatusOr<credit::PolicyLossResult> loss = credit::ComputePolicyLoss(in, loss_opts);
+        if (!loss.ok()) {
+          inner = loss.status();
+          return;
+        }
+        credit::PolicyLossResult& r = *loss;
         // Weight each micro-batch so the accumulated gradient is the chunk's aggregate.
         const double w = config_.loss_aggregation() == v1::LOSS_AGGREGATION_TOKEN_MEAN
                              ? static_cast<double>(mb_tokens) / chunk_tokens
@@ -267,6 +273,7 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
     }
   });
   RHYTHM_RETURN_IF_ERROR(status);
+  RHYTHM_RETURN_IF_ERROR(inner);
   ++version_;
   stats.version = version_;
   stats.reward_mean = reward_sum / stats.sequences;
