@@ -1,5 +1,6 @@
 #include "actor/actor.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -52,9 +53,8 @@ struct ActorMetrics {
                                           "Rollouts the learner acknowledged (durable)")),
         rollouts_rejected(common::AddCounter(r, "rhythm_actor_rollouts_rejected_total",
                                              "Rollouts the learner rejected as invalid")),
-        rollouts_resent(
-            common::AddGauge(r, "rhythm_actor_rollouts_resent",
-                             "Rollouts written again after a reconnect (running total)")),
+        rollouts_resent(common::AddCounter(r, "rhythm_actor_rollouts_resent_total",
+                                           "Rollouts written again after a reconnect")),
         unacked(
             common::AddGauge(r, "rhythm_actor_unacked_rollouts", "Rollouts kept for resending")),
         reward_mean(
@@ -66,8 +66,8 @@ struct ActorMetrics {
             common::AddGauge(r, "rhythm_actor_policy_version", "Version generating now")),
         version_lag(
             common::AddGauge(r, "rhythm_actor_version_lag", "Newest version - version in use")),
-        reconnects(
-            common::AddGauge(r, "rhythm_actor_reconnects", "Rollout-stream reconnects (total)")),
+        reconnects(common::AddCounter(r, "rhythm_actor_reconnects_total",
+                                      "Rollout-stream reconnects")),
         generation_seconds(common::AddHistogram(r, "rhythm_actor_generation_seconds",
                                                 "Seconds per batch",
                                                 {0.1, 0.5, 1, 2, 5, 10, 30, 60, 120})),
@@ -78,13 +78,13 @@ struct ActorMetrics {
   prometheus::Counter& rollouts_sent;
   prometheus::Counter& rollouts_acked;
   prometheus::Counter& rollouts_rejected;
-  prometheus::Gauge& rollouts_resent;
+  prometheus::Counter& rollouts_resent;
   prometheus::Gauge& unacked;
   prometheus::Gauge& reward_mean;
   prometheus::Histogram& response_length;
   prometheus::Gauge& policy_version;
   prometheus::Gauge& version_lag;
-  prometheus::Gauge& reconnects;
+  prometheus::Counter& reconnects;
   prometheus::Histogram& generation_seconds;
   prometheus::Histogram& verification_seconds;
 };
@@ -284,8 +284,11 @@ void Actor::HeartbeatLoop() {
     }
     const StreamerCounters c = streamer_->counters();
     metrics_->unacked.Set(static_cast<double>(c.unacked));
-    metrics_->reconnects.Set(static_cast<double>(c.reconnects));
-    metrics_->rollouts_resent.Set(static_cast<double>(c.resent));
+    // The streamer keeps running totals; the counters catch up to them.
+    metrics_->reconnects.Increment(
+        std::max(0.0, static_cast<double>(c.reconnects) - metrics_->reconnects.Value()));
+    metrics_->rollouts_resent.Increment(
+        std::max(0.0, static_cast<double>(c.resent) - metrics_->rollouts_resent.Value()));
     metrics_->version_lag.Set(static_cast<double>(latest_version_.load() - version_.load()));
     for (absl::Duration slept; slept < every && !stop_.load(); slept += absl::Milliseconds(50)) {
       absl::SleepFor(absl::Milliseconds(50));

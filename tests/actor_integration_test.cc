@@ -85,7 +85,7 @@ TEST(ActorProcesses, LearnerKilledAndResumedActorsReconnectNothingLostOrDuplicat
   // version is at least two past the one read before the kill.
   EXPECT_GE(Metric(second.metrics_port, "rhythm_learner_policy_version"), version_at_kill + 2)
       << "versions only go forward";
-  EXPECT_TRUE(WaitFor([&] { return Metric(a1.metrics_port, "rhythm_actor_reconnects") >= 1; }, 10));
+  EXPECT_TRUE(WaitFor([&] { return Metric(a1.metrics_port, "rhythm_actor_reconnects_total") >= 1; }, 10));
   ActorReport r1 = StopActor(a1), r2 = StopActor(a2);
   EXPECT_EQ(r1.rejected + r2.rejected, 0);
   EXPECT_EQ(r1.acked, r1.sent);

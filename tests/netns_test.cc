@@ -671,7 +671,7 @@ TEST_F(NetnsTest, PartitionedActorRejoinsLearnerNeverStallsEveryAckedRolloutOnce
   EXPECT_TRUE(rejoined) << "the partitioned actor's rollouts are acked again within 40 s of "
                            "the heal (logs in "
                         << run_ << ")";
-  const double cut_reconnects = ActorMetric(kCut, "rhythm_actor_reconnects");
+  const double cut_reconnects = ActorMetric(kCut, "rhythm_actor_reconnects_total");
   // And the loop goes on with it: two more steps after the rejoin.
   const double steps_at_rejoin = LearnerMetric(kSteps);
   EXPECT_TRUE(WaitFor([&] { return LearnerMetric(kSteps) >= steps_at_rejoin + 2; }, 30));
@@ -740,7 +740,7 @@ TEST_F(NetnsTest, PartitionedActorRejoinsLearnerNeverStallsEveryAckedRolloutOnce
             << steps_at_heal << " (+" << steps_during << ", longest still " << longest_still_s
             << " s, sampled every 0.25 s), leases expired +" << (expired_at_heal - expired_before)
             << " (total " << expired_total << "); cut actor acked again " << rejoin_s
-            << " s after the heal (rhythm_actor_reconnects " << cut_reconnects
+            << " s after the heal (rhythm_actor_reconnects_total " << cut_reconnects
             << "); acked steady/lossy/cut " << r[kSteady].acked << "/" << r[kLossy].acked << "/"
             << r[kCut].acked << ", rejected " << r[kSteady].rejected << "/" << r[kLossy].rejected
             << "/" << r[kCut].rejected << ", resent " << r[kSteady].resent << "/"

@@ -195,10 +195,13 @@ def actors():
              "acked {{instance}}"),
             (f"rate({m('rhythm_actor_rollouts_rejected_total')}[$__rate_interval]) * 60",
              "rejected {{instance}}")]),
-        ts("Unacked and resent rollouts", [
+        ts("Unacked rollouts, and resent per minute", [
             (m("rhythm_actor_unacked_rollouts"), "unacked {{instance}}"),
-            (m("rhythm_actor_rollouts_resent"), "resent {{instance}}")]),
-        ts("Reconnects", [(m("rhythm_actor_reconnects"), "{{instance}}")]),
+            (f"rate({m('rhythm_actor_rollouts_resent_total')}[$__rate_interval]) * 60",
+             "resent {{instance}}")]),
+        ts("Reconnects per minute", [
+            (f"rate({m('rhythm_actor_reconnects_total')}[$__rate_interval]) * 60",
+             "{{instance}}")]),
         ts("Policy version and lag", [
             (m("rhythm_actor_policy_version"), "version {{instance}}"),
             (m("rhythm_actor_version_lag"), "lag {{instance}}")]),
