@@ -12,12 +12,11 @@
 #include "common/logging.h"
 #include "common/metric_builders.h"
 #include "common/model/flat_weights.h"
-#include "common/model/hf_checkpoint.h"
+#include "common/model/load_model.h"
 #include "common/rollout/engine.h"
 #include "common/rollout/summary_codec.h"
 #include "common/runtime.h"
 #include "common/status.h"
-#include "common/tokenizer/char_tokenizer.h"
 #include "common/weights/communicator.h"
 #include "grpcpp/grpcpp.h"
 #include "prometheus/counter.h"
@@ -165,18 +164,12 @@ absl::Status Actor::BuildModel(const v1::RhythmConfig& c) {
   // The device is the actor's own setting (its machine), not the learner's.
   RHYTHM_ASSIGN_OR_RETURN(const c10::Device device,
                           common::ResolveDevice(options_.config.runtime().device()));
-  if (!c.model().path().empty()) {
-    RHYTHM_ASSIGN_OR_RETURN(model_,
-                            common::model::LoadHfModel(c.model().path(), at::kFloat, device));
-    RHYTHM_ASSIGN_OR_RETURN(tokenizer_, common::LoadTokenizer(c.model().path()));
-  } else {
-    tokenizer_ = common::CharTokenizer::CreateDefault();
-    RHYTHM_ASSIGN_OR_RETURN(model_, common::model::Transformer::RandomInit(
-                                        common::model::FromTinyConfig(
-                                            c.model().tiny(), tokenizer_->vocab_size(),
-                                            common::CharTokenizer::kBosId, tokenizer_->eos_id()),
-                                        0, at::kFloat, device));
-  }
+  // (A fresh tiny model's weights do not matter here: the learner's replace them.)
+  RHYTHM_ASSIGN_OR_RETURN(
+      common::model::ModelAndTokenizer loaded,
+      common::model::LoadModelAndTokenizer(c.model().path(), c.model().tiny(), 0, device));
+  model_ = std::move(loaded.model);
+  tokenizer_ = std::move(loaded.tokenizer);
   RHYTHM_ASSIGN_OR_RETURN(task_, common::tasks::CreateTask(c.task(), c.runtime().seed()));
   return absl::OkStatus();
 }

@@ -10,9 +10,9 @@
 #include "absl/strings/str_split.h"
 #include "common/config.h"
 #include "common/model/hf_checkpoint.h"
+#include "common/model/load_model.h"
 #include "common/rollout/engine.h"
 #include "common/runtime.h"
-#include "common/tokenizer/char_tokenizer.h"
 #include "common/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
@@ -184,20 +184,17 @@ int RunGenerate(const GenerateFlags& f, v1::RhythmConfig config) {
 int RunInitModel(const GenerateFlags& f, const v1::RhythmConfig& config) {
   if (f.out.empty()) return Fail("init-model: --out DIR is required");
   common::InitRuntime(config.runtime());
-  std::unique_ptr<common::CharTokenizer> tokenizer = common::CharTokenizer::CreateDefault();
-  const common::model::ModelConfig mc =
-      common::model::FromTinyConfig(config.model().tiny(), tokenizer->vocab_size(),
-                                    common::CharTokenizer::kBosId, tokenizer->eos_id());
-  absl::StatusOr<std::unique_ptr<common::model::Transformer>> model =
-      common::model::Transformer::RandomInit(mc, config.runtime().seed());
-  if (!model.ok()) return Fail(std::string(model.status().message()));
+  absl::StatusOr<common::model::ModelAndTokenizer> fresh =
+      common::model::LoadModelAndTokenizer("", config.model().tiny(), config.runtime().seed());
+  if (!fresh.ok()) return Fail(std::string(fresh.status().message()));
+  const common::Tokenizer& tokenizer = *fresh->tokenizer;
   common::model::ExportOptions eo;
-  eo.write_extra_files = [&](const std::string& dir) { return tokenizer->Save(dir); };
-  if (absl::Status s = common::model::ExportHfModel(**model, f.out, eo); !s.ok()) {
+  eo.write_extra_files = [&](const std::string& dir) { return tokenizer.Save(dir); };
+  if (absl::Status s = common::model::ExportHfModel(*fresh->model, f.out, eo); !s.ok()) {
     return Fail(std::string(s.message()), 1);
   }
-  std::cout << "rhythm init-model: wrote " << f.out << " (" << (*model)->NumParameters()
-            << " parameters, vocabulary " << mc.vocab_size << ")\n";
+  std::cout << "rhythm init-model: wrote " << f.out << " (" << fresh->model->NumParameters()
+            << " parameters, vocabulary " << fresh->model->config().vocab_size << ")\n";
   return 0;
 }
 

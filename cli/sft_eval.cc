@@ -15,10 +15,10 @@
 #include "common/config.h"
 #include "common/model/adamw.h"
 #include "common/model/hf_checkpoint.h"
+#include "common/model/load_model.h"
 #include "common/rollout/engine.h"
 #include "common/runtime.h"
 #include "common/status.h"
-#include "common/tokenizer/char_tokenizer.h"
 #include "nlohmann/json.hpp"
 
 namespace rhythm::cli {
@@ -38,22 +38,11 @@ struct Loaded {
 // The model (from `dir`, or a fresh tiny one), its tokenizer and the task.
 absl::StatusOr<Loaded> Load(const std::string& dir, const v1::RhythmConfig& config) {
   Loaded l;
-  if (!dir.empty()) {
-    auto model = common::model::LoadHfModel(dir);
-    if (!model.ok()) return model.status();
-    l.model = *std::move(model);
-    auto tok = common::LoadTokenizer(dir);
-    if (!tok.ok()) return tok.status();
-    l.tokenizer = *std::move(tok);
-  } else {
-    l.tokenizer = common::CharTokenizer::CreateDefault();
-    auto model = common::model::Transformer::RandomInit(
-        common::model::FromTinyConfig(config.model().tiny(), l.tokenizer->vocab_size(),
-                                      common::CharTokenizer::kBosId, l.tokenizer->eos_id()),
-        config.runtime().seed());
-    if (!model.ok()) return model.status();
-    l.model = *std::move(model);
-  }
+  auto loaded =
+      common::model::LoadModelAndTokenizer(dir, config.model().tiny(), config.runtime().seed());
+  if (!loaded.ok()) return loaded.status();
+  l.model = std::move(loaded->model);
+  l.tokenizer = std::move(loaded->tokenizer);
   auto task = common::tasks::CreateTask(config.task(), config.runtime().seed());
   if (!task.ok()) return task.status();
   l.task = *std::move(task);

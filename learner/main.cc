@@ -8,11 +8,10 @@
 #include "common/flags.h"
 #include "common/logging.h"
 #include "common/metrics_server.h"
-#include "common/model/hf_checkpoint.h"
+#include "common/model/load_model.h"
 #include "common/runtime.h"
 #include "common/startup.h"
 #include "common/tasks/task.h"
-#include "common/tokenizer/char_tokenizer.h"
 #include "common/tokenizer/tokenizer.h"
 #include "learner/learner_server.h"
 #include "prometheus/registry.h"
@@ -65,24 +64,15 @@ int main(int argc, char** argv) {
   if (!task.ok()) return Fail(std::string(task.status().message()), 2);
   for (const std::string& w : (*task)->warnings()) RHYTHM_LOG(Warning) << w;
 
-  std::unique_ptr<common::Tokenizer> tokenizer;
-  std::unique_ptr<common::model::Transformer> model;
-  if (!config.model().path().empty()) {
-    auto loaded = common::model::LoadHfModel(config.model().path());
-    if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
-    model = *std::move(loaded);
-    auto tok = common::LoadTokenizer(config.model().path());
-    if (!tok.ok()) return Fail(std::string(tok.status().message()));
-    tokenizer = *std::move(tok);
-  } else {
-    tokenizer = common::CharTokenizer::CreateDefault();
-    auto random = common::model::Transformer::RandomInit(
-        common::model::FromTinyConfig(config.model().tiny(), tokenizer->vocab_size(),
-                                      common::CharTokenizer::kBosId, tokenizer->eos_id()),
-        config.runtime().seed());
-    if (!random.ok()) return Fail(std::string(random.status().message()), 2);
-    model = *std::move(random);
+  absl::StatusOr<common::model::ModelAndTokenizer> loaded = common::model::LoadModelAndTokenizer(
+      config.model().path(), config.model().tiny(), config.runtime().seed());
+  if (!loaded.ok()) {
+    // A model directory that cannot be read is a runtime error; a tiny shape that cannot be
+    // built is the configuration's.
+    return Fail(std::string(loaded.status().message()), config.model().path().empty() ? 2 : 1);
   }
+  std::unique_ptr<common::Tokenizer> tokenizer = std::move(loaded->tokenizer);
+  std::unique_ptr<common::model::Transformer> model = std::move(loaded->model);
 
   learner::LearnerServerOptions options;
   options.config = config;
