@@ -1,4 +1,4 @@
-// Actor: the rollout loop of rhythm-actor.
+// Actor: the rollout loop of rhythm-actor (docs/architecture.md §1-§2).
 //
 //   register (retry with backoff) ─ fetch weights of the current version
 //   └─▶ loop: swap in newer weights (between batches only) ─ lease prompts ─ generate G samples

@@ -1,5 +1,5 @@
 // RolloutStreamer: the actor's side of the learner's rollout stream, resilient to the learner
-// going away.
+// going away (docs/architecture.md §4.1, §4.7).
 //
 // Send() puts a rollout in the unacked buffer (blocking while it holds max_unacked) and queues
 // it. A background connection thread keeps one StreamRollouts stream open: hello, then rollouts

@@ -2,8 +2,9 @@
 //
 // LibTorch starts with one intra-op thread on these machines, and Debian's LibTorch runs on the
 // reference BLAS (9-23x slower training) unless OpenBLAS-openmp is the libblas.so.3 alternative
-// (../shared/design/TOOLCHAIN.md §2-3). InitRuntime sets the thread count explicitly, finds the
-// BLAS library actually loaded, logs both, and warns when the BLAS is not OpenBLAS-openmp.
+// (not the pthread build, which fights torch's OpenMP threads). InitRuntime sets the thread
+// count explicitly, finds the BLAS library actually loaded, logs both, and warns when the BLAS
+// is not OpenBLAS-openmp.
 // Call once from main, after the config is loaded and before any torch work or thread start.
 #pragma once
 

@@ -1,7 +1,8 @@
 // Child processes: run one to completion capturing its output (RunProcess), or keep one running
 // in the background and read its stdout line by line (ChildProcess). posix_spawn only: fork
-// after OpenMP or gRPC threads exist is unsafe (../shared/design/TOOLCHAIN.md §10). Used by
-// `rhythm train` to supervise the learner and actors, and by the integration tests.
+// after OpenMP or gRPC threads exist is unsafe (neither is fork-safe once it has started
+// threads; posix_spawn execs the child at once). Used by `rhythm train` to supervise the
+// learner and actors, and by the integration tests.
 #pragma once
 
 #include <string>

@@ -1,4 +1,5 @@
-// BatchAssembler: turns ingested rollouts into training batches of complete groups.
+// BatchAssembler: turns ingested rollouts into training batches of complete groups
+// (docs/architecture.md §4.4, §4.6).
 //
 // Rollouts are keyed by group (= lease) id; a group is complete when it holds group_size
 // distinct samples. NextBatch hands out `batch_groups` complete groups, dropping (and counting)

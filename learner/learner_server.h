@@ -1,4 +1,4 @@
-// LearnerServer: the rhythm-learner process minus flag parsing.
+// LearnerServer: the rhythm-learner process minus flag parsing (docs/architecture.md §1-§4).
 //
 //   actors ─ StreamRollouts (learner/rollout_stream.h: hello, credits, acks)
 //            ─ dedupe ─ validate ─┐

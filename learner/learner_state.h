@@ -1,4 +1,4 @@
-// LearnerState: the learner's durable state as one state machine.
+// LearnerState: the learner's durable state as one state machine (docs/architecture.md §4).
 //
 //   decide (Plan*, const) ─▶ journal the records (fsync) ─▶ Apply each ─▶ tell the actor
 //   restart: Restore(checkpoint's DurableState) ─▶ Apply every journal record after it

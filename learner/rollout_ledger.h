@@ -1,5 +1,6 @@
 // RolloutLedger: which rollouts the learner has already ingested, for exactly-once ingestion,
-// in memory bounded by (runs x window) instead of one key per rollout ever received.
+// in memory bounded by (runs x window) instead of one key per rollout ever received
+// (docs/architecture.md §4.1).
 //
 // A rollout is named by (actor_id, run_id, rollout_id). Per (actor, run) the ledger keeps a
 // watermark W (every id <= W counts as seen) and the set of ids above W that were inserted out

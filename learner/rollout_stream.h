@@ -1,6 +1,7 @@
 // The learner's side of one actor's StreamRollouts call: the stream protocol (hello, credits,
 // acks), apart from the gRPC service that owns the state. The learner's handler passes the
-// stream and a `submit` that makes a rollout durable; everything about flow control is here.
+// stream and a `submit` that makes a rollout durable; everything about flow control is here
+// (docs/architecture.md §4.7).
 //
 // Protocol:
 //   - The first message from the client must be `hello`; otherwise INVALID_ARGUMENT.

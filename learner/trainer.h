@@ -1,5 +1,5 @@
 // Trainer: one policy-gradient step per batch of complete groups, with the paper's token-level
-// credit.
+// credit (docs/method.md §7-§9).
 //
 //   groups ─ rewards ─ group advantages (GRPO / Dr.GRPO / RLOO)
 //          ─ summaries (WAAD, FAI, entropy) ─ gamma per token (strategy) ─┐

@@ -1,5 +1,5 @@
-// Group advantages (paper-method.md §6.1 Eq. 6, ARCHITECTURE.md §4.1) and advantage shaping
-// (Eq. 13). Pure functions on tensors; no I/O. Thread-safe.
+// Group advantages (docs/method.md §7) and advantage shaping (§8). Pure functions on tensors;
+// no I/O. Thread-safe.
 #pragma once
 
 #include "ATen/core/Tensor.h"

@@ -1,5 +1,5 @@
-// The clipped policy-gradient loss with shaped advantages (paper-method.md Eq. 12,
-// ARCHITECTURE.md §4.4). Pure function on tensors; no I/O. Thread-safe.
+// The clipped policy-gradient loss with shaped advantages (docs/method.md §9). Pure function
+// on tensors; no I/O. Thread-safe.
 //
 // Per response token t (mask_t = 1), with r_t = exp(logp_t - old_t):
 //   w_t      = min(exp(old_t - behaviour_t), tis_cap)        truncated importance weight,

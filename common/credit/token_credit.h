@@ -1,5 +1,5 @@
 // Per-token credit multipliers gamma from one response's attention summary
-// (paper-method.md §5, §6, §8 A4-A11, §11).
+// (docs/method.md §5-§6; the labels A4-A11 below are its §11 readings).
 //
 // Every strategy returns gamma_t >= 1 with gamma_t = 1 + bonuses, no renormalisation:
 //   none           gamma = 1

@@ -1,4 +1,4 @@
-// gamma strategies against the paper's definitions (paper-method.md §6, §8, §11), computed here
+// gamma strategies against their definitions (docs/method.md §5, §6, §11), computed here
 // the slow, obvious way: O(n^2) ranks instead of sorting, explicit loops for every set.
 #include "common/credit/token_credit.h"
 

@@ -1,5 +1,5 @@
 // Attention summaries of generated responses: WAAD and FAI per response token
-// (paper-method.md §2-4, ARCHITECTURE.md §3), computed two ways that must agree:
+// (docs/method.md §1-§4), computed two ways that must agree:
 //
 //  * online, inside the decode loop (SummaryAccumulator): each decode step hands over the
 //    attention row of the token it fed, for the tapped layers only, and the accumulator adds it

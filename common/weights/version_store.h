@@ -4,7 +4,7 @@
 // never sees a half-written one; and an evicted version stays available to Get while anyone
 // still holds it (WeightService pins the first and last versions announced on each open
 // watch, so an actor further away than keep_versions steps can still fetch what it was told
-// about). Thread-safe.
+// about; docs/architecture.md §4.8). Thread-safe.
 #pragma once
 
 #include <cstdint>
