@@ -79,31 +79,10 @@ int main(int argc, char** argv) {
   options.resume = !resume_dir.empty();
   options.dump_rollouts_dir = dump_dir;
   options.model = std::move(model);
-  const common::tasks::Task* t = task->get();
   const common::Tokenizer* tok = tokenizer.get();
-  // A prompt that cannot be encoded, or leaves no room for the response in the model's
-  // context, is skipped (logged and counted), never lent: an actor could not generate for it.
-  const int64_t max_prompt =
-      options.model->config().max_position_embeddings - config.generation().max_new_tokens();
-  options.prompts = [t, tok, max_prompt](uint64_t index) {
-    const common::tasks::Problem p = t->TrainProblem(index);
-    learner::PromptSpec spec{p.id, p.prompt, {}, p.answer, "", ""};
-    absl::StatusOr<std::vector<int32_t>> ids = tok->Encode(p.prompt);
-    if (!ids.ok()) {
-      spec.skip_reason = "unencodable";
-      spec.skip_detail = std::string(ids.status().message());
-      return spec;
-    }
-    if (static_cast<int64_t>(ids->size()) > max_prompt) {
-      spec.skip_reason = "too_long";
-      spec.skip_detail = absl::StrCat(ids->size(), " tokens; at most ", max_prompt,
-                                      " leave room for generation.max_new_tokens in the model's "
-                                      "max_position_embeddings");
-      return spec;
-    }
-    for (int32_t id : *ids) spec.token_ids.push_back(static_cast<uint32_t>(id));
-    return spec;
-  };
+  options.prompts = learner::TaskPromptSource(
+      **task, *tokenizer,
+      options.model->config().max_position_embeddings - config.generation().max_new_tokens());
   options.write_tokenizer = [tok](const std::string& dir) { return tok->Save(dir); };
   options.registry = std::make_shared<prometheus::Registry>();
 

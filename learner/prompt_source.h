@@ -1,5 +1,6 @@
 // PromptSource: where the learner's training prompts come from (the task's training stream,
-// by index, deterministic). Plain types only; learner/main.cc builds one from the task.
+// by index, deterministic), and TaskPromptSource, the one the learner uses: the task's training
+// problems encoded by the model's tokenizer, with the skip policy. Plain types in this header.
 #pragma once
 
 #include <cstdint>
@@ -20,5 +21,23 @@ struct PromptSpec {
   std::string skip_detail;
 };
 using PromptSource = std::function<PromptSpec(uint64_t index)>;
+
+}  // namespace rhythm::learner
+
+namespace rhythm::common {
+class Tokenizer;
+namespace tasks {
+class Task;
+}  // namespace tasks
+}  // namespace rhythm::common
+
+namespace rhythm::learner {
+
+// Training problem `index` of `task`, encoded by `tokenizer`. A prompt that cannot be encoded
+// ("unencodable") or is longer than `max_prompt_tokens` ("too_long": it would leave no room for
+// the response in the model's context) is skipped, never lent: an actor could not generate for
+// it. `task` and `tokenizer` must outlive the source.
+PromptSource TaskPromptSource(const common::tasks::Task& task, const common::Tokenizer& tokenizer,
+                              int64_t max_prompt_tokens);
 
 }  // namespace rhythm::learner
