@@ -131,8 +131,8 @@ class LearnerServer final : public v1::Learner::Service {
   absl::Status AwaitDurable(uint64_t seq) ABSL_LOCKS_EXCLUDED(state_mu_);
   // Journals the version, then makes its weights available to actors.
   absl::Status PublishWeights(int64_t version);
-  // Gives up a lease whose group can no longer complete (a sample was rejected): journaled,
-  // its partial group dropped, its prompt re-queued. Returns the sequence number to
+  // Gives up a lease whose sample was rejected: journaled; its acked samples wait for the next
+  // lease of the prompt to complete the group (LearnerState). Returns the sequence number to
   // AwaitDurable (0: nothing to release, or the append failed and the learner is failing).
   uint64_t ReleaseLeaseLocked(uint64_t lease_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
   bool SilentLocked(const std::string& actor_id, absl::Time now) const

@@ -35,8 +35,8 @@ struct PolicyLossOptions {
 // All tensors are [B, T] (float32 or float64 alike), aligned on response tokens.
 struct PolicyLossInputs {
   at::Tensor logprobs;            // log pi_theta(o_t); carries the gradient
-  at::Tensor old_logprobs;        // log pi_old(o_t) (the learner's recompute at the rollout's
-                                  // version); treated as constant
+  at::Tensor old_logprobs;        // log pi_old(o_t) (the learner's recompute, once per step,
+                                  // under the weights the step starts from); constant
   at::Tensor advantages;          // A~_t shaped advantages; treated as constant
   at::Tensor mask;                // 1 on response tokens, 0 on padding
   at::Tensor behaviour_logprobs;  // the actor's sampling log-probs; needed when tis_cap > 0
