@@ -27,11 +27,11 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
-#include "common/fp16.h"
 #include "common/metrics_server.h"
 #include "common/subprocess.h"
 #include "grpcpp/grpcpp.h"
 #include "rhythm/v1/learner_service.grpc.pb.h"
+#include "tests/scripted_rollout.h"
 
 namespace {
 
@@ -81,29 +81,6 @@ std::vector<v1::PromptLease> Lease(Learner::Stub& stub, const std::string& actor
   return {resp.leases().begin(), resp.leases().end()};
 }
 
-v1::Rollout MakeRollout(const v1::PromptLease& lease, const std::string& actor, uint64_t id,
-                        uint32_t sample) {
-  v1::Rollout r;
-  r.set_rollout_id(id);
-  r.set_actor_id(actor);
-  r.set_run_id("bench");
-  r.set_prompt_id(lease.prompt_id());
-  r.set_group_id(lease.lease_id());
-  r.set_sample_index(sample);
-  r.set_group_size(lease.group_size());
-  r.add_version_spans()->set_version(0);
-  for (uint32_t t : lease.prompt_token_ids()) r.add_prompt_token_ids(t);
-  for (uint32_t t : {10u, 11u, 12u, 13u, 2u}) {
-    r.add_response_token_ids(t);
-    r.add_behaviour_logprobs(-4.6f);
-    r.add_entropy(4.5f);
-  }
-  r.mutable_verifier()->set_reward(sample % 2);
-  r.mutable_summary()->set_waad_f16(rhythm::common::EncodeFp16({1, 3, 1, 2, 1}));
-  r.mutable_summary()->set_fai_f16(rhythm::common::EncodeFp16({0.1f, NAN, NAN, NAN, NAN}));
-  return r;
-}
-
 // One client pushing rollouts on a stream as fast as its credits allow.
 void Push(Learner::Stub& stub, const std::string& actor, const std::atomic<bool>& stop,
           std::atomic<int64_t>& acked) {
@@ -129,7 +106,8 @@ void Push(Learner::Stub& stub, const std::string& actor, const std::atomic<bool>
       for (uint32_t s = 0; s < lease.group_size() && !stop.load(); ++s) {
         while (credits.load() <= 0 && !stop.load()) absl::SleepFor(absl::Microseconds(200));
         v1::RolloutStreamRequest req;
-        *req.mutable_rollout() = MakeRollout(lease, actor, ++id, s);
+        *req.mutable_rollout() =
+            rhythm::testing::ScriptedRollout(lease, actor, "bench", ++id, s, s % 2);
         --credits;
         if (!stream->Write(req)) return reader.join();
       }

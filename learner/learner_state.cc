@@ -13,6 +13,24 @@ LearnerState::LearnerState(PromptSource source, const Options& options, BatchAss
       queue_(queue),
       ledger_(options.ledger_window) {}
 
+v1::OutstandingLease LearnerState::Grant(const std::string& actor_id, uint64_t prompt_index,
+                                         const PromptSpec& spec, uint64_t lease_id,
+                                         double now_unix_s) const {
+  v1::OutstandingLease g;
+  g.set_prompt_index(prompt_index);
+  g.set_actor_id(actor_id);
+  g.set_granted_unix_s(now_unix_s);
+  v1::PromptLease* lease = g.mutable_lease();
+  lease->set_lease_id(lease_id);
+  lease->set_prompt_id(spec.prompt_id);
+  lease->set_prompt_text(spec.text);
+  for (uint32_t t : spec.token_ids) lease->add_prompt_token_ids(t);
+  lease->set_answer(spec.answer);
+  lease->set_group_size(options_.group_size);
+  lease->set_deadline_unix_s(now_unix_s + options_.lease_timeout_s);
+  return g;
+}
+
 std::vector<v1::JournalRecord> LearnerState::PlanGrants(const std::string& actor_id,
                                                         uint32_t max, double now_unix_s) const {
   std::vector<v1::JournalRecord> out;
@@ -21,23 +39,14 @@ std::vector<v1::JournalRecord> LearnerState::PlanGrants(const std::string& actor
   // Groups to continue: a lease for the same prompt, asking only for the missing samples.
   for (size_t i = 0; i < continuations_.size() && out.size() < max; ++i) {
     const v1::GroupContinuation& c = continuations_[i];
-    const PromptSpec spec = source_(c.prompt_index());
     const std::vector<uint32_t> held = queue_.HeldSamples(c.group_id());
     v1::OutstandingLease* g = out.emplace_back().mutable_grant();
-    g->set_prompt_index(c.prompt_index());
-    g->set_actor_id(actor_id);
-    g->set_granted_unix_s(now_unix_s);
+    *g = Grant(actor_id, c.prompt_index(), source_(c.prompt_index()), lease_id++, now_unix_s);
     g->set_continues_group(c.group_id());
-    v1::PromptLease* lease = g->mutable_lease();
-    lease->set_lease_id(lease_id++);
-    lease->set_prompt_id(spec.prompt_id);
-    lease->set_prompt_text(spec.text);
-    for (uint32_t t : spec.token_ids) lease->add_prompt_token_ids(t);
-    lease->set_answer(spec.answer);
-    lease->set_group_size(options_.group_size);
-    lease->set_deadline_unix_s(now_unix_s + options_.lease_timeout_s);
     for (uint32_t s = 0; s < options_.group_size; ++s) {
-      if (!std::binary_search(held.begin(), held.end(), s)) lease->add_sample_indices(s);
+      if (!std::binary_search(held.begin(), held.end(), s)) {
+        g->mutable_lease()->add_sample_indices(s);
+      }
     }
   }
   bool skipped_fresh = false;
@@ -52,18 +61,7 @@ std::vector<v1::JournalRecord> LearnerState::PlanGrants(const std::string& actor
       skipped_fresh = skipped_fresh || !from_reissue;
       continue;
     }
-    v1::OutstandingLease* g = out.emplace_back().mutable_grant();
-    g->set_prompt_index(index);
-    g->set_actor_id(actor_id);
-    g->set_granted_unix_s(now_unix_s);
-    v1::PromptLease* lease = g->mutable_lease();
-    lease->set_lease_id(lease_id++);
-    lease->set_prompt_id(spec.prompt_id);
-    lease->set_prompt_text(spec.text);
-    for (uint32_t t : spec.token_ids) lease->add_prompt_token_ids(t);
-    lease->set_answer(spec.answer);
-    lease->set_group_size(options_.group_size);
-    lease->set_deadline_unix_s(now_unix_s + options_.lease_timeout_s);
+    *out.emplace_back().mutable_grant() = Grant(actor_id, index, spec, lease_id++, now_unix_s);
   }
   const uint64_t granted_past =
       out.empty() || !out.back().has_grant()
@@ -248,7 +246,8 @@ v1::DurableState LearnerState::Snapshot() const {
 }
 
 absl::Status LearnerState::Restore(const v1::DurableState& s) {
-  absl::StatusOr<RolloutLedger> ledger = RolloutLedger::FromProto(s.ledger(), options_.ledger_window);
+  absl::StatusOr<RolloutLedger> ledger =
+      RolloutLedger::FromProto(s.ledger(), options_.ledger_window);
   if (!ledger.ok()) return ledger.status();
   std::map<uint64_t, v1::OutstandingLease> outstanding;
   for (int i = 0; i < s.outstanding_size(); ++i) {

@@ -100,14 +100,18 @@ class LearnerState {
 
   v1::DurableState Snapshot() const;
   // Replaces the state (and the queue's contents). Partial groups with neither an outstanding
-  // lease nor a continuation are dropped (they can never complete). INVALID_ARGUMENT/DATA_LOSS naming the field for a
-  // state that cannot be right (a queued rollout of a different group size, a bad ledger).
+  // lease nor a continuation are dropped (they can never complete). INVALID_ARGUMENT/DATA_LOSS
+  // naming the field for a state that cannot be right (a queued rollout of a different group
+  // size, a bad ledger).
   absl::Status Restore(const v1::DurableState& state);
   // The DurableState a checkpoint written before it existed holds in its legacy fields.
   static v1::DurableState FromLegacy(const v1::LearnerCheckpoint& checkpoint);
 
  private:
   void ReleaseLease(uint64_t lease_id);
+  // A whole-group lease of prompt `prompt_index` to `actor_id`, deadline one timeout from now.
+  v1::OutstandingLease Grant(const std::string& actor_id, uint64_t prompt_index,
+                             const PromptSpec& spec, uint64_t lease_id, double now_unix_s) const;
 
   const PromptSource source_;
   const Options options_;

@@ -39,8 +39,9 @@
 // serialised among themselves and hold no other lock across their fsync, so appends continue
 // while a sync runs, and the next sync makes all of them durable at once (group commit across
 // callers). Accessors, Replay and Trim take a separate state lock that is held only briefly,
-// never across an fsync, so they do not wait for a slow disk. One RolloutLog per directory per host: Open takes an exclusive flock on
-// the directory and fails while another RolloutLog (in any process) holds it.
+// never across an fsync, so they do not wait for a slow disk. One RolloutLog per directory per
+// host: Open takes an exclusive flock on the directory and fails while another RolloutLog (in
+// any process) holds it.
 #pragma once
 
 #include <sys/types.h>

@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "rhythm/v1/checkpoint.pb.h"
+#include "tests/fault_audit.h"
 #include "tests/loop_procs.h"
 
 namespace rhythm::testing {
@@ -85,21 +86,17 @@ TEST(ActorProcesses, LearnerKilledAndResumedActorsReconnectNothingLostOrDuplicat
   // version is at least two past the one read before the kill.
   EXPECT_GE(Metric(second.metrics_port, "rhythm_learner_policy_version"), version_at_kill + 2)
       << "versions only go forward";
-  EXPECT_TRUE(WaitFor([&] { return Metric(a1.metrics_port, "rhythm_actor_reconnects_total") >= 1; }, 10));
+  EXPECT_TRUE(WaitFor(
+      [&] { return Metric(a1.metrics_port, "rhythm_actor_reconnects_total") >= 1; }, 10));
   ActorReport r1 = StopActor(a1), r2 = StopActor(a2);
   EXPECT_EQ(r1.rejected + r2.rejected, 0);
   EXPECT_EQ(r1.acked, r1.sent);
   EXPECT_EQ(r2.acked, r2.sent);
   EXPECT_EQ(second.p.Stop(SIGTERM, 60), 0);
   // The final checkpoint's exactly-once ledger holds every acked rollout once.
-  std::ifstream latest(run + "/checkpoints/LATEST");
-  std::string name;
-  std::getline(latest, name);
-  std::ifstream state(run + "/checkpoints/" + name + "/state.pb", std::ios::binary);
-  std::stringstream bytes;
-  bytes << state.rdbuf();
-  v1::LearnerCheckpoint ck;
-  ASSERT_TRUE(ck.ParseFromString(bytes.str()));
+  absl::StatusOr<v1::LearnerCheckpoint> final_ck = ReadLatestCheckpoint(run);
+  ASSERT_TRUE(final_ck.ok()) << final_ck.status();
+  const v1::LearnerCheckpoint& ck = *final_ck;
   // Each actor run's ids are dense (1, 2, ...) and none was rejected, so the ledger's count for
   // a run is its watermark plus the ids it holds above it.
   int64_t in_ledger = 0;

@@ -10,11 +10,11 @@
 #include "common/crc32c.h"
 #include "common/metrics_server.h"
 #include "grpcpp/grpcpp.h"
-#include "common/fp16.h"
 #include "gtest/gtest.h"
 #include "learner/rollout_validation.h"
 #include "rhythm/v1/learner_service.grpc.pb.h"
 #include "rhythm/v1/weights.grpc.pb.h"
+#include "tests/scripted_rollout.h"
 #include "tests/subprocess.h"
 
 namespace rhythm::testing {
@@ -88,26 +88,7 @@ std::vector<v1::PromptLease> Lease(Learner& l, const std::string& actor, uint32_
 
 v1::Rollout MakeRollout(const v1::PromptLease& lease, uint64_t id, uint32_t sample, double reward,
                         const std::string& actor = "actor-1") {
-  v1::Rollout r;
-  r.set_rollout_id(id);
-  r.set_actor_id(actor);
-  r.set_run_id("run-1");
-  r.set_prompt_id(lease.prompt_id());
-  r.set_group_id(lease.lease_id());
-  r.set_sample_index(sample);
-  r.set_group_size(lease.group_size());
-  r.add_version_spans()->set_version(0);
-  for (uint32_t t : lease.prompt_token_ids()) r.add_prompt_token_ids(t);
-  const std::vector<uint32_t> response = {10, 11, 12, 13, 2};
-  for (uint32_t t : response) r.add_response_token_ids(t);
-  for (size_t i = 0; i < response.size(); ++i) {
-    r.add_behaviour_logprobs(-4.6f);
-    r.add_entropy(4.5f);
-  }
-  r.mutable_verifier()->set_reward(reward);
-  r.mutable_summary()->set_waad_f16(common::EncodeFp16({1, 3, 1, 2, 1}));
-  r.mutable_summary()->set_fai_f16(common::EncodeFp16({0.1f, NAN, NAN, NAN, NAN}));
-  return r;
+  return ScriptedRollout(lease, actor, "run-1", id, sample, reward);
 }
 
 // One rollout stream: sends, and collects acks by rollout id.

@@ -52,23 +52,20 @@ void StartLearner(Proc& l, const std::string& run, int port, bool resume, const 
   l.metrics_port = std::stoi(parts[5]);
 }
 
+std::vector<std::string> ActorArgs(const std::string& learner_address, const std::string& id) {
+  return {BinaryPath("rhythm-actor"),
+          "--set", "actor.learner_address=" + learner_address,
+          "--set", "actor.metrics_address=127.0.0.1:0",
+          "--set", "actor.actor_id=" + id,
+          "--set", "actor.prompts_per_batch=2",
+          "--set", "actor.heartbeat_interval_s=0.2",
+          "--set", "actor.backoff_initial_s=0.05",
+          "--set", "actor.backoff_max_s=0.5"};
+}
+
 void StartActor(Proc& a, int port, const std::string& id, const std::string& log,
                 const std::vector<std::string>& extra) {
-  std::vector<std::string> args = {BinaryPath("rhythm-actor"),
-                                   "--set",
-                                   absl::StrCat("actor.learner_address=127.0.0.1:", port),
-                                   "--set",
-                                   "actor.metrics_address=127.0.0.1:0",
-                                   "--set",
-                                   "actor.actor_id=" + id,
-                                   "--set",
-                                   "actor.prompts_per_batch=2",
-                                   "--set",
-                                   "actor.heartbeat_interval_s=0.2",
-                                   "--set",
-                                   "actor.backoff_initial_s=0.05",
-                                   "--set",
-                                   "actor.backoff_max_s=0.5"};
+  std::vector<std::string> args = ActorArgs(absl::StrCat("127.0.0.1:", port), id);
   for (const std::string& x : extra) args.push_back(x);
   ASSERT_TRUE(a.p.Start(args, log));
   std::vector<std::string> parts = absl::StrSplit(a.p.ReadLine(60), ' ');

@@ -31,8 +31,11 @@ struct Proc {
 void StartLearner(Proc& l, const std::string& run, int port, bool resume, const std::string& log,
                   const std::vector<std::string>& extra = {});
 
-// Starts rhythm-actor against 127.0.0.1:port as actor.actor_id = id, 2 prompts per batch,
-// heartbeats every 0.2 s, reconnect backoff 0.05-0.5 s, plus `extra`. Waits for its start line.
+// rhythm-actor's command line against `learner_address` as actor.actor_id = id: 2 prompts per
+// batch, heartbeats every 0.2 s, reconnect backoff 0.05-0.5 s, metrics on a free local port.
+std::vector<std::string> ActorArgs(const std::string& learner_address, const std::string& id);
+
+// Starts ActorArgs("127.0.0.1:port", id) plus `extra`. Waits for its start line.
 void StartActor(Proc& a, int port, const std::string& id, const std::string& log,
                 const std::vector<std::string>& extra = {});
 

@@ -68,6 +68,7 @@
 #include "common/metrics_server.h"
 #include "gtest/gtest.h"
 #include "rhythm/v1/checkpoint.pb.h"
+#include "tests/fault_audit.h"
 #include "tests/loop_procs.h"
 #include "tests/subprocess.h"
 
@@ -500,27 +501,9 @@ class NetnsTest : public ::testing::Test {
   }
 
   void StartActor(int k, const std::string& id, const std::string& learner_address) {
-    std::vector<std::string> args = {ip_,
-                                     "netns",
-                                     "exec",
-                                     hosts_[k].ns,
-                                     BinaryPath("rhythm-actor"),
-                                     "--set",
-                                     "actor.learner_address=" + learner_address,
-                                     "--set",
-                                     "actor.metrics_address=127.0.0.1:0",
-                                     "--set",
-                                     "actor.actor_id=" + id,
-                                     "--set",
-                                     "actor.prompts_per_batch=2",
-                                     "--set",
-                                     "actor.heartbeat_interval_s=0.2",
-                                     "--set",
-                                     "actor.backoff_initial_s=0.05",
-                                     "--set",
-                                     "actor.backoff_max_s=0.5",
-                                     "--set",
-                                     "runtime.torch_threads=1"};
+    std::vector<std::string> args = {ip_, "netns", "exec", hosts_[k].ns};
+    for (const std::string& a : ActorArgs(learner_address, id)) args.push_back(a);
+    args.insert(args.end(), {"--set", "runtime.torch_threads=1"});
     // `ip netns exec` execs the actor in place (same pid), so signals and the parent-death
     // check work as for a direct child.
     ASSERT_TRUE(actors_[k].p.Start(args, absl::StrCat(run_, "/", id, ".log")));
@@ -714,14 +697,9 @@ TEST_F(NetnsTest, PartitionedActorRejoinsLearnerNeverStallsEveryAckedRolloutOnce
       << "the learner accepted each acked rollout once (duplicates answered: " << duplicates << ")";
   EXPECT_EQ(learner_.p.Stop(SIGTERM, 60), 0);
 
-  std::ifstream latest(run_ + "/run/checkpoints/LATEST");
-  std::string name;
-  std::getline(latest, name);
-  std::ifstream state(run_ + "/run/checkpoints/" + name + "/state.pb", std::ios::binary);
-  std::stringstream bytes;
-  bytes << state.rdbuf();
-  v1::LearnerCheckpoint ck;
-  ASSERT_TRUE(ck.ParseFromString(bytes.str())) << "final checkpoint " << name;
+  absl::StatusOr<v1::LearnerCheckpoint> final_ck = ReadLatestCheckpoint(run_ + "/run");
+  ASSERT_TRUE(final_ck.ok()) << final_ck.status();
+  const v1::LearnerCheckpoint& ck = *final_ck;
   // Each actor run's ids are dense (1, 2, ...); rejected ones are never inserted and, below the
   // ledger's window (4096, far above these counts), hold the watermark back, so watermark +
   // ids held above it is exactly the number inserted.
