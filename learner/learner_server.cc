@@ -688,7 +688,8 @@ grpc::Status LearnerServer::StreamRollouts(
   RolloutStreamOptions o;
   o.initial_credits = options_.config.learner().credits_per_actor();
   o.queue_has_room = [this] { return QueueHasRoom(); };
-  o.stop = [this, ctx] { return stopping_.load() || ctx->IsCancelled(); };
+  o.stop = [this] { return stopping_.load(); };
+  o.cancelled = [ctx] { return ctx->IsCancelled(); };
   o.submit = [this](v1::Rollout r, AckFn done) { Submit(std::move(r), std::move(done)); };
   return ServeRolloutStream(*stream, o);
 }

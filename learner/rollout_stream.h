@@ -38,8 +38,10 @@ struct RolloutStreamOptions {
   int64_t initial_credits = 64;
   // Whether the learner's queue can take more (credits are owed while it cannot).
   std::function<bool()> queue_has_room;
-  // Whether to stop reading: the learner is stopping, or the call was cancelled.
+  // Whether to stop reading: the learner is stopping (checked once per message).
   std::function<bool()> stop;
+  // Whether the call was cancelled (checked only while waiting for credits).
+  std::function<bool()> cancelled = [] { return false; };
   // Takes one rollout; calls `done` exactly once with its ack, now or later, on any thread.
   std::function<void(v1::Rollout, AckFn done)> submit;
 };

@@ -218,5 +218,30 @@ TEST(RolloutStreamTest, StopsReadingWhenTheLearnerStops) {
   EXPECT_EQ(submitted.load(), 1);
 }
 
+TEST(RolloutStreamTest, ACancelledCallWaitingForCreditsEnds) {
+  FakeStream stream;
+  stream.Push(Hello());
+  stream.PushRollout(1);
+  std::atomic<bool> cancelled{false};
+  std::atomic<int> submitted{0};
+  RolloutStreamOptions o;
+  o.initial_credits = 1;
+  o.queue_has_room = [] { return false; };
+  o.stop = [] { return false; };
+  o.cancelled = [&] { return cancelled.load(); };
+  o.submit = [&](v1::Rollout, AckFn done) {
+    ++submitted;
+    done({});
+  };
+  std::thread session([&] { EXPECT_TRUE(ServeRolloutStream(stream, o).ok()); });
+  ASSERT_TRUE(WaitUntil([&] { return submitted.load() == 1; }));
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(stream.reads(), 2) << "waiting for a credit, not reading";
+  cancelled = true;
+  stream.CloseWrites();  // a cancelled call's Read fails, as gRPC's does
+  session.join();
+  EXPECT_EQ(submitted.load(), 1);
+}
+
 }  // namespace
 }  // namespace rhythm::learner
