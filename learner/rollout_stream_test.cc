@@ -132,7 +132,7 @@ TEST(RolloutStreamTest, IsNotReadPastItsCreditsAndOwedCreditsFollowRoom) {
   EXPECT_EQ(stream.credits(), 3);
   // Room again: the 3 owed credits go out in one `credit` message, and 3 more are read.
   room = true;
-  ASSERT_TRUE(WaitUntil([&] { return stream.reads() == 7; }));
+  ASSERT_TRUE(WaitUntil([&] { return stream.reads() >= 7; }));
   // With room, each ack brings its credit back, so the rest flows.
   ASSERT_TRUE(WaitUntil([&] { return stream.reads() == 11; }));
   stream.CloseWrites();
