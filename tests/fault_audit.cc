@@ -209,7 +209,12 @@ FaultAuditReport AuditRun(const std::string& run_dir, const std::vector<Incarnat
           problem(absl::StrCat("journal record ", seq, ": lease ", id, " continues group ", from,
                                ", which is not waiting"));
         } else {
-          for (const auto& [index, key] : w->second.samples) o.group_of[key] = id;
+          // The held samples now belong to the new lease's group, and train under its id.
+          for (const auto& [index, key] : w->second.samples) {
+            o.group_of[key] = id;
+            std::string& t = o.triple[key];
+            t = absl::StrCat(id, t.substr(t.find('/')));
+          }
           o.outstanding[id].samples = std::move(w->second.samples);
           o.waiting.erase(w);
         }
