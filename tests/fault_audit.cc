@@ -153,7 +153,7 @@ absl::StatusOr<v1::LearnerCheckpoint> ReadLatestCheckpoint(const std::string& ru
 
 std::string FaultAuditReport::Summary() const {
   return absl::StrCat("acked ", acked, " trained ", trained, " queued ", queued, " lost ", lost,
-                      " duplicated ", duplicated, " | grants ", grants, " expiries ", expiries, " actor restarts ",
+                      " duplicated ", duplicated, " | grants ", grants, " continuations ", continuations, " expiries ", expiries, " actor restarts ",
                       restarts, " publications ", publications, " | steps: lineage ", lineage_steps,
                       " discarded ", discarded_steps, " | problems ", problems.size());
 }
@@ -204,6 +204,7 @@ FaultAuditReport AuditRun(const std::string& run_dir, const std::vector<Incarnat
       const uint64_t id = r.grant().lease().lease_id();
       o.outstanding[id] = {r.grant().actor_id(), r.grant().prompt_index(), {}};
       if (const uint64_t from = r.grant().continues_group(); from != 0) {
+        ++rep.continuations;
         auto w = o.waiting.find(from);
         if (w == o.waiting.end()) {
           problem(absl::StrCat("journal record ", seq, ": lease ", id, " continues group ", from,

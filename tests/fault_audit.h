@@ -48,8 +48,8 @@ struct FaultAuditReport {
   // waiting for a lease that continues it); lost (never trained, not queued, or journaled
   // after its lease ended); trained more than once.
   int64_t trained = 0, queued = 0, lost = 0, duplicated = 0;
-  // Journal facts.
-  int64_t grants = 0, expiries = 0, restarts = 0, publications = 0;
+  // Journal facts (continuations: grants that complete a group whose lease had ended).
+  int64_t grants = 0, expiries = 0, restarts = 0, publications = 0, continuations = 0;
   // Dumped steps in the surviving lineage, and dumped steps a crash threw away.
   int64_t lineage_steps = 0, discarded_steps = 0;
   // Per incarnation: training steps logged, and the version it started serving.
