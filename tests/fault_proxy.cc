@@ -20,13 +20,6 @@ absl::Status Errno(const char* what) {
   return absl::InternalError(absl::StrCat("fault proxy: ", what, ": ", std::strerror(errno)));
 }
 
-sockaddr_in Loopback(int port) {
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  return addr;
-}
 
 // Writes all of buf; false when the peer is gone.
 bool WriteAll(int fd, const char* buf, ssize_t n) {
@@ -223,6 +216,14 @@ void FaultProxy::Serve(std::shared_ptr<Conn> conn) {
   }
   absl::MutexLock lock(&mu_);
   CloseConn(*conn);
+}
+
+sockaddr_in Loopback(int port) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  return addr;
 }
 
 }  // namespace rhythm::testing

@@ -24,6 +24,8 @@
 // destructor. Thread-safety: every method may be called from any thread.
 #pragma once
 
+#include <netinet/in.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -101,5 +103,8 @@ class FaultProxy {
   absl::Time blackhole_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   Counters counters_ ABSL_GUARDED_BY(mu_);
 };
+
+// 127.0.0.1:port as a socket address (port 0: any free port, for bind).
+sockaddr_in Loopback(int port);
 
 }  // namespace rhythm::testing

@@ -18,13 +18,6 @@
 namespace rhythm::testing {
 namespace {
 
-sockaddr_in Loopback(int port) {
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  return addr;
-}
 
 // Echoes every byte back on every connection; counts the bytes it received.
 class EchoServer {
