@@ -20,7 +20,9 @@ struct StepStats {
   double accuracy = 0;   // fraction of responses the verifier judged correct
   double entropy_mean = 0;
   double response_length_mean = 0;
-  double staleness_mean = 0;  // current version - oldest token version, per group
+  // Current version - oldest token version, per group, by raw numbers (the learner logs and
+  // exports staleness along the lineage instead: learner/train_loop.h).
+  double staleness_mean = 0;
   double preplan_token_fraction = 0, anchor_token_fraction = 0;
   double preplan_credit_fraction = 0, anchor_credit_fraction = 0;
   int64_t missing_summaries = 0;  // responses trained with gamma = 1 for lack of a summary

@@ -28,9 +28,14 @@ void TrainLoop::Run(const std::atomic<bool>& stop) {
     std::optional<std::vector<Group>> batch =
         queue_.NextBatch(version_.load(), absl::Milliseconds(200));
     if (!batch) continue;
+    // Staleness along the weights' lineage (BatchAssembler::SetResumePoint), as the drop rule
+    // counts it; the trainer's own figure is the raw version difference.
+    double staleness = 0;
     for (const Group& g : *batch) {
-      metrics_.staleness.Observe(static_cast<double>(
-          version_.load() - queue_.LineageVersion(BatchAssembler::OldestVersion(g))));
+      const double v = static_cast<double>(
+          version_.load() - queue_.LineageVersion(BatchAssembler::OldestVersion(g)));
+      metrics_.staleness.Observe(v);
+      staleness += v / static_cast<double>(batch->size());
     }
     if (!options_.dump_dir.empty()) {
       if (absl::Status d = DumpBatch(options_.dump_dir, *batch, trainer_.version() + 1); !d.ok()) {
@@ -66,7 +71,7 @@ void TrainLoop::Run(const std::atomic<bool>& stop) {
         "learner: step %d version %d reward %.3f acc %.3f loss %.4f clip %.3f kl %.5f "
         "tokens/s %.0f staleness %.2f",
         steps, s->version, s->reward_mean, s->accuracy, s->loss, s->clip_fraction, s->approx_kl,
-        s->tokens / std::max(s->seconds, 1e-9), s->staleness_mean);
+        s->tokens / std::max(s->seconds, 1e-9), staleness);
     const int every = c.learner().checkpoint_every();
     if (every > 0 && steps % every == 0) {
       if (absl::Status cs = hooks_.checkpoint(); !cs.ok()) {
