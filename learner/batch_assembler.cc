@@ -113,15 +113,13 @@ void BatchAssembler::MoveGroup(uint64_t from, uint64_t to) {
   std::map<uint32_t, v1::Rollout> samples = std::move(it->second);
   partial_.erase(it);
   for (auto& [index, r] : samples) r.set_group_id(to);
-  if (!samples.empty()) partial_[to] = std::move(samples);
+  partial_[to] = std::move(samples);
 }
 
 std::vector<uint64_t> BatchAssembler::PartialGroups() const {
   absl::MutexLock lock(&mu_);
   std::vector<uint64_t> out;
-  for (const auto& [id, samples] : partial_) {
-    if (!samples.empty()) out.push_back(id);
-  }
+  for (const auto& [id, samples] : partial_) out.push_back(id);
   return out;
 }
 

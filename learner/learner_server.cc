@@ -298,6 +298,16 @@ absl::Status LearnerServer::AwaitDurable(uint64_t seq) {
   return s;
 }
 
+std::vector<std::function<void(const v1::RolloutAck&)>> LearnerServer::TakeInFlightLocked(
+    const std::string& key) {
+  std::vector<std::function<void(const v1::RolloutAck&)>> resends;
+  if (auto it = in_flight_.find(key); it != in_flight_.end()) {
+    resends = std::move(it->second);
+    in_flight_.erase(it);
+  }
+  return resends;
+}
+
 bool LearnerServer::SilentLocked(const std::string& actor_id, absl::Time now) const {
   auto it = last_heard_.find(actor_id);
   return it == last_heard_.end() ||
@@ -324,23 +334,33 @@ void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::Rol
     done(ack);
   };
   const std::string key = RolloutKey(rollout);
+  // A resend of a rollout in flight is answered when the original is durable (in flight is
+  // checked first: its record may be applied but not yet durable): its `done` is queued behind
+  // the original's. One already durable is acked as a duplicate. (Id 0 is reserved, and the
+  // ledger counts it as seen: validation rejects it.)
+  enum class Duplicate { kNo, kInFlight, kDurable };
+  auto duplicate = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_) {
+    if (auto it = in_flight_.find(key); it != in_flight_.end()) {
+      it->second.push_back(std::move(done));
+      return Duplicate::kInFlight;
+    }
+    return rollout.rollout_id() != 0 && state_->Seen(rollout) ? Duplicate::kDurable
+                                                              : Duplicate::kNo;
+  };
+  auto answer = [&](Duplicate d) {  // after releasing the lock
+    metrics_->rollouts_duplicate.Increment();
+    if (d == Duplicate::kDurable) {
+      ack.set_duplicate(true);
+      done(ack);
+    }
+  };
   {
     // De-duplicate before validating: a resend of a rollout already durable is acked as a
     // duplicate whatever has changed since (a resume, a lease that completed or expired).
-    // (Id 0 is reserved, and the ledger counts it as seen: validation rejects it below.)
-    // In flight is checked first: its record may be applied but not yet durable.
     absl::ReleasableMutexLock lock(&state_mu_);
-    if (auto it = in_flight_.find(key); it != in_flight_.end()) {
-      metrics_->rollouts_duplicate.Increment();
-      it->second.push_back(std::move(done));  // answered when the original is durable
-      return;
-    }
-    if (rollout.rollout_id() != 0 && state_->Seen(rollout)) {
-      metrics_->rollouts_duplicate.Increment();
+    if (const Duplicate d = duplicate(); d != Duplicate::kNo) {
       lock.Release();
-      ack.set_duplicate(true);
-      done(ack);
-      return;
+      return answer(d);
     }
   }
   ValidationResult v = ValidateRollout(rollout, {model_->config().vocab_size, version_.load(),
@@ -348,17 +368,10 @@ void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::Rol
   if (!v.ok()) return reject(v.reason, std::string(v.status.message()));
   {
     absl::ReleasableMutexLock lock(&state_mu_);
-    if (in_flight_.count(key) || state_->Seen(rollout)) {
-      // The same rollout arrived on another stream meanwhile.
-      metrics_->rollouts_duplicate.Increment();
-      if (auto it = in_flight_.find(key); it != in_flight_.end()) {
-        it->second.push_back(std::move(done));
-        return;
-      }
+    // Again: the same rollout may have arrived on another stream meanwhile.
+    if (const Duplicate d = duplicate(); d != Duplicate::kNo) {
       lock.Release();
-      ack.set_duplicate(true);
-      done(ack);
-      return;
+      return answer(d);
     }
     const v1::OutstandingLease* lease = state_->FindLease(rollout.group_id());
     if (!lease) {
@@ -392,8 +405,7 @@ void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::Rol
     std::vector<std::function<void(const v1::RolloutAck&)>> resends;
     {
       absl::MutexLock lock(&state_mu_);
-      resends = std::move(in_flight_[key]);
-      in_flight_.erase(key);
+      resends = TakeInFlightLocked(key);
     }
     done_if_refused(NotDurable(id));  // shutting down: not acked, the actor will resend
     for (auto& r : resends) r(NotDurable(id));
@@ -445,8 +457,7 @@ void LearnerServer::IngestLoop() {
       std::vector<std::function<void(const v1::RolloutAck&)>> resends;
       {
         absl::MutexLock lock(&state_mu_);
-        resends = std::move(in_flight_[p.key]);
-        in_flight_.erase(p.key);
+        resends = TakeInFlightLocked(p.key);
       }
       p.done(ack);
       for (auto& r : resends) r(ack);
@@ -458,10 +469,7 @@ void LearnerServer::IngestLoop() {
     std::vector<std::vector<std::function<void(const v1::RolloutAck&)>>> resends(batch.size());
     {
       absl::MutexLock lock(&state_mu_);
-      for (size_t i = 0; i < batch.size(); ++i) {
-        resends[i] = std::move(in_flight_[batch[i].key]);
-        in_flight_.erase(batch[i].key);
-      }
+      for (size_t i = 0; i < batch.size(); ++i) resends[i] = TakeInFlightLocked(batch[i].key);
     }
     if (!status.ok()) {
       // Not durable, so not acked: the actors keep them and resend to a healthy learner.

@@ -135,6 +135,9 @@ class LearnerServer final : public v1::Learner::Service {
   // lease of the prompt to complete the group (LearnerState). Returns the sequence number to
   // AwaitDurable (0: nothing to release, or the append failed and the learner is failing).
   uint64_t ReleaseLeaseLocked(uint64_t lease_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
+  // Ends `key`'s time in flight: the acks owed to resends that arrived meanwhile.
+  std::vector<std::function<void(const v1::RolloutAck&)>> TakeInFlightLocked(
+      const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
   bool SilentLocked(const std::string& actor_id, absl::Time now) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
   // Stops the learner without a final checkpoint (the in-memory state cannot be trusted).

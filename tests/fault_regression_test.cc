@@ -111,6 +111,26 @@ bool GrantedAgain(const std::vector<v1::JournalRecord>& j, size_t after, uint64_
   return false;
 }
 
+// From the journal of `run`: `actor` registered twice (a killed run, then its successor), the
+// killed run held leases when the successor registered, and each of their prompts was granted
+// again after that.
+void ExpectOldLeasesReleasedAtReregistration(const std::string& run, const std::string& actor) {
+  absl::StatusOr<std::vector<v1::JournalRecord>> j = ReadJournal(run);
+  ASSERT_TRUE(j.ok()) << j.status();
+  std::vector<size_t> sessions;
+  for (size_t i = 0; i < j->size(); ++i) {
+    if ((*j)[i].has_session() && (*j)[i].session().actor_id() == actor) sessions.push_back(i);
+  }
+  ASSERT_EQ(sessions.size(), 2u) << "one registration per run of " << actor;
+  const std::set<uint64_t> released = OutstandingBefore(*j, sessions[1], actor);
+  EXPECT_FALSE(released.empty()) << "the killed run held leases when its successor registered";
+  const std::map<uint64_t, uint64_t> prompt = PromptOfLease(*j);
+  for (uint64_t lease : released) {
+    EXPECT_TRUE(GrantedAgain(*j, sessions[1], prompt.at(lease), lease))
+        << "the prompt of released lease " << lease << " is issued again";
+  }
+}
+
 void ExpectCleanAudit(const std::string& run, const std::vector<Incarnation>& incarnations,
                       const std::string& what) {
   const FaultAuditReport rep = AuditRun(run, incarnations, kGroupSize);
@@ -152,20 +172,7 @@ TEST(FaultRegression, ActorKilledAndRestartedWithItsIdHasItsOldLeasesReleasedAnd
       << "nothing timed out: the old leases were released when the actor registered again";
   EXPECT_EQ(l.proc.p.Stop(SIGTERM, 60), 0);
 
-  absl::StatusOr<std::vector<v1::JournalRecord>> j = ReadJournal(l.run);
-  ASSERT_TRUE(j.ok()) << j.status();
-  std::vector<size_t> sessions;
-  for (size_t i = 0; i < j->size(); ++i) {
-    if ((*j)[i].has_session() && (*j)[i].session().actor_id() == "actor-r") sessions.push_back(i);
-  }
-  ASSERT_EQ(sessions.size(), 2u) << "one registration per run of actor-r";
-  const std::set<uint64_t> released = OutstandingBefore(*j, sessions[1], "actor-r");
-  EXPECT_FALSE(released.empty()) << "the killed run held leases when its successor registered";
-  const std::map<uint64_t, uint64_t> prompt = PromptOfLease(*j);
-  for (uint64_t lease : released) {
-    EXPECT_TRUE(GrantedAgain(*j, sessions[1], prompt.at(lease), lease))
-        << "the prompt of released lease " << lease << " is issued again";
-  }
+  ExpectOldLeasesReleasedAtReregistration(l.run, "actor-r");
   ExpectCleanAudit(l, "actor restart");
 }
 
@@ -201,20 +208,7 @@ TEST(FaultRegression, ActorRestartedWhileTheLearnerWasDownHasItsOldLeasesRelease
       << "nothing timed out: the old leases were released when the new run registered";
   EXPECT_EQ(learner.p.Stop(SIGTERM, 60), 0);
 
-  absl::StatusOr<std::vector<v1::JournalRecord>> j = ReadJournal(l.run);
-  ASSERT_TRUE(j.ok()) << j.status();
-  std::vector<size_t> sessions;
-  for (size_t i = 0; i < j->size(); ++i) {
-    if ((*j)[i].has_session() && (*j)[i].session().actor_id() == "actor-d") sessions.push_back(i);
-  }
-  ASSERT_EQ(sessions.size(), 2u) << "one registration per run of actor-d";
-  const std::set<uint64_t> released = OutstandingBefore(*j, sessions[1], "actor-d");
-  EXPECT_FALSE(released.empty()) << "the killed run held leases across the learner's crash";
-  const std::map<uint64_t, uint64_t> prompt = PromptOfLease(*j);
-  for (uint64_t lease : released) {
-    EXPECT_TRUE(GrantedAgain(*j, sessions[1], prompt.at(lease), lease))
-        << "the prompt of released lease " << lease << " is issued again";
-  }
+  ExpectOldLeasesReleasedAtReregistration(l.run, "actor-d");
   ExpectCleanAudit(l.run, {l.inc, resumed}, "actor restart while the learner was down");
 }
 
