@@ -20,17 +20,19 @@ void RolloutStreamer::SetAckObserver(std::function<void(const v1::RolloutAck&)> 
   observer_ = std::move(observer);
 }
 
-absl::Status RolloutStreamer::Send(v1::Rollout rollout) {
+absl::Status RolloutStreamer::Deliver(std::vector<v1::Rollout> group) {
   absl::MutexLock lock(&mu_);
   auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return closed_ || static_cast<int64_t>(unacked_.size()) < options_.max_unacked;
   };
-  mu_.Await(absl::Condition(&room));
-  if (closed_) return absl::CancelledError("rollout streamer closed");
-  const uint64_t id = rollout.rollout_id();
-  unacked_[id] = std::move(rollout);
-  to_send_.push_back(id);
-  ++counters_.sent;
+  for (v1::Rollout& rollout : group) {
+    mu_.Await(absl::Condition(&room));
+    if (closed_) return absl::CancelledError("rollout streamer closed");
+    const uint64_t id = rollout.rollout_id();
+    unacked_[id] = std::move(rollout);
+    to_send_.push_back(id);
+    ++counters_.sent;
+  }
   return absl::OkStatus();
 }
 

@@ -1,8 +1,8 @@
 // RolloutStreamer: the actor's side of the learner's rollout stream, resilient to the learner
 // going away (docs/architecture.md §4.1, §4.7).
 //
-// Send() puts a rollout in the unacked buffer (blocking while it holds max_unacked) and queues
-// it. A background connection thread keeps one StreamRollouts stream open: hello, then rollouts
+// Deliver() puts rollouts in the unacked buffer (blocking while it holds max_unacked) and
+// queues them. A background connection thread keeps one StreamRollouts stream open: hello, then rollouts
 // as the learner's credits allow; a reader thread takes acks (which remove rollouts from the
 // buffer: accepted, duplicate, or rejected as invalid) and credits. When the stream breaks, the
 // thread calls `reconnect` (the actor re-registers), backs off with jitter and opens a new
@@ -21,21 +21,14 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "actor/rollout_sink.h"
 #include "common/backoff.h"
 #include "rhythm/v1/learner_service.grpc.pb.h"
 
 namespace rhythm::actor {
 
-// Where the actor loop puts finished rollouts; the loop is tested against fakes of it.
-class RolloutSink {
- public:
-  virtual ~RolloutSink() = default;
-  // Takes the rollout; blocks while the sink is full. CANCELLED once the sink is closed.
-  virtual absl::Status Send(v1::Rollout rollout) = 0;
-};
-
 struct StreamerCounters {
-  int64_t sent = 0;      // distinct rollouts handed to Send
+  int64_t sent = 0;      // distinct rollouts handed to Deliver
   int64_t acked = 0;     // distinct rollouts the learner acked as accepted or duplicate
   int64_t rejected = 0;  // distinct rollouts the learner rejected as invalid
   int64_t resent = 0;    // writes of a rollout after its first
@@ -58,7 +51,7 @@ class RolloutStreamer final : public RolloutSink {
                   std::function<absl::Status()> reconnect);
   ~RolloutStreamer() override;
 
-  absl::Status Send(v1::Rollout rollout) override;
+  absl::Status Deliver(std::vector<v1::Rollout> group) override;
 
   // Waits until every sent rollout is acked or `timeout` passes; true when all were acked.
   bool Flush(absl::Duration timeout);
