@@ -1,5 +1,5 @@
 // One-line registration of an unlabelled Prometheus series, for the metrics structs each
-// component builds from its registry (learner/learner_metrics.h, actor/actor.cc).
+// component builds from its registry (learner/learner_metrics.h, actor/actor_metrics.h).
 #pragma once
 
 #include "prometheus/counter.h"
