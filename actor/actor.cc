@@ -139,8 +139,7 @@ absl::Status Actor::BuildProducer() {
   const v1::ActorConfig& a = options_.config.actor();
   common::weights::ActorWeightSourceOptions wo;
   wo.actor_id = options_.actor_id;
-  wo.reconnect = {absl::Seconds(a.backoff_initial_s()), absl::Seconds(a.backoff_max_s()), 2.0,
-                  0.5};
+  wo.reconnect = {absl::Seconds(a.backoff_initial_s()), absl::Seconds(a.backoff_max_s()), 2.0, 0.5};
   wo.seed = options_.config.runtime().seed();
   wo.metrics = &metrics_->weights;
   weights_ = common::weights::NewActorWeightSource(weights_stub_, options_.config.transport(), wo);
@@ -151,9 +150,9 @@ absl::Status Actor::BuildProducer() {
   po.prompts_per_batch = static_cast<uint32_t>(a.prompts_per_batch());
   po.seed = options_.config.runtime().seed();
   po.generation = c.generation();
-  producer_ = std::make_unique<RolloutProducer>(std::move(po), *model_, *tokenizer_, *task_,
-                                                *leaser_, *weights_, *streamer_, *metrics_,
-                                                common::RealClock::Get());
+  producer_ =
+      std::make_unique<RolloutProducer>(std::move(po), *model_, *tokenizer_, *task_, *leaser_,
+                                        *weights_, *streamer_, *metrics_, common::RealClock::Get());
   producer_ready_ = true;
   return absl::OkStatus();
 }

@@ -7,23 +7,19 @@ namespace rhythm::actor {
 ActorMetrics::ActorMetrics(prometheus::Registry& r)
     : tokens_per_second(common::AddGauge(r, "rhythm_actor_tokens_per_second",
                                          "Tokens generated per second, last batch")),
-      rollouts_sent(
-          common::AddCounter(r, "rhythm_actor_rollouts_sent_total", "Rollouts produced")),
+      rollouts_sent(common::AddCounter(r, "rhythm_actor_rollouts_sent_total", "Rollouts produced")),
       rollouts_acked(common::AddCounter(r, "rhythm_actor_rollouts_acked_total",
                                         "Rollouts the learner acknowledged (durable)")),
       rollouts_rejected(common::AddCounter(r, "rhythm_actor_rollouts_rejected_total",
                                            "Rollouts the learner rejected as invalid")),
       rollouts_resent(common::AddCounter(r, "rhythm_actor_rollouts_resent_total",
                                          "Rollouts written again after a reconnect")),
-      unacked(
-          common::AddGauge(r, "rhythm_actor_unacked_rollouts", "Rollouts kept for resending")),
-      reward_mean(
-          common::AddGauge(r, "rhythm_actor_reward_mean", "Mean reward of the last batch")),
+      unacked(common::AddGauge(r, "rhythm_actor_unacked_rollouts", "Rollouts kept for resending")),
+      reward_mean(common::AddGauge(r, "rhythm_actor_reward_mean", "Mean reward of the last batch")),
       response_length(common::AddHistogram(r, "rhythm_actor_response_length_tokens",
                                            "Response lengths",
                                            {4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096})),
-      policy_version(
-          common::AddGauge(r, "rhythm_actor_policy_version", "Version generating now")),
+      policy_version(common::AddGauge(r, "rhythm_actor_policy_version", "Version generating now")),
       version_lag(
           common::AddGauge(r, "rhythm_actor_version_lag", "Newest version - version in use")),
       reconnects(

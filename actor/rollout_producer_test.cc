@@ -277,8 +277,8 @@ TEST_F(RolloutProducerTest, WeightsChangeOnlyBetweenBatchesAndRewardsComeFromThe
   ScriptLeases({Lease(203, 4, "888"), Lease(204, 5), continuation});
   for (int b = 0; b < 3; ++b) ASSERT_TRUE(producer_->RunBatch().ok()) << "batch " << b;
 
-  EXPECT_EQ(events_, (Events{"newer -1", "lease", "deliver",             // batch 1 (version 7)
-                             "newer 7", "lease", "deliver",              // batch 2 (still 7)
+  EXPECT_EQ(events_, (Events{"newer -1", "lease", "deliver",  // batch 1 (version 7)
+                             "newer 7", "lease", "deliver",   // batch 2 (still 7)
                              "newer 7", "lease", "deliver", "deliver", "deliver"}))  // 8
       << "the source is asked once per batch, before it, never while one is generated or "
          "delivered";
@@ -397,8 +397,8 @@ TEST_F(RolloutProducerTest, NoLeasesWaitsRetryAfterAndALeaseErrorIsReturned) {
   leaser_.script.push_back(v1::LeaseResponse());  // retry_after_s 0: at least 50 ms
   ASSERT_TRUE(producer_->RunBatch().ok());
   ASSERT_TRUE(producer_->RunBatch().ok());
-  EXPECT_EQ(clock_.slept, (std::vector<absl::Duration>{absl::Seconds(0.25),
-                                                        absl::Milliseconds(50)}));
+  EXPECT_EQ(clock_.slept,
+            (std::vector<absl::Duration>{absl::Seconds(0.25), absl::Milliseconds(50)}));
   leaser_.script.push_back(absl::UnavailableError("lease: learner unreachable"));
   EXPECT_EQ(producer_->RunBatch().code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(sink_.groups.empty());

@@ -2,12 +2,12 @@
 // going away (docs/architecture.md §4.1, §4.7).
 //
 // Deliver() puts rollouts in the unacked buffer (blocking while it holds max_unacked) and
-// queues them. A background connection thread keeps one StreamRollouts stream open: hello, then rollouts
-// as the learner's credits allow; a reader thread takes acks (which remove rollouts from the
-// buffer: accepted, duplicate, or rejected as invalid) and credits. When the stream breaks, the
-// thread calls `reconnect` (the actor re-registers), backs off with jitter and opens a new
-// stream, resending every unacked rollout in id order: the learner's de-duplication makes this
-// exactly-once. Thread-safe.
+// queues them. A background connection thread keeps one StreamRollouts stream open: hello,
+// then rollouts as the learner's credits allow; a reader thread takes acks (which remove
+// rollouts from the buffer: accepted, duplicate, or rejected as invalid) and credits. When the
+// stream breaks, the thread calls `reconnect` (the actor re-registers), backs off with jitter
+// and opens a new stream, resending every unacked rollout in id order: the learner's
+// de-duplication makes this exactly-once. Thread-safe.
 #pragma once
 
 #include <atomic>

@@ -286,8 +286,8 @@ std::unique_ptr<WeightSource> NewActorWeightSource(v1::Weights::StubInterface& s
   mo.collective.host = transport.collective_host();
   mo.seed = options.seed + 7;
   mo.metrics = options.metrics;
-  return std::make_unique<FallbackWeightSource>(
-      std::make_unique<GroupWeightSource>(stub, mo), std::move(grpc_source), options.metrics);
+  return std::make_unique<FallbackWeightSource>(std::make_unique<GroupWeightSource>(stub, mo),
+                                                std::move(grpc_source), options.metrics);
 }
 
 }  // namespace rhythm::common::weights
