@@ -7,11 +7,16 @@
 #include <thread>
 
 #include "benchmark/benchmark.h"
+#include "common/runtime.h"
 #include "bench/bench_model_config.h"
 #include "common/model/transformer.h"
 
 namespace rhythm::common::model {
 namespace {
+
+// The CPU's BLAS kernels, not the ones a misdetecting OpenBLAS picks (common/runtime.h); an
+// explicit OPENBLAS_CORETYPE wins, e.g. Prescott to measure what that costs.
+const bool kBlasKernels = (UseTheCpusBlasKernels(), true);
 
 
 void SetThreads() { at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))); }
@@ -35,15 +40,15 @@ void BM_DecodeOneSequence(benchmark::State& state) {
   SetThreads();
   const int64_t new_tokens = state.range(0);
   auto m = *Transformer::RandomInit(bench::BenchModelConfig(), 0);
-  at::InferenceMode guard;
-  KvCache cache(m->config(), 1, 16 + new_tokens, at::kFloat, at::kCPU);
-  const at::Tensor prompt = at::randint(512, {1, 16}, at::kLong);
+  KvCache cache(m->config(), 1, 16 + new_tokens + 1, at::kFloat, at::kCPU);
+  std::vector<int32_t> prompt(16);
+  for (int i = 0; i < 16; ++i) prompt[i] = (i * 37) % 512;
   for (auto _ : state) {
     cache.Reset();
-    at::Tensor logits = m->ForwardIncremental(prompt, {}, cache)->logits;
+    at::Tensor logits = *m->Prefill({0}, {prompt}, cache);
     for (int64_t i = 0; i < new_tokens; ++i) {
-      const at::Tensor next = logits.select(1, -1).argmax(-1, /*keepdim=*/true);
-      logits = m->ForwardIncremental(next, {}, cache)->logits;
+      const int64_t next = logits[0].argmax().item<int64_t>();
+      logits = m->DecodeStep({next}, {1}, cache)->logits;
     }
   }
   state.SetItemsProcessed(state.iterations() * new_tokens);

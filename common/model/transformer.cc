@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/model/decode_kernels.h"
 #include "common/status.h"
 #include "common/torch_status.h"
 
@@ -35,27 +36,64 @@ std::string ShapeText(at::IntArrayRef s) { return absl::StrCat("[", absl::StrJoi
 
 }  // namespace
 
-KvCache::KvCache(const ModelConfig& config, int64_t batch, int64_t capacity,
+// The decode step's buffers, allocated on its first call for this cache's slots.
+struct KvCache::Workspace {
+  at::Tensor hidden, x, qkv, q, attn, gate_up, act, logits;
+  at::Tensor cos, sin;  // float [capacity, head_dim / 2]
+  std::vector<std::pair<int64_t, at::Tensor>> probs;  // by layer: [slots, heads, capacity]
+};
+
+KvCache::KvCache(const ModelConfig& config, int64_t slots, int64_t capacity,
                  at::ScalarType dtype, at::Device device)
-    : batch_(batch), capacity_(capacity) {
+    : slots_(slots), capacity_(capacity), lengths_(slots, 0) {
   const auto opts = at::TensorOptions().dtype(dtype).device(device);
   for (int64_t l = 0; l < config.num_layers; ++l) {
-    k_.push_back(at::zeros({batch, config.num_kv_heads, capacity, config.head_dim}, opts));
-    v_.push_back(at::zeros({batch, config.num_kv_heads, capacity, config.head_dim}, opts));
+    k_.push_back(at::zeros({slots, config.num_kv_heads, capacity, config.head_dim}, opts));
+    v_.push_back(at::zeros({slots, config.num_kv_heads, capacity, config.head_dim}, opts));
   }
-  key_valid_ = at::zeros({batch, capacity}, at::TensorOptions().dtype(at::kBool).device(device));
-  next_position_ = at::zeros({batch}, at::TensorOptions().dtype(at::kLong).device(device));
 }
 
-void KvCache::Reset() {
-  length_ = 0;
-  key_valid_.zero_();
-  next_position_.zero_();
+KvCache::~KvCache() = default;
+
+void KvCache::Reset() { std::fill(lengths_.begin(), lengths_.end(), 0); }
+
+void KvCache::CopySlot(const KvCache& source, int64_t from, int64_t to) {
+  const int64_t n = source.lengths_[from];
+  for (size_t l = 0; l < k_.size(); ++l) {
+    k_[l][to].narrow(1, 0, n).copy_(source.k_[l][from].narrow(1, 0, n));
+    v_[l][to].narrow(1, 0, n).copy_(source.v_[l][from].narrow(1, 0, n));
+  }
+  lengths_[to] = n;
 }
 
 Transformer::Transformer(const ModelConfig& config, at::ScalarType dtype, at::Device device)
     : config_(config), dtype_(dtype), device_(device), layers_(config.num_layers) {
   inv_freq_ = RotaryInvFreq().to(device);
+  const auto opts = at::TensorOptions().dtype(dtype).device(device);
+  const int64_t q_out = config.num_heads * config.head_dim;
+  const int64_t kv_out = config.num_kv_heads * config.head_dim;
+  const int64_t mlp = config.intermediate_size;
+  for (Layer& L : layers_) {
+    L.qkv_w = at::zeros({q_out + 2 * kv_out, config.hidden_size}, opts);
+    L.q_w = L.qkv_w.narrow(0, 0, q_out);
+    L.k_w = L.qkv_w.narrow(0, q_out, kv_out);
+    L.v_w = L.qkv_w.narrow(0, q_out + kv_out, kv_out);
+    if (config.qkv_bias) {
+      L.qkv_b = at::zeros({q_out + 2 * kv_out}, opts);
+      L.q_b = L.qkv_b.narrow(0, 0, q_out);
+      L.k_b = L.qkv_b.narrow(0, q_out, kv_out);
+      L.v_b = L.qkv_b.narrow(0, q_out + kv_out, kv_out);
+    }
+    L.gate_up_w = at::zeros({2 * mlp, config.hidden_size}, opts);
+    L.gate_w = L.gate_up_w.narrow(0, 0, mlp);
+    L.up_w = L.gate_up_w.narrow(0, mlp, mlp);
+  }
+  // Every other parameter gets its own storage; loading copies into these.
+  for (const auto& [name, shape] : ExpectedShapes()) {
+    for (auto& [slot_name, slot] : Slots()) {
+      if (slot_name == name && !slot->defined()) *slot = at::zeros(shape, opts);
+    }
+  }
 }
 
 at::Tensor Transformer::RotaryInvFreq() const {
@@ -172,7 +210,7 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::RandomInit(const Model
         t = at::normal(0.0, config.initializer_range, shape, gen);
       }
       for (auto& [slot_name, slot] : m->Slots()) {
-        if (slot_name == name) *slot = t.to(device, dtype);
+        if (slot_name == name) slot->copy_(t);
       }
     }
   }));
@@ -206,7 +244,7 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::FromTensors(
           ", the config needs ", ShapeText(shape)));
     }
     for (auto& [slot_name, slot] : slots) {
-      if (slot_name == name) *slot = it->second.to(device, dtype).contiguous();
+      if (slot_name == name) slot->copy_(it->second);
     }
   }
   for (const auto& [name, t] : checkpoint.tensors) {
@@ -243,8 +281,9 @@ int64_t Transformer::NumParameters() const {
 }
 
 ForwardOutput Transformer::Run(const at::Tensor& input_ids, const at::Tensor& positions,
-                               const at::Tensor& allowed, KvCache* cache,
-                               const std::vector<int64_t>& capture_layers) const {
+                               const at::Tensor& allowed, const CacheAccess& cache,
+                               const std::vector<int64_t>& capture_layers,
+                               const at::Tensor& last_index) const {
   const ModelConfig& c = config_;
   const int64_t b = input_ids.size(0), t = input_ids.size(1);
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
@@ -253,7 +292,6 @@ ForwardOutput Transformer::Run(const at::Tensor& input_ids, const at::Tensor& po
   const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;
   const at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);
   const at::Tensor cos = emb.cos().to(dtype_), sin = emb.sin().to(dtype_);
-  const int64_t start = cache ? cache->length_ : 0;
   ForwardOutput out;
   out.attention.resize(capture_layers.size());
 
@@ -272,11 +310,17 @@ ForwardOutput Transformer::Run(const at::Tensor& input_ids, const at::Tensor& po
     v = v.transpose(1, 2);
     q = q * cos + RotateHalf(q) * sin;
     k = k * cos + RotateHalf(k) * sin;
-    if (cache != nullptr) {
-      cache->k_[l].narrow(2, start, t).copy_(k);
-      cache->v_[l].narrow(2, start, t).copy_(v);
-      k = cache->k_[l].narrow(2, 0, start + t);
-      v = cache->v_[l].narrow(2, 0, start + t);
+    if (cache.mode == CacheAccess::kPrefill) {
+      cache.cache->k_[l].narrow(2, 0, t).index_copy_(0, cache.rows, k);
+      cache.cache->v_[l].narrow(2, 0, t).index_copy_(0, cache.rows, v);
+    } else if (cache.mode == CacheAccess::kDecode) {
+      using at::indexing::Slice;
+      cache.cache->k_[l].index_put_({cache.rows, Slice(), cache.pos},
+                                    k.index_select(0, cache.rows).squeeze(2));
+      cache.cache->v_[l].index_put_({cache.rows, Slice(), cache.pos},
+                                    v.index_select(0, cache.rows).squeeze(2));
+      k = cache.cache->k_[l];
+      v = cache.cache->v_[l];
     }
     const int64_t s = k.size(2);
     // Grouped-query attention: query head h reads key/value head h / kv_groups.
@@ -300,9 +344,22 @@ ForwardOutput Transformer::Run(const at::Tensor& input_ids, const at::Tensor& po
     hidden = hidden + at::linear(at::silu(at::linear(h2, L.gate_w)) * at::linear(h2, L.up_w),
                                  L.down_w);
   }
+  if (last_index.defined()) {
+    hidden = hidden.gather(1, last_index.view({b, 1, 1}).expand({b, 1, c.hidden_size}));
+  }
   hidden = RmsNorm(hidden, final_norm_, c.rms_norm_eps);
   out.logits = at::linear(hidden, config_.tie_word_embeddings ? embed_ : lm_head_).to(at::kFloat);
   return out;
+}
+
+absl::Status Transformer::CheckCaptureLayers(const std::vector<int64_t>& layers) const {
+  for (int64_t l : layers) {
+    if (l < 0 || l >= config_.num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("capture layer ", l, " outside [0, ", config_.num_layers, ")"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ForwardOutput> Transformer::Forward(
@@ -314,12 +371,7 @@ absl::StatusOr<ForwardOutput> Transformer::Forward(
   if (!attention_mask.defined() || attention_mask.sizes() != input_ids.sizes()) {
     return absl::InvalidArgumentError("attention_mask: expected the shape of input_ids");
   }
-  for (int64_t l : capture_layers) {
-    if (l < 0 || l >= config_.num_layers) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("capture layer ", l, " outside [0, ", config_.num_layers, ")"));
-    }
-  }
+  RHYTHM_RETURN_IF_ERROR(CheckCaptureLayers(capture_layers));
   return TorchTry("forward", [&]() {
     const at::Tensor ids = input_ids.to(device_, at::kLong);
     const at::Tensor mask = attention_mask.to(device_).to(at::kBool);
@@ -332,57 +384,257 @@ absl::StatusOr<ForwardOutput> Transformer::Forward(
     const at::Tensor allowed = (causal.unsqueeze(0).logical_and(mask.unsqueeze(1)))
                                    .logical_or(eye.unsqueeze(0))
                                    .unsqueeze(1);
-    return Run(ids, positions, allowed, nullptr, capture_layers);
+    return Run(ids, positions, allowed, CacheAccess{}, capture_layers);
   });
 }
 
-absl::StatusOr<ForwardOutput> Transformer::ForwardIncremental(
-    const at::Tensor& input_ids, const at::Tensor& valid, KvCache& cache,
+absl::StatusOr<at::Tensor> Transformer::Prefill(const std::vector<int64_t>& slots,
+                                                const std::vector<std::vector<int32_t>>& prompts,
+                                                KvCache& cache) const {
+  if (slots.empty() || slots.size() != prompts.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("prefill: ", slots.size(), " slots for ",
+                                                   prompts.size(), " prompts"));
+  }
+  std::vector<bool> seen(cache.slots_, false);
+  int64_t longest = 0;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const int64_t slot = slots[i];
+    if (slot < 0 || slot >= cache.slots_ || seen[slot] || cache.lengths_[slot] != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prefill: slot ", slot, " is out of range [0, ", cache.slots_, "), listed twice or not empty"));
+    }
+    seen[slot] = true;
+    if (prompts[i].empty()) return absl::InvalidArgumentError(absl::StrCat("prefill: prompt ", i, " is empty"));
+    for (size_t j = 0; j < prompts[i].size(); ++j) {
+      if (prompts[i][j] < 0 || prompts[i][j] >= config_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("prefill: prompt ", i, " token ", j, " = ",
+                                                       prompts[i][j], " is outside the vocabulary"));
+      }
+    }
+    if (static_cast<int64_t>(prompts[i].size()) > cache.capacity_) {
+      return absl::FailedPreconditionError(absl::StrCat("prefill: prompt ", i, " has ",
+                                                        prompts[i].size(), " tokens > capacity ",
+                                                        cache.capacity_));
+    }
+    longest = std::max<int64_t>(longest, prompts[i].size());
+  }
+  absl::StatusOr<at::Tensor> logits = TorchTry("prefill", [&]() {
+    at::InferenceMode inference;
+    const int64_t r = static_cast<int64_t>(slots.size());
+    // Right-padded: row i's prompt at positions [0, len_i), so its keys land where its decode
+    // steps will look; the padding's keys are overwritten by the slot's first decode steps.
+    std::vector<int64_t> ids(r * longest, 0), last(r);
+    std::vector<uint8_t> real(r * longest, 0);
+    for (int64_t i = 0; i < r; ++i) {
+      for (size_t j = 0; j < prompts[i].size(); ++j) {
+        ids[i * longest + j] = prompts[i][j];
+        real[i * longest + j] = 1;
+      }
+      last[i] = static_cast<int64_t>(prompts[i].size()) - 1;
+    }
+    const auto long_opts = at::TensorOptions().dtype(at::kLong).device(device_);
+    const at::Tensor ids_t = at::tensor(ids, at::kLong).view({r, longest}).to(device_);
+    const at::Tensor mask =
+        at::tensor(std::vector<int64_t>(real.begin(), real.end()), at::kLong).view({r, longest})
+            .to(device_).to(at::kBool);
+    const at::Tensor positions = at::arange(longest, long_opts).unsqueeze(0).expand({r, longest});
+    const at::Tensor causal =
+        at::ones({longest, longest}, at::TensorOptions().dtype(at::kBool).device(device_)).tril();
+    const at::Tensor eye = at::eye(longest, at::TensorOptions().dtype(at::kBool).device(device_));
+    const at::Tensor allowed = (causal.unsqueeze(0).logical_and(mask.unsqueeze(1)))
+                                   .logical_or(eye.unsqueeze(0))
+                                   .unsqueeze(1);
+    CacheAccess access;
+    access.mode = CacheAccess::kPrefill;
+    access.cache = &cache;
+    access.rows = at::tensor(slots, at::kLong).to(device_);
+    return Run(ids_t, positions, allowed, access, {}, at::tensor(last, at::kLong).to(device_))
+        .logits.select(1, 0);
+  });
+  if (!logits.ok()) return logits.status();
+  for (size_t i = 0; i < slots.size(); ++i) cache.lengths_[slots[i]] = prompts[i].size();
+  return logits;
+}
+
+absl::StatusOr<ForwardOutput> Transformer::DecodeStep(
+    const std::vector<int64_t>& ids, const std::vector<uint8_t>& active, KvCache& cache,
     const std::vector<int64_t>& capture_layers) const {
-  if (!input_ids.defined() || input_ids.dim() != 2 || input_ids.size(0) != cache.batch()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("input_ids: expected an int64 [", cache.batch(), ", n] tensor"));
+  const int64_t slots = cache.slots_;
+  if (static_cast<int64_t>(ids.size()) != slots || static_cast<int64_t>(active.size()) != slots) {
+    return absl::InvalidArgumentError(absl::StrCat("decode step: ", ids.size(), " ids and ",
+                                                   active.size(), " active flags for ", slots,
+                                                   " slots"));
   }
-  const int64_t n = input_ids.size(1);
-  if (cache.length() + n > cache.capacity()) {
-    return absl::FailedPreconditionError(absl::StrCat("KV cache full: ", cache.length(), " + ", n,
-                                                      " tokens > capacity ", cache.capacity()));
-  }
-  if (valid.defined() && valid.sizes() != input_ids.sizes()) {
-    return absl::InvalidArgumentError("valid: expected the shape of input_ids");
-  }
-  for (int64_t l : capture_layers) {
-    if (l < 0 || l >= config_.num_layers) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("capture layer ", l, " outside [0, ", config_.num_layers, ")"));
+  for (int64_t r = 0; r < slots; ++r) {
+    if (!active[r]) continue;
+    if (ids[r] < 0 || ids[r] >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("decode step: slot ", r, " id ", ids[r],
+                                                     " is outside the vocabulary"));
+    }
+    if (cache.lengths_[r] >= cache.capacity_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "KV cache full: slot ", r, " holds ", cache.lengths_[r], " of ", cache.capacity_));
     }
   }
-  return TorchTry("incremental forward", [&]() {
-    const auto bool_opts = at::TensorOptions().dtype(at::kBool).device(device_);
-    const at::Tensor ids = input_ids.to(device_, at::kLong);
-    const at::Tensor real = valid.defined() ? valid.to(device_).to(at::kBool)
-                                            : at::ones({cache.batch(), n}, bool_opts);
-    const int64_t start = cache.length_;
-    const at::Tensor real_long = real.to(at::kLong);
-    const at::Tensor positions =
-        cache.next_position_.unsqueeze(1) + real_long.cumsum(1) - real_long;
-    cache.key_valid_.narrow(1, start, n).copy_(real);
-    const int64_t s = start + n;
-    // Query i (slot start + i) sees real keys in slots <= start + i, and always itself.
-    const at::Tensor key_slot = at::arange(s, at::TensorOptions().dtype(at::kLong).device(device_));
-    const at::Tensor query_slot = at::arange(start, s, key_slot.options());
-    const at::Tensor causal = key_slot.unsqueeze(0) <= query_slot.unsqueeze(1);  // [n, s]
-    const at::Tensor self = key_slot.unsqueeze(0) == query_slot.unsqueeze(1);
-    const at::Tensor allowed =
-        causal.unsqueeze(0)
-            .logical_and(cache.key_valid_.narrow(1, 0, s).unsqueeze(1))
-            .logical_or(self.unsqueeze(0))
-            .unsqueeze(1);  // [B, 1, n, s]
-    ForwardOutput out = Run(ids, positions, allowed, &cache, capture_layers);
-    cache.length_ = s;
-    cache.next_position_ += real_long.sum(1);
-    return out;
+  RHYTHM_RETURN_IF_ERROR(CheckCaptureLayers(capture_layers));
+  const bool kernels = use_decode_kernels_ && device_.is_cpu() && dtype_ == at::kFloat &&
+                       config_.head_dim % 2 == 0 && config_.head_dim <= 1024;
+  absl::StatusOr<ForwardOutput> out = TorchTry("decode step", [&]() {
+    at::InferenceMode inference;
+    return kernels ? DecodeWithKernels(ids, active, cache, capture_layers)
+                   : DecodeGeneric(ids, active, cache, capture_layers);
   });
+  if (out.ok()) {
+    for (int64_t r = 0; r < slots; ++r) cache.lengths_[r] += active[r] ? 1 : 0;
+  }
+  return out;
+}
+
+ForwardOutput Transformer::DecodeGeneric(const std::vector<int64_t>& ids,
+                                         const std::vector<uint8_t>& active, KvCache& cache,
+                                         const std::vector<int64_t>& capture_layers) const {
+  const int64_t slots = cache.slots_, cap = cache.capacity_;
+  std::vector<int64_t> feed(slots, 0), keys(slots), rows, pos;
+  for (int64_t r = 0; r < slots; ++r) {
+    keys[r] = cache.lengths_[r] + (active[r] ? 1 : 0);
+    if (!active[r]) continue;
+    feed[r] = ids[r];
+    rows.push_back(r);
+    pos.push_back(cache.lengths_[r]);
+  }
+  const auto long_opts = at::TensorOptions().dtype(at::kLong).device(device_);
+  const at::Tensor key = at::arange(cap, long_opts).unsqueeze(0);
+  const at::Tensor n = at::tensor(keys, at::kLong).to(device_).unsqueeze(1);
+  // Keys before the slot's new length; key 0 for an idle slot (no empty softmax row).
+  const at::Tensor allowed = (key < n).logical_or(key == 0).view({slots, 1, 1, cap});
+  CacheAccess access;
+  access.mode = CacheAccess::kDecode;
+  access.cache = &cache;
+  access.rows = at::tensor(rows, at::kLong).to(device_);
+  access.pos = at::tensor(pos, at::kLong).to(device_);
+  ForwardOutput out =
+      Run(at::tensor(feed, at::kLong).view({slots, 1}).to(device_),
+          at::tensor(std::vector<int64_t>(cache.lengths_), at::kLong).view({slots, 1}).to(device_),
+          allowed, access, capture_layers);
+  out.logits = out.logits.select(1, 0);
+  for (at::Tensor& a : out.attention) a = a.squeeze(2);
+  return out;
+}
+
+ForwardOutput Transformer::DecodeWithKernels(const std::vector<int64_t>& ids,
+                                             const std::vector<uint8_t>& active, KvCache& cache,
+                                             const std::vector<int64_t>& capture_layers) const {
+  const ModelConfig& c = config_;
+  const int64_t slots = cache.slots_, cap = cache.capacity_, d = c.hidden_size;
+  const int64_t heads = c.num_heads, kv = c.num_kv_heads, hd = c.head_dim;
+  if (!cache.ws_) {
+    auto w = std::make_unique<KvCache::Workspace>();
+    const auto f = at::TensorOptions().dtype(at::kFloat);
+    w->hidden = at::zeros({slots, d}, f);
+    w->x = at::zeros({slots, d}, f);
+    w->qkv = at::zeros({slots, (heads + 2 * kv) * hd}, f);
+    w->q = at::zeros({slots, heads, hd}, f);
+    w->attn = at::zeros({slots, heads * hd}, f);
+    w->gate_up = at::zeros({slots, 2 * c.intermediate_size}, f);
+    w->act = at::zeros({slots, c.intermediate_size}, f);
+    w->logits = at::zeros({slots, c.vocab_size}, f);
+    // The rotary angles of every position, as Run computes them.
+    const at::Tensor freqs = at::arange(cap, at::kLong).to(at::kFloat).unsqueeze(-1) * inv_freq_;
+    w->cos = freqs.cos().contiguous();
+    w->sin = freqs.sin().contiguous();
+    cache.ws_ = std::move(w);
+  }
+  KvCache::Workspace& w = *cache.ws_;
+  const double eps = c.rms_norm_eps;
+  std::vector<int64_t> pos(cache.lengths_), keys(slots);
+  for (int64_t r = 0; r < slots; ++r) keys[r] = pos[r] + 1;
+  float* hidden = w.hidden.data_ptr<float>();
+  float* x = w.x.data_ptr<float>();
+  const float* embed = embed_.data_ptr<float>();
+  for (int64_t r = 0; r < slots; ++r) {
+    if (active[r]) std::copy(embed + ids[r] * d, embed + (ids[r] + 1) * d, hidden + r * d);
+  }
+  // out = in W^T (+ b) (+ out): the skinny kernel for a few slots, BLAS for many.
+  auto linear = [&](at::Tensor& result, const at::Tensor& in, const at::Tensor& weight,
+                    const at::Tensor& bias, bool accumulate) {
+    if (slots <= 64) {
+      kernels::LinearRows(in.data_ptr<float>(), slots, weight.size(1), weight.data_ptr<float>(),
+                          weight.size(0), bias.defined() ? bias.data_ptr<float>() : nullptr,
+                          accumulate, result.data_ptr<float>());
+    } else if (accumulate) {
+      result.addmm_(in, weight.t());
+      if (bias.defined()) result.add_(bias);
+    } else if (bias.defined()) {
+      at::addmm_out(result, bias, in, weight.t());
+    } else {
+      at::mm_out(result, in, weight.t());
+    }
+  };
+  ForwardOutput out;
+  out.attention.resize(capture_layers.size());
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const Layer& L = layers_[l];
+    kernels::RmsNormRows(hidden, L.input_norm.data_ptr<float>(), eps, slots, d, x);
+    linear(w.qkv, w.x, L.qkv_w, L.qkv_b, false);
+    kernels::RopeStoreArgs rope;
+    rope.qkv = w.qkv.data_ptr<float>();
+    rope.slots = slots;
+    rope.heads = heads;
+    rope.kv_heads = kv;
+    rope.head_dim = hd;
+    rope.capacity = cap;
+    rope.active = active.data();
+    rope.pos = pos.data();
+    rope.cos = w.cos.data_ptr<float>();
+    rope.sin = w.sin.data_ptr<float>();
+    if (c.qk_norm) {
+      rope.q_norm = L.q_norm.data_ptr<float>();
+      rope.k_norm = L.k_norm.data_ptr<float>();
+    }
+    rope.eps = eps;
+    rope.q_out = w.q.data_ptr<float>();
+    rope.k_cache = cache.k_[l].data_ptr<float>();
+    rope.v_cache = cache.v_[l].data_ptr<float>();
+    kernels::RopeAndStore(rope);
+
+    kernels::DecodeAttentionArgs att;
+    att.q = rope.q_out;
+    att.k_cache = rope.k_cache;
+    att.v_cache = rope.v_cache;
+    att.slots = slots;
+    att.heads = heads;
+    att.kv_heads = kv;
+    att.head_dim = hd;
+    att.capacity = cap;
+    att.active = active.data();
+    att.length = keys.data();
+    att.scale = 1.0 / std::sqrt(static_cast<double>(hd));
+    att.out = w.attn.data_ptr<float>();
+    for (size_t i = 0; i < capture_layers.size(); ++i) {
+      if (capture_layers[i] != l) continue;
+      at::Tensor* buffer = nullptr;
+      for (auto& [layer, t] : w.probs) {
+        if (layer == l) buffer = &t;
+      }
+      if (buffer == nullptr) {
+        w.probs.emplace_back(l, at::zeros({slots, heads, cap}, at::kFloat));
+        buffer = &w.probs.back().second;
+      }
+      att.probs = buffer->data_ptr<float>();
+      out.attention[i] = *buffer;
+    }
+    kernels::DecodeAttention(att);
+    linear(w.hidden, w.attn, L.o_w, L.o_b, true);
+    kernels::RmsNormRows(hidden, L.post_norm.data_ptr<float>(), eps, slots, d, x);
+    linear(w.gate_up, w.x, L.gate_up_w, {}, false);
+    kernels::SiluMulRows(w.gate_up.data_ptr<float>(), slots, c.intermediate_size,
+                         w.act.data_ptr<float>());
+    linear(w.hidden, w.act, L.down_w, {}, true);
+  }
+  kernels::RmsNormRows(hidden, final_norm_.data_ptr<float>(), eps, slots, d, x);
+  linear(w.logits, w.x, c.tie_word_embeddings ? embed_ : lm_head_, {}, false);
+  out.logits = w.logits;
+  return out;
 }
 
 }  // namespace rhythm::common::model

@@ -1,6 +1,6 @@
 // Transformer: a Llama / Qwen2 / Qwen3 decoder written directly on ATen, with the Hugging Face
-// tensor names, a training forward over padded batches and an incremental forward over a
-// preallocated KV cache.
+// tensor names, a training forward over padded batches, and prefill and one-token decode steps
+// over a preallocated, per-slot KV cache.
 //
 //   ids ─ embed_tokens ─┬─▶ [ RMSNorm ─ q,k,v proj (+bias) ─ (q/k RMSNorm) ─ RoPE ─ GQA attention
 //                       │      ─ o_proj ] + residual ─▶ [ RMSNorm ─ SwiGLU MLP ] + residual ─▶ …
@@ -15,8 +15,8 @@
 // includer, and makes the Hugging Face names the only names. Parameters are leaf tensors; call
 // SetRequiresGrad(true) before training and hand Parameters() to the optimiser.
 //
-// Thread-safety: Forward and ForwardIncremental are const and may run concurrently on different
-// caches; changing parameters (optimiser step, loading) must not overlap them.
+// Thread-safety: Forward, Prefill and DecodeStep are const and may run concurrently on
+// different caches; changing parameters (optimiser step, loading) must not overlap them.
 #pragma once
 
 #include <cstdint>
@@ -39,30 +39,35 @@ struct ForwardOutput {
   std::vector<at::Tensor> attention;
 };
 
-// Keys and values of every layer for a batch of sequences being generated, preallocated to a
-// fixed capacity so decoding never reallocates. All sequences share the slot index: a sequence
-// that has fewer tokens (a shorter, left-padded prompt) has padding slots, marked invalid.
-// Not thread-safe; one cache per generation batch.
+// Keys and values of every layer for a fixed number of generation slots, preallocated to a
+// fixed capacity so decoding never reallocates. Each slot holds one sequence from cache
+// position 0 with its own length, so one slot can take a new sequence (Clear, then Prefill)
+// while the others go on decoding: continuous batching. Also holds the decode step's
+// workspace. Not thread-safe; one cache per generation batch.
 class KvCache {
  public:
-  KvCache(const ModelConfig& config, int64_t batch, int64_t capacity, at::ScalarType dtype,
+  KvCache(const ModelConfig& config, int64_t slots, int64_t capacity, at::ScalarType dtype,
           at::Device device);
+  ~KvCache();
 
-  int64_t batch() const { return batch_; }
+  int64_t slots() const { return slots_; }
   int64_t capacity() const { return capacity_; }
-  // Slots used so far.
-  int64_t length() const { return length_; }
-  // bool [B, capacity]: slot holds a real token of that sequence.
-  const at::Tensor& key_valid() const { return key_valid_; }
-  // int64 [B]: rotary position the next real token of each sequence gets.
-  const at::Tensor& next_position() const { return next_position_; }
+  // Tokens held by `slot` (its next token's rotary position).
+  int64_t length(int64_t slot) const { return lengths_[slot]; }
+  // Empties one slot (its old keys are never read again) or all of them.
+  void Clear(int64_t slot) { lengths_[slot] = 0; }
   void Reset();
+  // Makes slot `to` hold what slot `from` of `source` holds (a shared prompt prefilled once;
+  // same model, capacity at least the source's length).
+  void CopySlot(const KvCache& source, int64_t from, int64_t to);
 
  private:
   friend class Transformer;
-  int64_t batch_, capacity_, length_ = 0;
-  std::vector<at::Tensor> k_, v_;  // per layer [B, num_kv_heads, capacity, head_dim]
-  at::Tensor key_valid_, next_position_;
+  struct Workspace;
+  int64_t slots_, capacity_;
+  std::vector<int64_t> lengths_;
+  std::vector<at::Tensor> k_, v_;  // per layer [slots, num_kv_heads, capacity, head_dim]
+  std::unique_ptr<Workspace> ws_;
 };
 
 class Transformer {
@@ -86,13 +91,29 @@ class Transformer {
                                         const at::Tensor& attention_mask,
                                         const std::vector<int64_t>& capture_layers = {}) const;
 
-  // Appends n tokens per sequence to `cache` and returns their logits [B, n, V]; captured
-  // attention is [B, H, n, cache.length() after the call]. valid bool [B, n] marks real tokens
-  // (false for left padding of shorter prompts); undefined = all real. FAILED_PRECONDITION when
-  // the cache is full.
-  absl::StatusOr<ForwardOutput> ForwardIncremental(
-      const at::Tensor& input_ids, const at::Tensor& valid, KvCache& cache,
-      const std::vector<int64_t>& capture_layers = {}) const;
+  // Writes one prompt into each listed empty slot (positions from 0) and returns the logits of
+  // every prompt's last token, float32 [slots.size(), vocab]. INVALID_ARGUMENT for a slot out
+  // of range, not empty or listed twice, an empty prompt or an id outside the vocabulary;
+  // FAILED_PRECONDITION when a prompt does not fit the capacity.
+  absl::StatusOr<at::Tensor> Prefill(const std::vector<int64_t>& slots,
+                                     const std::vector<std::vector<int32_t>>& prompts,
+                                     KvCache& cache) const;
+
+  // One decode step: feeds ids[r] to every active slot r (active[r] != 0), appends its key and
+  // value, and returns logits float32 [slots, vocab] (rows of inactive slots are unspecified;
+  // the tensor is the cache's workspace, valid until the next step). attention[i] is captured
+  // layer i's probabilities of the fed tokens, float32 [slots, num_heads, capacity]: row (r, h)
+  // holds slot r's softmax over its keys 0 .. length(r) - 1 (after the step); entries past that
+  // and rows of inactive slots are unspecified. FAILED_PRECONDITION when an active slot is full.
+  //
+  // fp32 models on the CPU take the decode kernels (decode_kernels.h); others, and every model
+  // after UseDecodeKernels(false), the generic ATen ops. Both give the training forward's
+  // logits and attention within float rounding (transformer_test.cc).
+  absl::StatusOr<ForwardOutput> DecodeStep(const std::vector<int64_t>& ids,
+                                           const std::vector<uint8_t>& active, KvCache& cache,
+                                           const std::vector<int64_t>& capture_layers = {}) const;
+  // For tests and benchmarks: false sends DecodeStep through the generic ATen ops.
+  void UseDecodeKernels(bool use) { use_decode_kernels_ = use; }
 
   // Every parameter by Hugging Face name (a tied model has no lm_head.weight). The tensors are
   // the model's own storage.
@@ -109,6 +130,10 @@ class Transformer {
   struct Layer {
     at::Tensor input_norm, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, q_norm, k_norm, post_norm,
         gate_w, up_w, down_w;
+    // The storage of q/k/v (rows q, then k, then v) and of gate/up: the named weights above are
+    // row views of these, so a decode step does one GEMM for each while loading, the optimiser
+    // and autograd see the Hugging Face tensors.
+    at::Tensor qkv_w, qkv_b, gate_up_w;
   };
   Transformer(const ModelConfig& config, at::ScalarType dtype, at::Device device);
   // Every parameter as (name, slot) pairs, so naming lives in one place.
@@ -118,11 +143,26 @@ class Transformer {
   std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedShapes() const;
 
   at::Tensor RotaryInvFreq() const;
-  // The decoder stack. positions int64 [B, T]; allowed bool [B, 1, T, S]; with `cache`, keys
-  // and values are written at slots [cache.length(), cache.length() + T).
+  absl::Status CheckCaptureLayers(const std::vector<int64_t>& layers) const;
+  // How Run reads and writes a KvCache: kPrefill writes the keys and values of the T tokens
+  // of row i to slot rows[i] at positions [0, T) and attends within the chunk; kDecode (T = 1)
+  // writes row rows[i]'s at position pos[i] and attends over the whole capacity.
+  struct CacheAccess {
+    enum Mode { kNone, kPrefill, kDecode } mode = kNone;
+    KvCache* cache = nullptr;
+    at::Tensor rows, pos;  // int64 [R]
+  };
+  // The decoder stack. positions int64 [B, T]; allowed bool [B, 1, T, S]. With last_index
+  // (int64 [B]) only that token's logits are computed: logits [B, 1, V].
   ForwardOutput Run(const at::Tensor& input_ids, const at::Tensor& positions,
-                    const at::Tensor& allowed, KvCache* cache,
-                    const std::vector<int64_t>& capture_layers) const;
+                    const at::Tensor& allowed, const CacheAccess& cache,
+                    const std::vector<int64_t>& capture_layers,
+                    const at::Tensor& last_index = {}) const;
+  ForwardOutput DecodeWithKernels(const std::vector<int64_t>& ids,
+                                  const std::vector<uint8_t>& active, KvCache& cache,
+                                  const std::vector<int64_t>& capture_layers) const;
+  ForwardOutput DecodeGeneric(const std::vector<int64_t>& ids, const std::vector<uint8_t>& active,
+                              KvCache& cache, const std::vector<int64_t>& capture_layers) const;
 
   ModelConfig config_;
   at::ScalarType dtype_;
@@ -130,6 +170,7 @@ class Transformer {
   at::Tensor embed_, final_norm_, lm_head_;  // lm_head_ undefined when tied
   std::vector<Layer> layers_;
   at::Tensor inv_freq_;  // float32 [head_dim / 2]
+  bool use_decode_kernels_ = true;
 };
 
 }  // namespace rhythm::common::model

@@ -207,23 +207,72 @@ TEST_P(PerArchitecture, ForwardMatchesTheScalarReference) {
   EXPECT_LT(max_diff, 2e-4) << ArchitectureName(GetParam());
 }
 
-TEST_P(PerArchitecture, KvCacheMatchesFullForwardTokenByToken) {
-  auto m = RandomModel(TinyConfig(GetParam()));
-  const std::vector<int64_t> ids = {1, 4, 9, 16, 25, 36, 12, 7, 7, 7, 3, 0};
-  const at::Tensor full = m->Forward(Ids(ids), at::ones({1, 12}))->logits;
-  KvCache cache(m->config(), 1, 16, at::kFloat, at::kCPU);
-  // A 5-token prompt in one call, then one token per call.
-  at::Tensor prompt_logits = m->ForwardIncremental(Ids({1, 4, 9, 16, 25}), {}, cache)->logits;
-  EXPECT_LT((prompt_logits[0] - full[0].narrow(0, 0, 5)).abs().max().item<double>(), 1e-5);
-  for (int64_t t = 5; t < 12; ++t) {
-    at::Tensor step = m->ForwardIncremental(Ids({ids[t]}), {}, cache)->logits;
-    EXPECT_LT((step[0][0] - full[0][t]).abs().max().item<double>(), 1e-5) << "token " << t;
+std::vector<int64_t> Longs(const std::vector<int32_t>& v) { return {v.begin(), v.end()}; }
+
+// Both decode paths: the kernels (fp32 CPU) and the generic ATen ops.
+TEST_P(PerArchitecture, DecodeStepsMatchFullForwardTokenByToken) {
+  for (bool kernels : {true, false}) {
+    auto m = RandomModel(TinyConfig(GetParam()));
+    m->UseDecodeKernels(kernels);
+    const std::vector<int64_t> ids = {1, 4, 9, 16, 25, 36, 12, 7, 7, 7, 3, 0};
+    const at::Tensor full = m->Forward(Ids(ids), at::ones({1, 12}))->logits;
+    KvCache cache(m->config(), 1, 16, at::kFloat, at::kCPU);
+    // A 5-token prompt, then one token per step.
+    at::Tensor prompt_logits = *m->Prefill({0}, {{1, 4, 9, 16, 25}}, cache);
+    EXPECT_LT((prompt_logits[0] - full[0][4]).abs().max().item<double>(), 1e-5);
+    for (int64_t t = 5; t < 12; ++t) {
+      at::Tensor step = m->DecodeStep({ids[t]}, {1}, cache)->logits;
+      EXPECT_LT((step[0] - full[0][t]).abs().max().item<double>(), 1e-5)
+          << "token " << t << " kernels " << kernels;
+    }
+    EXPECT_EQ(cache.length(0), 12);
+    EXPECT_FALSE(m->Prefill({0}, {{1}}, cache).ok()) << "slot 0 is not empty";
+    for (int64_t t = 12; t < 16; ++t) ASSERT_TRUE(m->DecodeStep({1}, {1}, cache).ok());
+    EXPECT_EQ(m->DecodeStep({1}, {1}, cache).status().code(),
+              absl::StatusCode::kFailedPrecondition)
+        << "16 tokens fill capacity 16";
+    EXPECT_EQ(m->DecodeStep({37}, {1}, cache).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << "id outside the vocabulary";
   }
-  EXPECT_EQ(cache.length(), 12);
-  EXPECT_EQ(cache.next_position()[0].item<int64_t>(), 12);
-  EXPECT_EQ(m->ForwardIncremental(at::zeros({1, 5}, at::kLong), {}, cache).status().code(),
-            absl::StatusCode::kFailedPrecondition)
-      << "12 + 5 > capacity 16";
+}
+
+// Slots of different lengths in one step, one of them idle, and a slot refilled while the
+// others continue: each row is the full forward of its own sequence.
+TEST_P(PerArchitecture, SlotsOfDifferentLengthsDecodeIndependently) {
+  for (bool kernels : {true, false}) {
+    auto m = RandomModel(TinyConfig(GetParam()));
+    m->UseDecodeKernels(kernels);
+    KvCache cache(m->config(), 3, 24, at::kFloat, at::kCPU);
+    std::vector<std::vector<int32_t>> seq = {{5, 6, 7, 8, 9, 10}, {11, 12, 13}, {2}};
+    ASSERT_TRUE(m->Prefill({2, 0, 1}, {seq[2], seq[0], seq[1]}, cache).ok());
+    auto check = [&](int64_t slot, const at::Tensor& logits, const std::string& what) {
+      const std::vector<int64_t> ids = Longs(seq[slot]);
+      const at::Tensor full =
+          m->Forward(Ids(ids), at::ones({1, static_cast<int64_t>(ids.size())}))->logits;
+      EXPECT_LT((logits[slot] - full[0][ids.size() - 1]).abs().max().item<double>(), 1e-5)
+          << what << " slot " << slot << " kernels " << kernels;
+    };
+    for (int step = 0; step < 6; ++step) {
+      std::vector<uint8_t> active = {1, 1, static_cast<uint8_t>(step % 2)};  // slot 2 idles
+      std::vector<int64_t> ids = {20 + step, 30 - step, 3 + step};
+      for (int64_t r = 0; r < 3; ++r) {
+        if (active[r]) seq[r].push_back(static_cast<int32_t>(ids[r]));
+      }
+      ForwardOutput out = *m->DecodeStep(ids, active, cache);
+      for (int64_t r = 0; r < 3; ++r) {
+        if (active[r]) check(r, out.logits, "step " + std::to_string(step));
+      }
+      if (step == 2) {  // slot 1 takes a new sequence
+        cache.Clear(1);
+        seq[1] = {8, 8, 1, 30};
+        const at::Tensor p = *m->Prefill({1}, {seq[1]}, cache);
+        const at::Tensor full = m->Forward(Ids(Longs(seq[1])), at::ones({1, 4}))->logits;
+        EXPECT_LT((p[0] - full[0][3]).abs().max().item<double>(), 1e-5);
+      }
+    }
+    EXPECT_EQ(cache.length(2), 1 + 3);
+  }
 }
 
 TEST_P(PerArchitecture, PaddedBatchesMatchUnpaddedSequences) {
@@ -243,17 +292,6 @@ TEST_P(PerArchitecture, PaddedBatchesMatchUnpaddedSequences) {
   EXPECT_LT((ll[1].narrow(0, 3, 3) - lb).abs().max().item<double>(), 1e-5);
   EXPECT_FALSE(ll.isnan().any().item<bool>()) << "padding rows stay finite";
 
-  // The same left-padded batch through the KV cache, then two decode steps.
-  KvCache cache(m->config(), 2, 8, at::kFloat, at::kCPU);
-  const at::Tensor lc = m->ForwardIncremental(left, left_mask.to(at::kBool), cache)->logits;
-  EXPECT_LT((lc[1].narrow(0, 3, 3) - lb).abs().max().item<double>(), 1e-5);
-  const at::Tensor step =
-      m->ForwardIncremental(at::tensor({20, 21}, at::kLong).view({2, 1}), {}, cache)->logits;
-  std::vector<int64_t> b_next = b;
-  b_next.push_back(21);
-  const at::Tensor lb_next = m->Forward(Ids(b_next), at::ones({1, 4}))->logits[0];
-  EXPECT_LT((step[1][0] - lb_next[3]).abs().max().item<double>(), 1e-5);
-  EXPECT_EQ(cache.next_position()[1].item<int64_t>(), 4);
 }
 
 TEST_P(PerArchitecture, CapturedAttentionIsCausalStochasticAndAgreesAcrossPaths) {
@@ -265,12 +303,16 @@ TEST_P(PerArchitecture, CapturedAttentionIsCausalStochasticAndAgreesAcrossPaths)
   EXPECT_EQ(p.sizes(), at::IntArrayRef({1, 4, 7, 7}));
   EXPECT_LT((p.sum(-1) - 1).abs().max().item<double>(), 1e-5);
   EXPECT_EQ(p.triu(1).abs().max().item<double>(), 0.0) << "no attention to the future";
-  KvCache cache(m->config(), 1, 8, at::kFloat, at::kCPU);
-  ASSERT_TRUE(m->ForwardIncremental(Ids({2, 3, 5, 7, 11, 13}), {}, cache, {1}).ok());
-  ForwardOutput last = *m->ForwardIncremental(Ids({17}), {}, cache, {1});
-  EXPECT_EQ(last.attention[0].sizes(), at::IntArrayRef({1, 4, 1, 7}));
-  EXPECT_LT((last.attention[0][0].select(1, 0) - p[0].select(1, 6)).abs().max().item<double>(),
-            1e-6);
+  for (bool kernels : {true, false}) {
+    m->UseDecodeKernels(kernels);
+    KvCache cache(m->config(), 2, 8, at::kFloat, at::kCPU);
+    ASSERT_TRUE(m->Prefill({1}, {{2, 3, 5, 7, 11, 13}}, cache).ok());
+    ForwardOutput last = *m->DecodeStep({0, 17}, {0, 1}, cache, {1});
+    EXPECT_EQ(last.attention[0].sizes(), at::IntArrayRef({2, 4, 8}));
+    EXPECT_LT((last.attention[0][1].narrow(1, 0, 7) - p[0].select(1, 6)).abs().max().item<double>(),
+              1e-6)
+        << "kernels " << kernels;
+  }
   EXPECT_FALSE(m->Forward(Ids(ids), at::ones({1, 7}), {5}).ok()) << "layer 5 does not exist";
 }
 
