@@ -70,82 +70,83 @@ void SplitHeads(const std::vector<double>& distance, double quantile,
   std::sort(global->begin(), global->end());
 }
 
-SummaryAccumulator::SummaryAccumulator(const TapOptions& resolved, int64_t batch,
-                                       int64_t heads_per_layer, int64_t prompt_slots,
-                                       int64_t max_new_tokens, at::Device device)
+SummaryAccumulator::SummaryAccumulator(const TapOptions& resolved, int64_t slots,
+                                       int64_t heads_per_layer, int64_t max_new_tokens)
     : options_(resolved),
-      batch_(batch),
       heads_per_layer_(heads_per_layer),
-      prompt_slots_(prompt_slots),
-      max_new_(max_new_tokens) {
-  const auto opts = at::TensorOptions().dtype(at::kFloat).device(device);
-  const int64_t capacity = prompt_slots + max_new_tokens;
-  const int64_t k = static_cast<int64_t>(resolved.layers.size()) * heads_per_layer;
-  // Row i holds, for a query in slot S-1 and key slot s = i - (capacity - S), the distance
-  // S-1-s and min(that, W): one narrow() per step gives the weights for any S.
-  const at::Tensor rev = at::arange(capacity - 1, -1, -1, opts);
-  weights_ = at::stack({rev, rev.clamp_max(static_cast<double>(resolved.window))}, 1);
-  distance_ = at::zeros({batch, k}, opts);
-  waad_ = at::zeros({batch, k, max_new_tokens}, opts);
-  fai_sum_ = at::zeros({batch, k, max_new_tokens}, opts);
+      heads_(static_cast<int64_t>(resolved.layers.size()) * heads_per_layer),
+      max_new_(max_new_tokens),
+      prompt_len_(slots, 0),
+      rows_(slots, 0),
+      distance_(slots * heads_, 0.0),
+      waad_(slots * heads_ * max_new_tokens, 0.0f),
+      fai_sum_(slots * heads_ * max_new_tokens, 0.0f) {}
+
+void SummaryAccumulator::Start(int64_t slot, int64_t prompt_len) {
+  prompt_len_[slot] = prompt_len;
+  rows_[slot] = 0;
+  std::fill_n(distance_.begin() + slot * heads_, heads_, 0.0);
+  std::fill_n(waad_.begin() + slot * heads_ * max_new_, heads_ * max_new_, 0.0f);
+  std::fill_n(fai_sum_.begin() + slot * heads_ * max_new_, heads_ * max_new_, 0.0f);
 }
 
-void SummaryAccumulator::AddRows(const std::vector<at::Tensor>& probs, int64_t q,
-                                 const at::Tensor& row_mask) {
-  // [B, K, S]: all tapped heads of all tapped layers at once, so the cost is a few ops per step
-  // whatever the number of layers.
-  const at::Tensor a = (probs.size() == 1 ? probs[0] : at::cat(probs, 1)).squeeze(2);
-  const int64_t s = a.size(-1);
-  const at::Tensor dw = at::matmul(a, weights_.narrow(0, weights_.size(0) - s, s));  // [B, K, 2]
-  const at::Tensor m = row_mask.to(at::kFloat).view({batch_, 1});
-  distance_.add_(dw.select(2, 0) * m);
-  waad_.select(2, q).copy_(dw.select(2, 1));
-  const int64_t last_key = q - options_.band_lo;
-  if (last_key >= 0) {
-    const int64_t first_key = std::max<int64_t>(0, q - options_.band_hi);
-    const int64_t len = last_key - first_key + 1;
-    fai_sum_.narrow(2, first_key, len)
-        .add_(a.narrow(2, prompt_slots_ + first_key, len) * m.unsqueeze(-1));
+void SummaryAccumulator::AddRow(int64_t slot, const std::vector<at::Tensor>& probs) {
+  const int64_t j = rows_[slot]++;
+  const int64_t p = prompt_len_[slot], t = p + j;  // the query's key position
+  const int64_t window = options_.window;
+  // Response keys whose FAI band holds this row: index i with i + lo <= j <= i + hi.
+  const int64_t band_first = std::max<int64_t>(0, j - options_.band_hi);
+  const int64_t band_last = j - options_.band_lo;
+  for (size_t layer = 0; layer < probs.size(); ++layer) {
+    const at::Tensor& a = probs[layer];
+    const int64_t capacity = a.size(2);
+    for (int64_t h = 0; h < heads_per_layer_; ++h) {
+      const float* row = a.data_ptr<float>() + (slot * heads_per_layer_ + h) * capacity;
+      const int64_t k = static_cast<int64_t>(layer) * heads_per_layer_ + h;
+      double dist = 0, waad = 0;
+      for (int64_t s = 0; s <= t; ++s) {
+        dist += static_cast<double>(row[s]) * static_cast<double>(t - s);
+        waad += static_cast<double>(row[s]) * static_cast<double>(std::min(t - s, window));
+      }
+      distance_[slot * heads_ + k] += dist;
+      float* w = waad_.data() + (slot * heads_ + k) * max_new_;
+      w[j] = static_cast<float>(waad);
+      float* f = fai_sum_.data() + (slot * heads_ + k) * max_new_;
+      for (int64_t i = band_first; i <= band_last; ++i) f[i] += row[p + i];
+    }
   }
 }
 
 int64_t SummaryAccumulator::StateBytes() const {
-  return (distance_.numel() + waad_.numel() + fai_sum_.numel() + weights_.numel()) *
-         static_cast<int64_t>(sizeof(float));
+  return static_cast<int64_t>(distance_.size() * sizeof(double) +
+                              (waad_.size() + fai_sum_.size()) * sizeof(float));
 }
 
-std::vector<AttentionSummary> SummaryAccumulator::Finish(
-    const std::vector<int64_t>& response_lengths) const {
-  const at::Tensor dist = distance_.to(at::kCPU, at::kDouble).contiguous();
-  const at::Tensor waad = waad_.to(at::kCPU, at::kDouble).contiguous();
-  const at::Tensor fai = fai_sum_.to(at::kCPU, at::kDouble).contiguous();
-  const int64_t k = dist.size(1);
-  const double* dp = dist.data_ptr<double>();
-  const double* wp = waad.data_ptr<double>();
-  const double* fp = fai.data_ptr<double>();
-  std::vector<AttentionSummary> out(batch_);
-  for (int64_t b = 0; b < batch_; ++b) {
-    AttentionSummary& s = out[b];
-    const int64_t n = response_lengths[b];
-    s.tap_layers = options_.layers;
-    s.heads_per_layer = heads_per_layer_;
-    s.head_distance.resize(k);
-    for (int64_t h = 0; h < k; ++h) s.head_distance[h] = n > 0 ? dp[b * k + h] / n : 0.0;
-    SplitHeads(s.head_distance, options_.head_quantile, &s.local_heads, &s.global_heads);
-    s.waad.resize(n);
-    s.fai.resize(n);
-    for (int64_t j = 0; j < n; ++j) {
-      double w = 0, f = 0;
-      for (int64_t h : s.local_heads) w += wp[(b * k + h) * max_new_ + j];
-      for (int64_t h : s.global_heads) f += fp[(b * k + h) * max_new_ + j];
-      s.waad[j] = static_cast<float>(w / s.local_heads.size());
-      const int64_t rows =
-          std::min(n - 1, j + options_.band_hi) - (j + options_.band_lo) + 1;
-      s.fai[j] = rows > 0 ? static_cast<float>(f / s.global_heads.size() / rows)
-                          : std::numeric_limits<float>::quiet_NaN();
-    }
+AttentionSummary SummaryAccumulator::Finish(int64_t slot) const {
+  const int64_t n = rows_[slot], k = heads_;
+  AttentionSummary s;
+  s.tap_layers = options_.layers;
+  s.heads_per_layer = heads_per_layer_;
+  s.head_distance.resize(k);
+  for (int64_t h = 0; h < k; ++h) {
+    s.head_distance[h] = n > 0 ? distance_[slot * k + h] / static_cast<double>(n) : 0.0;
   }
-  return out;
+  SplitHeads(s.head_distance, options_.head_quantile, &s.local_heads, &s.global_heads);
+  const float* wp = waad_.data() + slot * k * max_new_;
+  const float* fp = fai_sum_.data() + slot * k * max_new_;
+  s.waad.resize(n);
+  s.fai.resize(n);
+  for (int64_t j = 0; j < n; ++j) {
+    double w = 0, f = 0;
+    for (int64_t h : s.local_heads) w += wp[h * max_new_ + j];
+    for (int64_t h : s.global_heads) f += fp[h * max_new_ + j];
+    s.waad[j] = static_cast<float>(w / static_cast<double>(s.local_heads.size()));
+    const int64_t rows = std::min(n - 1, j + options_.band_hi) - (j + options_.band_lo) + 1;
+    s.fai[j] = rows > 0 ? static_cast<float>(f / static_cast<double>(s.global_heads.size()) /
+                                             static_cast<double>(rows))
+                        : std::numeric_limits<float>::quiet_NaN();
+  }
+  return s;
 }
 
 absl::StatusOr<AttentionSummary> ReferenceSummary(const model::Transformer& model,

@@ -58,36 +58,35 @@ struct AttentionSummary {
 void SplitHeads(const std::vector<double>& distance, double quantile,
                 std::vector<int64_t>* local, std::vector<int64_t>* global);
 
-// Online accumulation for a generation batch. Layout assumptions, which the engine guarantees:
-// every sequence's prompt occupies cache slots [0, prompt_slots) (left-padded), and response
-// token j of every sequence occupies slot prompt_slots + j, so the query fed at response index
-// j is the same slot for the whole batch. All state lives on `device`; nothing is copied to the
-// host before Finish. Not thread-safe.
+// Online accumulation, one sequence per generation slot (continuous batching refills a slot with
+// a new sequence while the others go on). After each decode step the engine hands over the
+// attention rows of the tokens it fed: slot r's j-th response token sits at key position
+// prompt_len + j and its row covers keys [0, prompt_len + j]. State is O(tapped heads x
+// max_new_tokens) per slot, on the host (a model on another device has its captured rows
+// copied over, a few KB per step). Not thread-safe.
 class SummaryAccumulator {
  public:
-  SummaryAccumulator(const TapOptions& resolved, int64_t batch, int64_t heads_per_layer,
-                     int64_t prompt_slots, int64_t max_new_tokens, at::Device device);
+  SummaryAccumulator(const TapOptions& resolved, int64_t slots, int64_t heads_per_layer,
+                     int64_t max_new_tokens);
 
-  // Adds the attention rows of response token `response_index` (one [B, H, 1, S] tensor per
-  // tapped layer, S = prompt_slots + response_index + 1). row_mask float [B]: 1 where the fed
-  // token is a real response token of that sequence, 0 for padding.
-  void AddRows(const std::vector<at::Tensor>& probs, int64_t response_index,
-               const at::Tensor& row_mask);
-
-  // The summaries; response_lengths[b] is the number of response tokens of sequence b (each of
-  // whose rows must have been added).
-  std::vector<AttentionSummary> Finish(const std::vector<int64_t>& response_lengths) const;
+  // A new sequence whose prompt has `prompt_len` tokens enters `slot`.
+  void Start(int64_t slot, int64_t prompt_len);
+  // Adds the row of the slot's next response token, from one decode step's captured attention:
+  // one float32 [slots, heads_per_layer, capacity] CPU tensor per tapped layer, in tap order.
+  void AddRow(int64_t slot, const std::vector<at::Tensor>& probs);
+  // The summary of the slot's sequence, over every row added since Start.
+  AttentionSummary Finish(int64_t slot) const;
 
   // Bytes of accumulator state (for the memory comparison with full maps).
   int64_t StateBytes() const;
 
  private:
   TapOptions options_;
-  int64_t batch_, heads_per_layer_, prompt_slots_, max_new_;
-  at::Tensor weights_;   // float [capacity, 2]: (distance to the newest slot, min(that, W))
-  at::Tensor distance_;  // float [B, K]: sum over rows of sum_s A (t - s)
-  at::Tensor waad_;      // float [B, K, max_new]
-  at::Tensor fai_sum_;   // float [B, K, max_new]: sum over band rows of A[t, s], by key index
+  int64_t heads_per_layer_, heads_, max_new_;
+  std::vector<int64_t> prompt_len_, rows_;
+  std::vector<double> distance_;  // [slots, K]: sum over rows of sum_s A (t - s)
+  std::vector<float> waad_;       // [slots, K, max_new]
+  std::vector<float> fai_sum_;    // [slots, K, max_new]: sum over band rows of A[t, s], by key
 };
 
 // The slow, obvious way, for one sequence: a full forward over prompt + response with every

@@ -1,6 +1,7 @@
 #include "common/rollout/engine.h"
 
 #include <chrono>
+#include <numeric>
 
 #include "ATen/ATen.h"
 #include "ATen/CPUGeneratorImpl.h"
@@ -88,125 +89,129 @@ absl::StatusOr<std::vector<GeneratedSample>> GenerationEngine::Generate(
   }
   const auto start_time = std::chrono::steady_clock::now();
   const int64_t g = options.samples_per_prompt;
-  const int64_t batch = static_cast<int64_t>(prompts.size()) * g;
-  int64_t prompt_slots = 0;
-  for (const auto& p : prompts) prompt_slots = std::max<int64_t>(prompt_slots, p.size());
+  const int64_t total = static_cast<int64_t>(prompts.size()) * g;
+  const int64_t slots = options.slots > 0 ? std::min(options.slots, total) : total;
+  int64_t longest = 0;
+  for (const auto& p : prompts) longest = std::max<int64_t>(longest, p.size());
   const int64_t max_new = options.max_new_tokens;
   const at::Device device = model_.device();
+  const std::vector<int64_t> stop_ids(options.stop_token_ids.begin(),
+                                      options.stop_token_ids.end());
 
-  std::vector<GeneratedSample> samples(batch);
-  std::vector<int32_t> padded(batch * prompt_slots, options.pad_id);
-  std::vector<uint8_t> prompt_valid(batch * prompt_slots, 0);
-  for (int64_t b = 0; b < batch; ++b) {
-    const std::vector<int32_t>& p = prompts[b / g];
-    samples[b].prompt_index = b / g;
-    samples[b].sample_index = b % g;
-    samples[b].prompt_ids = p;
-    const int64_t pad = prompt_slots - static_cast<int64_t>(p.size());
-    for (size_t i = 0; i < p.size(); ++i) {
-      padded[b * prompt_slots + pad + i] = p[i];
-      prompt_valid[b * prompt_slots + pad + i] = 1;
-    }
+  std::vector<GeneratedSample> samples(total);
+  for (int64_t i = 0; i < total; ++i) {
+    samples[i].prompt_index = i / g;
+    samples[i].sample_index = i % g;
+    samples[i].prompt_ids = prompts[i / g];
   }
 
   GenerationStats local_stats;
+  local_stats.slots = slots;
   absl::Status status = TorchCall("generate", [&]() {
     at::InferenceMode inference;
-    const auto long_opts = at::TensorOptions().dtype(at::kLong).device(device);
-    const at::Tensor prompt_ids =
-        at::tensor(std::vector<int64_t>(padded.begin(), padded.end()), at::kLong)
-            .view({batch, prompt_slots})
-            .to(device);
-    const at::Tensor prompt_mask =
-        at::tensor(std::vector<int64_t>(prompt_valid.begin(), prompt_valid.end()), at::kLong)
-            .view({batch, prompt_slots})
-            .to(device)
-            .to(at::kBool);
-    model::KvCache cache(config, batch, prompt_slots + max_new, model_.dtype(), device);
+    model::KvCache cache(config, slots, longest + max_new, model_.dtype(), device);
     std::optional<SummaryAccumulator> acc;
-    if (options.taps) {
-      acc.emplace(tap, batch, config.num_heads, prompt_slots, max_new, device);
-    }
+    if (options.taps) acc.emplace(tap, slots, config.num_heads, max_new);
     at::Generator gen = device.is_cpu() ? at::detail::createCPUGenerator(options.seed)
                                         : at::globalContext().defaultGenerator(device);
     if (!device.is_cpu()) gen.set_current_seed(options.seed);
-    std::vector<int64_t> stop_ids(options.stop_token_ids.begin(), options.stop_token_ids.end());
-    const at::Tensor stop_dev = at::tensor(stop_ids.empty() ? std::vector<int64_t>{-1} : stop_ids,
-                                           at::kLong).to(device);
-    const at::Tensor pad = at::full({batch}, options.pad_id, long_opts);
-    at::Tensor logprob_buf = at::zeros({batch, max_new}, at::TensorOptions().device(device));
-    at::Tensor entropy_buf = at::zeros({batch, max_new}, at::TensorOptions().device(device));
-
-    at::Tensor logits = model_.ForwardIncremental(prompt_ids, prompt_mask, cache)
-                            .value()
-                            .logits.select(1, -1);
-    // `alive`: sequences that sample at this step (device); `finished`: host mirror.
-    at::Tensor alive = at::ones({batch}, at::TensorOptions().dtype(at::kBool).device(device));
-    std::vector<bool> finished(batch, false);
-    int64_t still_sampling = batch;
     const std::vector<int64_t> no_capture;
-    for (int64_t q = 0; q < max_new; ++q) {
-      SampledTokens s = SampleNext(logits, options.sampling, gen);
-      logprob_buf.select(1, q).copy_(s.logprobs);
-      entropy_buf.select(1, q).copy_(s.entropy);
-      const at::Tensor ids_host = s.ids.to(at::kCPU);  // the one host copy per step
+    // Every prompt once, in one batch.
+    const int64_t num_prompts = static_cast<int64_t>(prompts.size());
+    model::KvCache prompt_cache(config, num_prompts, longest, model_.dtype(), device);
+    std::vector<int64_t> all_prompts(num_prompts);
+    std::iota(all_prompts.begin(), all_prompts.end(), 0);
+    const at::Tensor prompt_logits = model_.Prefill(all_prompts, prompts, prompt_cache).value();
+    ++local_stats.prefills;
+    at::Tensor logits = at::zeros({slots, config.vocab_size},
+                                  at::TensorOptions().dtype(at::kFloat).device(device));
+    std::vector<int64_t> in_slot(slots, -1);  // the sample each slot generates, -1 when free
+    int64_t next = 0, done = 0;
+    while (done < total) {
+      // Free slots take the next queued samples: at once, or (static) when all are free. A
+      // sample starts from its prompt's keys and last logits, prefilled once for the group.
+      const bool all_free =
+          std::all_of(in_slot.begin(), in_slot.end(), [](int64_t i) { return i < 0; });
+      if (next < total && (options.continuous || all_free)) {
+        std::vector<int64_t> rows, sources;
+        for (int64_t r = 0; r < slots && next < total; ++r) {
+          if (in_slot[r] >= 0) continue;
+          const int64_t p = next / g;
+          in_slot[r] = next++;
+          cache.CopySlot(prompt_cache, p, r);
+          if (acc) acc->Start(r, static_cast<int64_t>(prompts[p].size()));
+          rows.push_back(r);
+          sources.push_back(p);
+        }
+        if (!rows.empty()) {
+          logits.index_copy_(0, at::tensor(rows, at::kLong).to(device),
+                             prompt_logits.index_select(0, at::tensor(sources, at::kLong).to(device)));
+        }
+      }
+      // Every occupied slot samples its next token.
+      std::vector<int64_t> rows;
+      for (int64_t r = 0; r < slots; ++r) {
+        if (in_slot[r] >= 0) rows.push_back(r);
+      }
+      const bool every_slot = static_cast<int64_t>(rows.size()) == slots;
+      SampledTokens s = SampleNext(
+          every_slot ? logits : logits.index_select(0, at::tensor(rows, at::kLong).to(device)),
+          options.sampling, gen);
+      const at::Tensor ids_host = s.ids.to(at::kCPU);
+      const at::Tensor lp_host = s.logprobs.to(at::kCPU, at::kFloat);
+      const at::Tensor en_host = s.entropy.to(at::kCPU, at::kFloat);
       const int64_t* ids = ids_host.data_ptr<int64_t>();
-      std::vector<int64_t> stopped_by_string;
-      for (int64_t b = 0; b < batch; ++b) {
-        if (finished[b]) continue;
-        GeneratedSample& out = samples[b];
-        out.response_ids.push_back(static_cast<int32_t>(ids[b]));
+      std::vector<int64_t> feed(slots, options.pad_id);
+      std::vector<uint8_t> fed(slots, 0), finishing(slots, 0);
+      bool any_fed = false;
+      for (size_t i = 0; i < rows.size(); ++i) {
+        const int64_t r = rows[i];
+        GeneratedSample& out = samples[in_slot[r]];
+        out.response_ids.push_back(static_cast<int32_t>(ids[i]));
+        out.logprobs.push_back(lp_host.data_ptr<float>()[i]);
+        out.entropy.push_back(en_host.data_ptr<float>()[i]);
         ++local_stats.new_tokens;
-        bool done = true;
-        if (std::find(stop_ids.begin(), stop_ids.end(), ids[b]) != stop_ids.end()) {
+        bool ends = true;
+        if (std::find(stop_ids.begin(), stop_ids.end(), ids[i]) != stop_ids.end()) {
           out.finish = FinishReason::kEos;
         } else if (EndsWithStopString(options, out.response_ids)) {
           out.finish = FinishReason::kStopString;
-          stopped_by_string.push_back(b);
-        } else if (q + 1 == max_new) {
+        } else if (static_cast<int64_t>(out.response_ids.size()) == max_new) {
           out.finish = FinishReason::kLength;
         } else {
-          done = false;
+          ends = false;
         }
-        if (done) {
-          finished[b] = true;
-          --still_sampling;
+        finishing[r] = ends;
+        if (!ends || acc) {  // the last token is fed once more only for its attention row
+          feed[r] = ids[i];
+          fed[r] = 1;
+          any_fed = true;
         }
       }
-      if (still_sampling == 0 && !options.taps) break;
-      // Feed r_q of every sequence that sampled it: its logits give r_{q+1}, its attention row
-      // is the summary row of r_q.
-      const at::Tensor feed = at::where(alive, s.ids, pad).unsqueeze(1);
-      model::ForwardOutput out =
-          model_.ForwardIncremental(feed, alive.unsqueeze(1), cache,
-                                    options.taps ? tap.layers : no_capture)
-              .value();
-      ++local_stats.decode_steps;
-      if (acc) acc->AddRows(out.attention, q, alive);
-      if (still_sampling == 0) break;
-      alive = alive.logical_and(at::isin(s.ids, stop_dev).logical_not());
-      for (int64_t b : stopped_by_string) alive[b] = false;
-      logits = out.logits.select(1, 0);
+      if (any_fed) {
+        model::ForwardOutput out =
+            model_.DecodeStep(feed, fed, cache, acc ? tap.layers : no_capture).value();
+        ++local_stats.decode_steps;
+        if (acc) {
+          std::vector<at::Tensor> rows_host;
+          for (const at::Tensor& a : out.attention) rows_host.push_back(a.to(at::kCPU));
+          for (int64_t r = 0; r < slots; ++r) {
+            if (fed[r]) acc->AddRow(r, rows_host);
+          }
+        }
+        logits.copy_(out.logits);
+      }
+      for (int64_t r = 0; r < slots; ++r) {
+        if (!finishing[r]) continue;
+        if (acc) samples[in_slot[r]].summary = acc->Finish(r);
+        in_slot[r] = -1;
+        ++done;
+      }
     }
-    const at::Tensor lp = logprob_buf.to(at::kCPU).contiguous();
-    const at::Tensor en = entropy_buf.to(at::kCPU).contiguous();
-    std::vector<int64_t> lengths(batch);
-    for (int64_t b = 0; b < batch; ++b) {
-      const int64_t n = static_cast<int64_t>(samples[b].response_ids.size());
-      lengths[b] = n;
-      samples[b].logprobs.assign(lp.data_ptr<float>() + b * max_new,
-                                 lp.data_ptr<float>() + b * max_new + n);
-      samples[b].entropy.assign(en.data_ptr<float>() + b * max_new,
-                                en.data_ptr<float>() + b * max_new + n);
-    }
-    if (acc) {
-      std::vector<AttentionSummary> summaries = acc->Finish(lengths);
-      for (int64_t b = 0; b < batch; ++b) samples[b].summary = std::move(summaries[b]);
-      local_stats.summary_state_bytes = acc->StateBytes();
-    }
+    if (acc) local_stats.summary_state_bytes = acc->StateBytes();
   });
   RHYTHM_RETURN_IF_ERROR(status);
-  local_stats.sequences = batch;
+  local_stats.sequences = total;
   local_stats.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
   if (stats != nullptr) *stats = local_stats;

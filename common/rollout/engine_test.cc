@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <map>
+#include <set>
 
 #include "ATen/ATen.h"
 #include "ATen/CPUGeneratorImpl.h"
@@ -84,6 +85,7 @@ class SummaryVsReference : public ::testing::TestWithParam<Case> {};
 TEST_P(SummaryVsReference, SampledWithSmallBandAndRaggedStops) {
   auto m = *Transformer::RandomInit(GetParam().config, 11);
   GenerationOptions o;
+  o.slots = 4;  // 6 samples through 4 slots: two slots are refilled mid-batch
   o.max_new_tokens = 24;
   o.samples_per_prompt = 2;
   o.seed = 5;
@@ -93,6 +95,14 @@ TEST_P(SummaryVsReference, SampledWithSmallBandAndRaggedStops) {
   o.tap.band_hi = 6;
   o.tap.head_quantile = 0.3;
   ExpectSummariesMatchReference(*m, o, GetParam().name + " sampled");
+  o.slots = 0;
+  ExpectSummariesMatchReference(*m, o, GetParam().name + " sampled, one slot per sample");
+  o.slots = 2;
+  o.continuous = false;
+  ExpectSummariesMatchReference(*m, o, GetParam().name + " sampled, static batches of 2");
+  o.continuous = true;
+  m->UseDecodeKernels(false);
+  ExpectSummariesMatchReference(*m, o, GetParam().name + " sampled, generic decode ops");
 }
 
 TEST_P(SummaryVsReference, GreedyWithPaperDefaults) {
@@ -100,6 +110,7 @@ TEST_P(SummaryVsReference, GreedyWithPaperDefaults) {
   GenerationOptions o;
   o.sampling.temperature = 0;
   o.max_new_tokens = 40;
+  o.slots = 2;
   ExpectSummariesMatchReference(*m, o, GetParam().name + " greedy");
 }
 
@@ -110,6 +121,8 @@ TEST_P(SummaryVsReference, LogprobsAndEntropyMatchTheTrainingForward) {
   o.samples_per_prompt = 2;
   o.seed = 9;
   o.taps = false;
+  o.slots = 3;
+  o.stop_token_ids = {5};
   std::vector<GeneratedSample> out = *GenerationEngine(*m).Generate(RaggedPrompts(), o);
   for (const GeneratedSample& s : out) {
     std::vector<int64_t> ids(s.prompt_ids.begin(), s.prompt_ids.end());
@@ -261,9 +274,41 @@ TEST(Sampler, TopKAndTopPKeepTheRightTokensAndRenormalise) {
   EXPECT_NEAR((s.ids == 3).to(at::kDouble).mean().item<double>(), std::sqrt(0.05) / z, 0.03);
 }
 
+// Greedy samples do not depend on what shares their batch: continuous, static and one slot per
+// sample give the same tokens, and continuous batching needs fewer decode steps than static
+// batching with the same number of slots when lengths are ragged.
+TEST(Engine, ContinuousBatchingChangesNoSampleAndSavesSteps) {
+  auto m = *Transformer::RandomInit(Shape(Architecture::kQwen2, 2, 4, 2), 21);
+  GenerationOptions o;
+  o.sampling.temperature = 0;
+  o.max_new_tokens = 30;
+  o.samples_per_prompt = 1;
+  o.stop_token_ids = {3, 7, 11};
+  o.taps = false;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 12; ++i) prompts.push_back({1 + i, 2 * i % 37, 30 - i});
+  GenerationStats all_stats, cont_stats, static_stats;
+  auto all = *GenerationEngine(*m).Generate(prompts, o, &all_stats);
+  o.slots = 3;
+  auto cont = *GenerationEngine(*m).Generate(prompts, o, &cont_stats);
+  o.continuous = false;
+  auto stat = *GenerationEngine(*m).Generate(prompts, o, &static_stats);
+  std::set<size_t> lengths;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(cont[i].response_ids, all[i].response_ids) << "prompt " << i;
+    EXPECT_EQ(stat[i].response_ids, all[i].response_ids) << "prompt " << i;
+    lengths.insert(all[i].response_ids.size());
+  }
+  ASSERT_GT(lengths.size(), 2u) << "the workload must be ragged for the comparison to mean anything";
+  EXPECT_EQ(cont_stats.slots, 3);
+  EXPECT_EQ(static_stats.prefills, 1) << "every prompt once";
+  EXPECT_LT(cont_stats.decode_steps, static_stats.decode_steps);
+  EXPECT_EQ(cont_stats.new_tokens, static_stats.new_tokens);
+}
+
 TEST(Accumulator, StateIsLinearNotQuadraticInLength) {
   TapOptions t = *ResolveTapOptions({}, 36);
-  SummaryAccumulator a(t, 1, 32, 100, 1000, at::kCPU), b(t, 1, 32, 100, 2000, at::kCPU);
+  SummaryAccumulator a(t, 1, 32, 1000), b(t, 1, 32, 2000);
   const double ratio = static_cast<double>(b.StateBytes()) / a.StateBytes();
   EXPECT_LT(ratio, 2.2);
   EXPECT_GT(ratio, 1.8);
