@@ -32,6 +32,7 @@ std::string RandomRunId() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  rhythm::common::UseTheCpusBlasKernels();
   using namespace rhythm;
   common::CommonFlags flags;
   common::FlagParser parser(

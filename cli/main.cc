@@ -10,6 +10,7 @@
 #include "cli/train.h"
 #include "common/config.h"
 #include "common/flags.h"
+#include "common/runtime.h"
 #include "common/startup.h"
 
 namespace {
@@ -58,6 +59,7 @@ int SelfCheck(const rhythm::v1::RhythmConfig& config) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  rhythm::common::UseTheCpusBlasKernels();
   using namespace rhythm::common;
   CommonFlags flags;
   FlagParser parser("rhythm <command> [--config FILE] [--set KEY=VALUE ...]",

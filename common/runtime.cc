@@ -1,14 +1,17 @@
 #include "common/runtime.h"
 
+#include <dlfcn.h>
 #include <link.h>
 #include <sched.h>
 #include <stdlib.h>
+
 
 #include <string>
 
 #include "ATen/Context.h"
 #include "ATen/Parallel.h"
 #include "ATen/detail/CUDAHooksInterface.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/torch_status.h"
 #include "absl/strings/match.h"
@@ -85,6 +88,44 @@ std::string ClassifyBlas(const std::string& path) {
   return "unknown";
 }
 
+std::string BlasCore() {
+  using CoreName = const char* (*)();
+  auto get = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  const char* name = get != nullptr ? get() : nullptr;
+  return name != nullptr ? std::string(name) : std::string();
+}
+
+void UseTheCpusBlasKernels() {
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
+  const std::string core = absl::AsciiStrToLower(BlasCore());
+  if (core.empty()) return;
+  // Cores with AVX-512 kernels, and with AVX2 (+FMA) ones, in OpenBLAS 0.3.21's names.
+  const bool has_avx512 = core == "skylakex" || core == "cooperlake" || core == "sapphirerapids";
+  const bool has_avx2 = has_avx512 || core == "haswell" || core == "zen";
+  const char* want = nullptr;
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && !has_avx512) {
+    want = "SkylakeX";
+  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !has_avx2) {
+    want = "Haswell";
+  }
+  if (want == nullptr) return;
+  // OpenBLAS's dynamic dispatch: quit drops the kernel table, init picks one again, honouring
+  // OPENBLAS_CORETYPE. Both are exported by every DYNAMIC_ARCH build (Debian's).
+  using Hook = void (*)();
+  auto quit = reinterpret_cast<Hook>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_quit"));
+  auto init = reinterpret_cast<Hook>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_init"));
+  if (quit == nullptr || init == nullptr) {
+    RHYTHM_LOG(Warning) << "runtime: OpenBLAS chose " << core << " kernels on a CPU that has "
+                        << want << "'s; set OPENBLAS_CORETYPE=" << want;
+    return;
+  }
+  setenv("OPENBLAS_CORETYPE", want, 1);
+  quit();
+  init();
+}
+
 RuntimeInfo InitRuntime(const v1::RuntimeConfig& config) {
   SetMinLogLevel(ToSeverity(config.log_level()));
   RuntimeInfo info;
@@ -94,10 +135,13 @@ RuntimeInfo InitRuntime(const v1::RuntimeConfig& config) {
   info.torch_threads = at::get_num_threads();
   dl_iterate_phdr(FindBlas, &info.blas_library);
   info.blas_kind = ClassifyBlas(info.blas_library);
+  info.blas_core = BlasCore();
   info.torch_version = TORCH_VERSION;
   RHYTHM_LOG(Info) << "runtime: torch " << info.torch_version << ", " << info.torch_threads
                    << " intra-op threads (" << info.cores_available << " cores available), BLAS "
-                   << info.blas_kind << " (" << info.blas_library << ")";
+                   << info.blas_kind << " (" << info.blas_library << ", "
+                   << (info.blas_core.empty() ? "core unknown" : info.blas_core + " kernels")
+                   << ")";
   if (info.blas_kind == "reference") {
     RHYTHM_LOG(Warning) << "runtime: LibTorch is using the reference BLAS, which makes training "
                            "9-23x slower; install libopenblas0-openmp";

@@ -25,6 +25,8 @@ struct RuntimeInfo {
   std::string blas_library;
   // What kind of BLAS that is: "openblas-openmp", "openblas-pthread", "reference", "unknown".
   std::string blas_kind;
+  // The OpenBLAS kernel set in use (BlasCore()).
+  std::string blas_core;
   // LibTorch's version string.
   std::string torch_version;
 };
@@ -40,6 +42,19 @@ int CoresAvailable();
 // not parse; FAILED_PRECONDITION, naming the value, when this LibTorch has no CUDA (Debian's has
 // none: build against a CUDA LibTorch to generate on a GPU) or the GPU index does not exist.
 absl::StatusOr<c10::Device> ResolveDevice(const std::string& name);
+
+// OpenBLAS picks its kernels by the CPU's model number, and Debian 12's OpenBLAS 0.3.21 does
+// not know recent Xeons: on the Sapphire Rapids these benchmarks ran on it chose "Prescott"
+// (SSE3) kernels, and training ran about 2x and generation 1.5x slower than with its AVX-512
+// ones (README "Benchmarks"). When OPENBLAS_CORETYPE is unset and the loaded OpenBLAS reports a
+// core older than the CPU's instruction set supports, this sets OPENBLAS_CORETYPE (SkylakeX for
+// AVX-512, Haswell for AVX2) and has OpenBLAS choose its kernels again. Does nothing when the
+// core is right, the user chose one (OPENBLAS_CORETYPE=Prescott measures what it costs), or
+// the BLAS is not OpenBLAS. Call first thing in main, before any BLAS call or thread start.
+void UseTheCpusBlasKernels();
+
+// The OpenBLAS core in use ("SkylakeX", "Prescott", ...), or "" when the BLAS is not OpenBLAS.
+std::string BlasCore();
 
 // Classifies a resolved BLAS library path (see RuntimeInfo::blas_kind).
 std::string ClassifyBlas(const std::string& resolved_path);

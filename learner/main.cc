@@ -29,6 +29,7 @@ int Fail(const std::string& message, int code = 1) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  rhythm::common::UseTheCpusBlasKernels();
   using namespace rhythm;
   common::CommonFlags flags;
   std::string resume_dir, dump_dir;
