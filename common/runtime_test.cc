@@ -1,5 +1,8 @@
 #include "common/runtime.h"
 
+#include <cstdlib>
+
+#include "ATen/ATen.h"
 #include "ATen/Parallel.h"
 #include "gtest/gtest.h"
 
@@ -24,6 +27,27 @@ TEST(Runtime, FindsTheLoadedBlas) {
   EXPECT_NE(info.blas_library, "");
   EXPECT_EQ(info.blas_kind, ClassifyBlas(info.blas_library));
   EXPECT_EQ(info.torch_version.rfind("1.", 0), 0u) << info.torch_version;
+}
+
+// On a CPU with AVX-512 the kernels in use afterwards are AVX-512 ones, whatever OpenBLAS chose
+// by the model number, and a GEMM still computes the product.
+TEST(Runtime, SwitchesOpenBlasToTheKernelsTheCpuSupports) {
+  if (BlasCore().empty()) GTEST_SKIP() << "BLAS is not OpenBLAS";
+  const bool user_chose = std::getenv("OPENBLAS_CORETYPE") != nullptr;
+  UseTheCpusBlasKernels();
+  const std::string core = BlasCore();
+  __builtin_cpu_init();
+  if (!user_chose && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl")) {
+    EXPECT_TRUE(core == "SkylakeX" || core == "Cooperlake" || core == "SapphireRapids") << core;
+  }
+  const at::Tensor a = at::randn({64, 96}, at::kDouble), b = at::randn({96, 80}, at::kDouble);
+  const at::Tensor want = at::mm(a, b);
+  EXPECT_LT((at::mm(a.to(at::kFloat), b.to(at::kFloat)).to(at::kDouble) - want).abs().max()
+                .item<double>(),
+            1e-3);
+  UseTheCpusBlasKernels();  // a second call changes nothing
+  EXPECT_EQ(BlasCore(), core);
 }
 
 TEST(Runtime, ResolvesDevicesAndRefusesWhatThisBuildCannotRun) {
