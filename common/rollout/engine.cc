@@ -75,6 +75,7 @@ GenerationOptions GenerationOptionsFromConfig(const v1::GenerationConfig& g) {
   o.tap.band_lo = g.fai_band_lo();
   o.tap.band_hi = g.fai_band_hi();
   o.tap.head_quantile = g.head_quantile();
+  o.slots = g.slots();
   return o;
 }
 
