@@ -68,7 +68,8 @@ RHYTHM_CLONES void AttendOne(const float* q, const float* k, const float* v, int
   }
 }
 
-// Rows [n_begin, n_end) of W against rows [m0, m0 + rows) of x, rows <= 4.
+// Rows [n_begin, n_end) of W against rows [m0, m0 + rows) of x, rows <= 4: two rows of W at a
+// time against four of x, eight accumulators, so each loaded vector feeds two or four FMAs.
 RHYTHM_CLONES void LinearBlock(const float* x, int64_t m0, int64_t rows, int64_t k,
                                const float* w, int64_t n_begin, int64_t n_end, int64_t n,
                                const float* bias, bool accumulate, float* out) {
@@ -76,23 +77,46 @@ RHYTHM_CLONES void LinearBlock(const float* x, int64_t m0, int64_t rows, int64_t
   const float* x1 = rows > 1 ? x0 + k : x0;
   const float* x2 = rows > 2 ? x0 + 2 * k : x0;
   const float* x3 = rows > 3 ? x0 + 3 * k : x0;
-  for (int64_t j = n_begin; j < n_end; ++j) {
-    const float* wj = w + j * k;
-    float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-#pragma omp simd reduction(+ : a0, a1, a2, a3)
-    for (int64_t i = 0; i < k; ++i) {
-      const float wi = wj[i];
-      a0 += x0[i] * wi;
-      a1 += x1[i] * wi;
-      a2 += x2[i] * wi;
-      a3 += x3[i] * wi;
-    }
-    const float acc[4] = {a0, a1, a2, a3};
+  auto store = [&](int64_t j, const float (&acc)[4]) {
     const float b = bias != nullptr ? bias[j] : 0.0f;
     for (int64_t r = 0; r < rows; ++r) {
       float& o = out[(m0 + r) * n + j];
       o = (accumulate ? o : 0.0f) + (acc[r] + b);
     }
+  };
+  int64_t j = n_begin;
+  for (; j + 1 < n_end; j += 2) {
+    const float* wa = w + j * k;
+    const float* wb = wa + k;
+    float a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3, b0, b1, b2, b3)
+    for (int64_t i = 0; i < k; ++i) {
+      const float u = wa[i], v = wb[i];
+      const float y0 = x0[i], y1 = x1[i], y2 = x2[i], y3 = x3[i];
+      a0 += y0 * u;
+      a1 += y1 * u;
+      a2 += y2 * u;
+      a3 += y3 * u;
+      b0 += y0 * v;
+      b1 += y1 * v;
+      b2 += y2 * v;
+      b3 += y3 * v;
+    }
+    store(j, {a0, a1, a2, a3});
+    store(j + 1, {b0, b1, b2, b3});
+  }
+  for (; j < n_end; ++j) {
+    const float* wj = w + j * k;
+    float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+    for (int64_t i = 0; i < k; ++i) {
+      const float u = wj[i];
+      a0 += x0[i] * u;
+      a1 += x1[i] * u;
+      a2 += x2[i] * u;
+      a3 += x3[i] * u;
+    }
+    store(j, {a0, a1, a2, a3});
   }
 }
 
