@@ -57,17 +57,19 @@ void BM_DecodeOneSequence(benchmark::State& state) {
 BENCHMARK(BM_DecodeOneSequence)->Arg(128)->Unit(benchmark::kMillisecond);
 
 // A decode step's linear layer: 16 slots through the bench model's gate/up projection (W
-// [2048, 256]), the skinny-GEMM kernel against BLAS (at::mm_out), one thread. Items are FLOP.
+// [2048, 256]) and down projection: BLAS (at::mm_out, kernel 0) against the packed decode
+// kernel (2), one thread. Items are FLOP.
 void BM_DecodeLinear(benchmark::State& state) {
   at::set_num_threads(1);
-  const bool kernel = state.range(0) != 0;
+  const int64_t kernel = state.range(0);
   const int64_t m = 16, k = state.range(1), n = state.range(2);
   const at::Tensor x = at::randn({m, k}), w = at::randn({n, k});
   at::Tensor out = at::empty({m, n});
+  kernels::PackedWeight packed;
+  kernels::PackWeight(w.data_ptr<float>(), n, k, &packed);
   for (auto _ : state) {
-    if (kernel) {
-      kernels::LinearRows(x.data_ptr<float>(), m, k, w.data_ptr<float>(), n, nullptr, false,
-                          out.data_ptr<float>());
+    if (kernel == 2) {
+      kernels::LinearPacked(x.data_ptr<float>(), m, packed, nullptr, false, out.data_ptr<float>());
     } else {
       at::mm_out(out, x, w.t());
     }
@@ -78,9 +80,9 @@ void BM_DecodeLinear(benchmark::State& state) {
 BENCHMARK(BM_DecodeLinear)
     ->ArgNames({"kernel", "k", "n"})
     ->Args({0, 256, 2048})
-    ->Args({1, 256, 2048})
+    ->Args({2, 256, 2048})
     ->Args({0, 1024, 256})
-    ->Args({1, 1024, 256});
+    ->Args({2, 1024, 256});
 
 }  // namespace
 }  // namespace rhythm::common::model

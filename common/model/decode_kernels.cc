@@ -68,55 +68,37 @@ RHYTHM_CLONES void AttendOne(const float* q, const float* k, const float* v, int
   }
 }
 
-// Rows [n_begin, n_end) of W against rows [m0, m0 + rows) of x, rows <= 4: two rows of W at a
-// time against four of x, eight accumulators, so each loaded vector feeds two or four FMAs.
-RHYTHM_CLONES void LinearBlock(const float* x, int64_t m0, int64_t rows, int64_t k,
-                               const float* w, int64_t n_begin, int64_t n_end, int64_t n,
-                               const float* bias, bool accumulate, float* out) {
-  const float* x0 = x + m0 * k;
-  const float* x1 = rows > 1 ? x0 + k : x0;
-  const float* x2 = rows > 2 ? x0 + 2 * k : x0;
-  const float* x3 = rows > 3 ? x0 + 3 * k : x0;
-  auto store = [&](int64_t j, const float (&acc)[4]) {
-    const float b = bias != nullptr ? bias[j] : 0.0f;
-    for (int64_t r = 0; r < rows; ++r) {
-      float& o = out[(m0 + r) * n + j];
-      o = (accumulate ? o : 0.0f) + (acc[r] + b);
-    }
-  };
-  int64_t j = n_begin;
-  for (; j + 1 < n_end; j += 2) {
-    const float* wa = w + j * k;
-    const float* wb = wa + k;
-    float a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
-#pragma omp simd reduction(+ : a0, a1, a2, a3, b0, b1, b2, b3)
-    for (int64_t i = 0; i < k; ++i) {
-      const float u = wa[i], v = wb[i];
-      const float y0 = x0[i], y1 = x1[i], y2 = x2[i], y3 = x3[i];
-      a0 += y0 * u;
-      a1 += y1 * u;
-      a2 += y2 * u;
-      a3 += y3 * u;
-      b0 += y0 * v;
-      b1 += y1 * v;
-      b2 += y2 * v;
-      b3 += y3 * v;
-    }
-    store(j, {a0, a1, a2, a3});
-    store(j + 1, {b0, b1, b2, b3});
+// 16 floats: one AVX-512 register (two AVX2 ones) through GCC's vector extension.
+typedef float V16 __attribute__((vector_size(64)));
+
+// Rows [m0, m0 + rows) of x (rows <= 4) against one packed panel of `cols` columns at j0.
+RHYTHM_CLONES void PanelBlock(const float* x, int64_t m0, int64_t rows, int64_t k,
+                              const float* panel, int64_t j0, int64_t cols, int64_t n,
+                              const float* bias, bool accumulate, float* out) {
+  const float* xr[4];
+  for (int64_t r = 0; r < 4; ++r) xr[r] = x + (m0 + std::min<int64_t>(r, rows - 1)) * k;
+  V16 a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
+  V16 c0 = {}, c1 = {}, c2 = {}, c3 = {}, d0 = {}, d1 = {}, d2 = {}, d3 = {};
+  for (int64_t i = 0; i < k; ++i) {
+    V16 w0, w1, w2, w3;
+    const float* p = panel + i * kPanel;
+    __builtin_memcpy(&w0, p, 64);
+    __builtin_memcpy(&w1, p + 16, 64);
+    __builtin_memcpy(&w2, p + 32, 64);
+    __builtin_memcpy(&w3, p + 48, 64);
+    const float s0 = xr[0][i], s1 = xr[1][i], s2 = xr[2][i], s3 = xr[3][i];
+    a0 += w0 * s0; a1 += w1 * s0; a2 += w2 * s0; a3 += w3 * s0;
+    b0 += w0 * s1; b1 += w1 * s1; b2 += w2 * s1; b3 += w3 * s1;
+    c0 += w0 * s2; c1 += w1 * s2; c2 += w2 * s2; c3 += w3 * s2;
+    d0 += w0 * s3; d1 += w1 * s3; d2 += w2 * s3; d3 += w3 * s3;
   }
-  for (; j < n_end; ++j) {
-    const float* wj = w + j * k;
-    float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-#pragma omp simd reduction(+ : a0, a1, a2, a3)
-    for (int64_t i = 0; i < k; ++i) {
-      const float u = wj[i];
-      a0 += x0[i] * u;
-      a1 += x1[i] * u;
-      a2 += x2[i] * u;
-      a3 += x3[i] * u;
+  const V16 acc[4][4] = {{a0, a1, a2, a3}, {b0, b1, b2, b3}, {c0, c1, c2, c3}, {d0, d1, d2, d3}};
+  for (int64_t r = 0; r < rows; ++r) {
+    float* o = out + (m0 + r) * n + j0;
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = acc[r][c / 16][c % 16] + (bias != nullptr ? bias[j0 + c] : 0.0f);
+      o[c] = accumulate ? o[c] + v : v;
     }
-    store(j, {a0, a1, a2, a3});
   }
 }
 
@@ -132,17 +114,26 @@ int64_t Grain(int64_t work_per_row) {
 
 }  // namespace
 
-void LinearRows(const float* x, int64_t m, int64_t k, const float* w, int64_t n,
-                const float* bias, bool accumulate, float* out) {
-  // Parallel over W's rows: each task streams its share of W once for all of x.
-  // Tiles of W small enough to stay in L1 while every block of four x rows passes over them.
-  const int64_t tile = std::max<int64_t>(1, 8192 / k);
-  at::parallel_for(0, n, Grain(m * k), [&](int64_t begin, int64_t end) {
-    for (int64_t j = begin; j < end; j += tile) {
-      const int64_t j_end = std::min(end, j + tile);
+void PackWeight(const float* w, int64_t n, int64_t k, PackedWeight* out) {
+  const int64_t panels = (n + kPanel - 1) / kPanel;
+  out->n = n;
+  out->k = k;
+  out->data.assign(panels * k * kPanel, 0.0f);
+  for (int64_t j = 0; j < n; ++j) {
+    float* dst = out->data.data() + (j / kPanel) * k * kPanel + j % kPanel;
+    for (int64_t i = 0; i < k; ++i) dst[i * kPanel] = w[j * k + i];
+  }
+}
+
+void LinearPacked(const float* x, int64_t m, const PackedWeight& w, const float* bias,
+                  bool accumulate, float* out) {
+  const int64_t panels = (w.n + kPanel - 1) / kPanel;
+  at::parallel_for(0, panels, Grain(m * w.k * kPanel / 64), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t j0 = p * kPanel, cols = std::min(kPanel, w.n - j0);
       for (int64_t m0 = 0; m0 < m; m0 += 4) {
-        LinearBlock(x, m0, std::min<int64_t>(4, m - m0), k, w, j, j_end, n, bias, accumulate,
-                    out);
+        PanelBlock(x, m0, std::min<int64_t>(4, m - m0), w.k, w.data.data() + p * w.k * kPanel, j0,
+                   cols, w.n, bias, accumulate, out);
       }
     }
   });

@@ -11,16 +11,26 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace rhythm::common::model::kernels {
 
-// out = x W^T (+ bias) (+ out when accumulate) for x [m, k] and W [n, k], both row-major: the
-// linear layers of a decode step, where m (the slots) is small. BLAS packs W on every call, and
-// at m = 16 the profile showed the packing (sgemm_incopy) taking twice the time of the
-// multiply itself; this reads each row of W once, straight from memory, against four rows of
-// x at a time. For large m (prefill, training) BLAS is faster: keep to m <= 64.
-void LinearRows(const float* x, int64_t m, int64_t k, const float* w, int64_t n,
-                const float* bias, bool accumulate, float* out);
+// The linear layers of a decode step, out = x W^T (+ bias) (+ out when accumulate) for x [m, k]
+// row-major and m (the slots) small. At m = 16 the profile of the BLAS path showed its packing
+// of W (sgemm_incopy), redone on every call, taking twice the time of the multiply itself;
+// here W is packed once per weight version (PackWeight) into panels of kPanel output columns,
+// each [k][kPanel] contiguous (the last zero-padded), and LinearPacked streams them in order.
+inline constexpr int64_t kPanel = 64;
+struct PackedWeight {
+  std::vector<float> data;
+  int64_t n = 0, k = 0;
+};
+void PackWeight(const float* w, int64_t n, int64_t k, PackedWeight* out);
+
+// Four rows of x against kPanel columns of W at a time: sixteen vector accumulators and no
+// horizontal sums (a BLAS micro-kernel's shape). For large m (prefill, training) use BLAS.
+void LinearPacked(const float* x, int64_t m, const PackedWeight& w, const float* bias,
+                  bool accumulate, float* out);
 
 // out[r] = weight * (x[r] * rsqrt(mean(x[r]^2) + eps)) for `rows` rows of width d (Hugging
 // Face's RMSNorm in fp32). out may alias x.

@@ -24,19 +24,20 @@ TEST(DecodeKernels, RmsNormRowsIsHuggingFacesRmsNorm) {
   EXPECT_LT(MaxDiff(out, want), 1e-5);
 }
 
-TEST(DecodeKernels, LinearRowsIsXTimesWTransposedPlusBiasPlusOut) {
+TEST(DecodeKernels, LinearPackedIsXTimesWTransposedPlusBiasPlusOut) {
   at::manual_seed(2);
   for (int64_t m : {1, 3, 4, 7, 16}) {
-    const int64_t k = 45, n = 130;
+    const int64_t k = 45, n = 130;  // two full panels and a padded one
     const at::Tensor x = at::randn({m, k}), w = at::randn({n, k}), b = at::randn({n});
+    PackedWeight packed;
+    PackWeight(w.data_ptr<float>(), n, k, &packed);
     at::Tensor out = at::full({m, n}, 123.0);
-    LinearRows(x.data_ptr<float>(), m, k, w.data_ptr<float>(), n, b.data_ptr<float>(), false,
-               out.data_ptr<float>());
+    LinearPacked(x.data_ptr<float>(), m, packed, b.data_ptr<float>(), false,
+                 out.data_ptr<float>());
     EXPECT_LT(MaxDiff(out, at::addmm(b, x, w.t())), 1e-4) << "m " << m;
     const at::Tensor before = at::randn({m, n});
     out.copy_(before);
-    LinearRows(x.data_ptr<float>(), m, k, w.data_ptr<float>(), n, nullptr, true,
-               out.data_ptr<float>());
+    LinearPacked(x.data_ptr<float>(), m, packed, nullptr, true, out.data_ptr<float>());
     EXPECT_LT(MaxDiff(out, before + at::mm(x, w.t())), 1e-4) << "accumulate, m " << m;
   }
 }

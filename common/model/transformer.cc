@@ -38,6 +38,14 @@ std::string ShapeText(at::IntArrayRef s) { return absl::StrCat("[", absl::StrJoi
 
 // The decode step's buffers, allocated on its first call for this cache's slots.
 struct KvCache::Workspace {
+  // A weight packed for the kernels, with what it was packed from: a tensor whose storage or
+  // version (bumped by every in-place change: loading, the optimiser) differs is packed again.
+  struct Packed {
+    kernels::PackedWeight weight;
+    const void* source = nullptr;
+    int64_t version = -1;
+  };
+  std::vector<Packed> packed;  // per layer: qkv, o, gate_up, down; then lm_head
   at::Tensor hidden, x, qkv, q, attn, gate_up, act, logits;
   at::Tensor cos, sin;  // float [capacity, head_dim / 2]
   std::vector<std::pair<int64_t, at::Tensor>> probs;  // by layer: [slots, heads, capacity]
@@ -554,13 +562,23 @@ ForwardOutput Transformer::DecodeWithKernels(const std::vector<int64_t>& ids,
   for (int64_t r = 0; r < slots; ++r) {
     if (active[r]) std::copy(embed + ids[r] * d, embed + (ids[r] + 1) * d, hidden + r * d);
   }
-  // out = in W^T (+ b) (+ out): the skinny kernel for a few slots, BLAS for many.
+  // out = in W^T (+ b) (+ out): the packed kernel for a few slots, BLAS for many. `which`
+  // names the weight's packing slot.
+  const bool packed = slots <= 64;
+  if (packed) w.packed.resize(4 * c.num_layers + 1);
   auto linear = [&](at::Tensor& result, const at::Tensor& in, const at::Tensor& weight,
-                    const at::Tensor& bias, bool accumulate) {
-    if (slots <= 64) {
-      kernels::LinearRows(in.data_ptr<float>(), slots, weight.size(1), weight.data_ptr<float>(),
-                          weight.size(0), bias.defined() ? bias.data_ptr<float>() : nullptr,
-                          accumulate, result.data_ptr<float>());
+                    const at::Tensor& bias, bool accumulate, int64_t which) {
+    if (packed) {
+      KvCache::Workspace::Packed& p = w.packed[which];
+      const int64_t version = weight.is_inference() ? 0 : static_cast<int64_t>(weight._version());
+      if (p.source != weight.data_ptr() || p.version != version) {
+        kernels::PackWeight(weight.data_ptr<float>(), weight.size(0), weight.size(1), &p.weight);
+        p.source = weight.data_ptr();
+        p.version = version;
+      }
+      kernels::LinearPacked(in.data_ptr<float>(), slots, p.weight,
+                            bias.defined() ? bias.data_ptr<float>() : nullptr, accumulate,
+                            result.data_ptr<float>());
     } else if (accumulate) {
       result.addmm_(in, weight.t());
       if (bias.defined()) result.add_(bias);
@@ -575,7 +593,7 @@ ForwardOutput Transformer::DecodeWithKernels(const std::vector<int64_t>& ids,
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const Layer& L = layers_[l];
     kernels::RmsNormRows(hidden, L.input_norm.data_ptr<float>(), eps, slots, d, x);
-    linear(w.qkv, w.x, L.qkv_w, L.qkv_b, false);
+    linear(w.qkv, w.x, L.qkv_w, L.qkv_b, false, 4 * l);
     kernels::RopeStoreArgs rope;
     rope.qkv = w.qkv.data_ptr<float>();
     rope.slots = slots;
@@ -624,15 +642,15 @@ ForwardOutput Transformer::DecodeWithKernels(const std::vector<int64_t>& ids,
       out.attention[i] = *buffer;
     }
     kernels::DecodeAttention(att);
-    linear(w.hidden, w.attn, L.o_w, L.o_b, true);
+    linear(w.hidden, w.attn, L.o_w, L.o_b, true, 4 * l + 1);
     kernels::RmsNormRows(hidden, L.post_norm.data_ptr<float>(), eps, slots, d, x);
-    linear(w.gate_up, w.x, L.gate_up_w, {}, false);
+    linear(w.gate_up, w.x, L.gate_up_w, {}, false, 4 * l + 2);
     kernels::SiluMulRows(w.gate_up.data_ptr<float>(), slots, c.intermediate_size,
                          w.act.data_ptr<float>());
-    linear(w.hidden, w.act, L.down_w, {}, true);
+    linear(w.hidden, w.act, L.down_w, {}, true, 4 * l + 3);
   }
   kernels::RmsNormRows(hidden, final_norm_.data_ptr<float>(), eps, slots, d, x);
-  linear(w.logits, w.x, c.tie_word_embeddings ? embed_ : lm_head_, {}, false);
+  linear(w.logits, w.x, c.tie_word_embeddings ? embed_ : lm_head_, {}, false, 4 * c.num_layers);
   out.logits = w.logits;
   return out;
 }

@@ -237,6 +237,34 @@ TEST_P(PerArchitecture, DecodeStepsMatchFullForwardTokenByToken) {
   }
 }
 
+// The kernels pack weights once per cache; a weight changed in place (as loading and the
+// optimiser change them) is packed again before the next step.
+TEST_P(PerArchitecture, DecodeStepSeesWeightsChangedInPlace) {
+  auto m = RandomModel(TinyConfig(GetParam()));
+  KvCache cache(m->config(), 1, 8, at::kFloat, at::kCPU);
+  ASSERT_TRUE(m->Prefill({0}, {{3, 1, 4}}, cache).ok());
+  ASSERT_TRUE(m->DecodeStep({1}, {1}, cache).ok());  // packs the weights
+  {
+    at::NoGradGuard no_grad;
+    for (const auto& [name, t] : m->NamedParameters()) {
+      if (name.find("mlp.up_proj") != std::string::npos ||
+          name.find("self_attn.q_proj.weight") != std::string::npos ||
+          name.find("embed") != std::string::npos) {
+        t.mul_(1.5);
+      }
+    }
+  }
+  // The same cache, its slot refilled under the new weights, against the generic ops.
+  cache.Clear(0);
+  ASSERT_TRUE(m->Prefill({0}, {{3, 1, 4, 1}}, cache).ok());
+  const at::Tensor got = m->DecodeStep({5}, {1}, cache)->logits;
+  m->UseDecodeKernels(false);
+  KvCache generic(m->config(), 1, 8, at::kFloat, at::kCPU);
+  ASSERT_TRUE(m->Prefill({0}, {{3, 1, 4, 1}}, generic).ok());
+  const at::Tensor want = m->DecodeStep({5}, {1}, generic)->logits;
+  EXPECT_LT((got[0] - want[0]).abs().max().item<double>(), 1e-5);
+}
+
 // Slots of different lengths in one step, one of them idle, and a slot refilled while the
 // others continue: each row is the full forward of its own sequence.
 TEST_P(PerArchitecture, SlotsOfDifferentLengthsDecodeIndependently) {
