@@ -33,6 +33,7 @@ std::string RandomRunId() {
 
 int main(int argc, char** argv) {
   rhythm::common::UseTheCpusBlasKernels();
+  rhythm::common::KeepFreedMemoryInTheHeap();
   using namespace rhythm;
   common::CommonFlags flags;
   common::FlagParser parser(

@@ -17,7 +17,7 @@ namespace {
 
 // The CPU's BLAS kernels, not the ones a misdetecting OpenBLAS picks (common/runtime.h); an
 // explicit OPENBLAS_CORETYPE wins, e.g. Prescott to measure what that costs.
-const bool kBlasKernels = (UseTheCpusBlasKernels(), true);
+const bool kBlasKernels = (UseTheCpusBlasKernels(), KeepFreedMemoryInTheHeap(), true);
 
 
 void SetThreads() { at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))); }

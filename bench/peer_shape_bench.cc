@@ -428,6 +428,7 @@ int main(int argc, char** argv) {
   // the BLAS kernels every rhythm main picks (common/runtime.h).
   InstructionCounter counter;
   rhythm::common::UseTheCpusBlasKernels();
+  rhythm::common::KeepFreedMemoryInTheHeap();
   const Flags f = ParseFlags(argc, argv);
   if (f.blas_core) {
     std::printf("{\"blas_core\": \"%s\"}\n", rhythm::common::BlasCore().c_str());

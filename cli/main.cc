@@ -60,6 +60,7 @@ int SelfCheck(const rhythm::v1::RhythmConfig& config) {
 
 int main(int argc, char** argv) {
   rhythm::common::UseTheCpusBlasKernels();
+  rhythm::common::KeepFreedMemoryInTheHeap();
   using namespace rhythm::common;
   CommonFlags flags;
   FlagParser parser("rhythm <command> [--config FILE] [--set KEY=VALUE ...]",

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <link.h>
+#include <malloc.h>
 #include <sched.h>
 #include <stdlib.h>
 
@@ -124,6 +125,11 @@ void UseTheCpusBlasKernels() {
   setenv("OPENBLAS_CORETYPE", want, 1);
   quit();
   init();
+}
+
+void KeepFreedMemoryInTheHeap() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
 RuntimeInfo InitRuntime(const v1::RuntimeConfig& config) {

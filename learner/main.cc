@@ -30,6 +30,7 @@ int Fail(const std::string& message, int code = 1) {
 
 int main(int argc, char** argv) {
   rhythm::common::UseTheCpusBlasKernels();
+  rhythm::common::KeepFreedMemoryInTheHeap();
   using namespace rhythm;
   common::CommonFlags flags;
   std::string resume_dir, dump_dir;
