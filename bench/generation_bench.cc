@@ -68,6 +68,31 @@ void BM_TapOverheadPaired(benchmark::State& state) {
 BENCHMARK(BM_TapOverheadPaired)->Arg(1)->Arg(0)->ArgName("threads")->Iterations(6)
     ->Unit(benchmark::kMillisecond);
 
+// The decode kernels against the generic ATen ops (the path non-CPU and bf16 models take, and
+// the engine's only path before the kernels), alternately, taps off, 1 thread.
+void BM_KernelsVsGenericOps(benchmark::State& state) {
+  at::set_num_threads(1);
+  auto m = *model::Transformer::RandomInit(bench::BenchModelConfig(), 0);
+  const auto prompts = RaggedPrompts();
+  GenerationOptions o;
+  o.max_new_tokens = 128;
+  o.taps = false;
+  double best_kernels = 1e30, best_generic = 1e30;
+  GenerationStats stats;
+  for (auto _ : state) {
+    for (bool kernels : {true, false}) {
+      m->UseDecodeKernels(kernels);
+      auto out = GenerationEngine(*m).Generate(prompts, o, &stats);
+      double& best = kernels ? best_kernels : best_generic;
+      best = std::min(best, stats.seconds);
+    }
+  }
+  state.counters["kernels_tok_per_s"] = 16 * 128 / best_kernels;
+  state.counters["generic_tok_per_s"] = 16 * 128 / best_generic;
+  state.counters["speedup"] = best_generic / best_kernels;
+}
+BENCHMARK(BM_KernelsVsGenericOps)->Iterations(4)->Unit(benchmark::kMillisecond);
+
 // Continuous and static batching alternately on the long-tail workload, same slots, taps on.
 void BM_LongTailContinuousVsStatic(benchmark::State& state) {
   at::set_num_threads(Threads(state.range(0)));
