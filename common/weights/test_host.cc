@@ -23,6 +23,13 @@ std::string RandomBytes(size_t n, uint32_t seed) {
   return s;
 }
 
+std::unique_ptr<v1::Weights::Stub> WeightsStub(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(256 << 20);
+  return v1::Weights::NewStub(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+}
+
 TestHost::TestHost(TestHostOptions o) {
   registry_ = std::make_shared<prometheus::Registry>();
   metrics_ = std::make_unique<LearnerWeightMetrics>(*registry_);

@@ -10,6 +10,7 @@
 #include "common/weights/weight_group.h"
 #include "common/weights/weight_service.h"
 #include "prometheus/registry.h"
+#include "rhythm/v1/weights.grpc.pb.h"
 
 namespace grpc {
 class Server;
@@ -29,6 +30,9 @@ struct TestHostOptions {
 
 // `n` bytes from a seeded generator (same seed, same bytes): test payloads.
 std::string RandomBytes(size_t n, uint32_t seed);
+
+// A Weights stub on its own insecure channel to `address` that accepts 256 MB messages.
+std::unique_ptr<v1::Weights::Stub> WeightsStub(const std::string& address);
 
 class TestHost {
  public:

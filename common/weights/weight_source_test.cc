@@ -18,12 +18,6 @@
 namespace rhythm::common::weights {
 namespace {
 
-std::unique_ptr<v1::Weights::Stub> Stub(const std::string& address) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(256 << 20);
-  return v1::Weights::NewStub(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
-}
 
 bool Eventually(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10)) {
   const absl::Time end = absl::Now() + timeout;
@@ -182,7 +176,7 @@ TEST(GrpcWeightSourceTest, TheOpenWatchDecidesWhatIsNewerAndNothingIsFetchedOthe
   TestHost host(ho);
   const std::string v1_bytes = RandomBytes(4000, 1);
   host.Publish(1, v1_bytes);
-  auto stub = Stub(host.address());
+  auto stub = WeightsStub(host.address());
   prometheus::Registry registry;
   ActorWeightMetrics metrics(registry);
   GrpcWeightSource source(*stub, GrpcOptions(&metrics));
@@ -230,7 +224,7 @@ TEST(GrpcWeightSourceTest, TheVersionBeingDownloadedStaysPinnedHoweverManyFollow
   TestHost host(ho);
   host_ptr = &host;
   host.Publish(1, RandomBytes(8192, 101));
-  auto stub = Stub(host.address());
+  auto stub = WeightsStub(host.address());
   GrpcWeightSource source(*stub, GrpcOptions());
   Result r = source.Newer(-1);
   ASSERT_TRUE(r.ok() && r->has_value()) << r.status();
@@ -259,7 +253,7 @@ TEST(GrpcWeightSourceTest, PauseLetsGoOfTheWatchAndNewerOpensItAgain) {
   ho.keep_versions = 1;
   TestHost host(ho);
   host.Publish(1, RandomBytes(1000, 1));
-  auto stub = Stub(host.address());
+  auto stub = WeightsStub(host.address());
   GrpcWeightSource source(*stub, GrpcOptions());
   Result r = source.Newer(-1);
   ASSERT_TRUE(r.ok() && r->has_value()) << r.status();
@@ -279,7 +273,7 @@ TEST(GrpcWeightSourceTest, PauseLetsGoOfTheWatchAndNewerOpensItAgain) {
 
 TEST(GrpcWeightSourceTest, WithoutALearnerFirstWeightsAreUnavailableAndWeightsInHandStay) {
   // Port 1 on loopback: refused at once.
-  auto stub = Stub("127.0.0.1:1");
+  auto stub = WeightsStub("127.0.0.1:1");
   GrpcWeightSource::Options o = GrpcOptions();
   o.announce_timeout = absl::Milliseconds(300);
   GrpcWeightSource source(*stub, o);
@@ -297,7 +291,7 @@ TEST(GroupWeightSourceTest, AMemberHandsOverEachBroadcastVersionOnce) {
   TestHostOptions ho;
   ho.gloo_group = true;
   TestHost host(ho);
-  auto stub = Stub(host.address());
+  auto stub = WeightsStub(host.address());
   GroupWeightSource::Options o;
   o.actor_id = "member";
   o.kind = v1::TRANSPORT_KIND_GLOO;
@@ -322,7 +316,7 @@ TEST(FallbackWeightSourceTest, ALearnerWithoutAGroupServesTheActorOverGrpc) {
   TestHost host({});  // transport.kind grpc on the learner: no group
   const std::string v1_bytes = RandomBytes(5000, 8);
   host.Publish(1, v1_bytes);
-  auto stub = Stub(host.address());
+  auto stub = WeightsStub(host.address());
   prometheus::Registry registry;
   ActorWeightMetrics metrics(registry);
   v1::TransportConfig t;

@@ -23,12 +23,6 @@
 namespace rhythm::common::weights {
 namespace {
 
-std::unique_ptr<v1::Weights::Stub> Stub(const std::string& address) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(256 << 20);
-  return v1::Weights::NewStub(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
-}
 
 std::unique_ptr<model::Transformer> TinyModel(uint64_t seed) {
   v1::TinyModelConfig tiny;
@@ -87,7 +81,7 @@ TEST_P(GrpcDtypeTest, EveryDtypeArrivesBitExact) {
   auto sender = TinyModel(1);
   model::FlatWeights flat = model::FlattenWeights(*sender, GetParam());
   host.store().Publish(5, flat.tensors, flat.bytes, GetParam());
-  auto stub = Stub(host.address());
+  auto stub = WeightsStub(host.address());
   for (int streams : {1, 3}) {
     FetchOptions fo;
     fo.streams = streams;
@@ -122,7 +116,7 @@ TEST(GrpcFetchTest, ResumesAfterABrokenConnection) {
   FetchOptions fo;
   fo.streams = 1;
   fo.metrics = &m;
-  auto stub = Stub(host.address());
+  auto stub = WeightsStub(host.address());
   auto got = FetchOverGrpc(*stub, host.store().Latest()->announcement, fo);
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(*got, bytes);
@@ -150,7 +144,7 @@ TEST(GrpcFetchTest, RefetchesACorruptedChunk) {
   ActorWeightMetrics m(r);
   FetchOptions fo;
   fo.metrics = &m;
-  auto stub = Stub(host.address());
+  auto stub = WeightsStub(host.address());
   auto got = FetchOverGrpc(*stub, host.store().Latest()->announcement, fo);
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(*got, bytes);
@@ -170,7 +164,7 @@ TEST(GrpcFetchTest, GivesUpWithANamedErrorWhenAChunkIsAlwaysCorrupt) {
   FetchOptions fo;
   fo.streams = 1;
   fo.max_attempts = 3;
-  auto stub = Stub(host.address());
+  auto stub = WeightsStub(host.address());
   auto got = FetchOverGrpc(*stub, host.store().Latest()->announcement, fo);
   EXPECT_EQ(got.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(got.status().message().find("version 9"), std::string::npos) << got.status();
@@ -182,7 +176,7 @@ TEST(GrpcFetchTest, AnEvictedVersionIsNotFound) {
   v1::WeightVersion old = host.store().Latest()->announcement;
   host.Publish(2, RandomBytes(100, 7));
   host.Publish(3, RandomBytes(100, 8));
-  auto stub = Stub(host.address());
+  auto stub = WeightsStub(host.address());
   auto got = FetchOverGrpc(*stub, old, {});
   EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound) << got.status();
 }
@@ -194,7 +188,7 @@ TEST(GrpcFetchTest, TheVersionAnnouncedOnAnOpenWatchStaysFetchable) {
   TestHost host({});
   const std::string bytes = RandomBytes(100, 10);
   host.Publish(1, bytes);
-  auto stub = Stub(host.address());
+  auto stub = WeightsStub(host.address());
   grpc::ClientContext watch_ctx;
   v1::WatchVersionsRequest wreq;
   auto watch = stub->WatchVersions(&watch_ctx, wreq);
@@ -219,7 +213,7 @@ TEST(GrpcFetchTest, ASlowReaderDoesNotBlockOthers) {
   TestHost host(o);
   const std::string bytes = RandomBytes(16 << 20, 9);
   host.Publish(1, bytes);
-  auto stub = Stub(host.address());
+  auto stub = WeightsStub(host.address());
   // A reader that takes one chunk and then stops reading, holding its stream open.
   grpc::ClientContext slow_ctx;
   v1::FetchWeightsRequest req;
@@ -240,7 +234,7 @@ TEST(GrpcFetchTest, ASlowReaderDoesNotBlockOthers) {
 class Member {
  public:
   Member(const std::string& address, const std::string& id, const std::string& host = "127.0.0.1")
-      : stub_(Stub(address)) {
+      : stub_(WeightsStub(address)) {
     CollectiveOptions co;
     co.host = host;
     auto f = NewCommunicatorFactory(v1::TRANSPORT_KIND_GLOO, co);
@@ -351,7 +345,7 @@ TEST(GlooGroupTest, AMemberThatCannotConnectLeavesAndTheOthersCarryOn) {
 
 TEST(GlooGroupTest, ALearnerWithoutAGroupSendsActorsToGrpc) {
   TestHost host({});  // transport.kind grpc: no group
-  auto stub = Stub(host.address());
+  auto stub = WeightsStub(host.address());
   CollectiveOptions co;
   co.host = "127.0.0.1";
   auto f = NewCommunicatorFactory(v1::TRANSPORT_KIND_GLOO, co);
