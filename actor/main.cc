@@ -32,7 +32,6 @@ std::string RandomRunId() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  rhythm::common::UseTheCpusBlasKernels();
   rhythm::common::KeepFreedMemoryInTheHeap();
   using namespace rhythm;
   common::CommonFlags flags;

@@ -20,9 +20,9 @@ Before timing anything it checks that the peer is the same function as rhythm's 
   /usr/bin/python3 bench/compare_peer.py [--rounds 3] [--threads 1,2] [--reps 3] [--warmup 1]
                                          [--json FILE] [--bin build/bin/bench_peer_shape]
                                          [--blas-coretype NAME | --peer-blas-as-is] [--no-check]
-BLAS kernels: rhythm's mains have OpenBLAS use the CPU's kernels (common/runtime.h
+BLAS kernels: bench_peer_shape has OpenBLAS use the CPU's kernels (common/runtime.h
 UseTheCpusBlasKernels; Debian's OpenBLAS 0.3.21 falls back to its SSE3 "Prescott" kernel on CPUs
-newer than it knows). By default the peer is given the same kernels (OPENBLAS_CORETYPE), so the
+newer than it knows; rhythm's own mains warn and leave the choice to OPENBLAS_CORETYPE). By default the peer is given the same kernels (OPENBLAS_CORETYPE), so the
 ratios compare the frameworks; --peer-blas-as-is leaves it what OpenBLAS detects (what a plain
 Python user gets); --blas-coretype forces one kernel for both. The header names them.
 """
@@ -166,7 +166,7 @@ def main():
     if not os.path.isfile(PYTHON):
         sys.exit(f"compare_peer: {PYTHON} is missing (the peer needs Debian's python3-torch)")
     threads = [int(t) for t in args.threads.split(",")]
-    # BLAS kernels. rhythm's mains have OpenBLAS use the CPU's kernels (UseTheCpusBlasKernels)
+    # BLAS kernels. bench_peer_shape has OpenBLAS use the CPU's kernels (UseTheCpusBlasKernels)
     # unless OPENBLAS_CORETYPE is set; a Python user gets what OpenBLAS detects, which on CPUs
     # newer than Debian's OpenBLAS 0.3.21 is its generic SSE3 ("Prescott") kernel. By default
     # the peer gets rhythm's kernels, so the ratios compare the frameworks, not the BLAS.

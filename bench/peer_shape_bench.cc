@@ -17,8 +17,8 @@
 // build/bin/bench_peer_shape --dump-check FILE   weights, inputs and reference outputs for
 //                                                peer_eager.py --check FILE
 // build/bin/bench_peer_shape --blas-core         the OpenBLAS kernels rhythm runs on
-// Like every rhythm main it first has OpenBLAS use the CPU's kernels (UseTheCpusBlasKernels;
-// OPENBLAS_CORETYPE overrides), and every JSON line names them ("blas_core").
+// It first has OpenBLAS use the CPU's kernels (UseTheCpusBlasKernels; OPENBLAS_CORETYPE
+// overrides), and every JSON line names them ("blas_core").
 #include <linux/perf_event.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
@@ -425,7 +425,7 @@ int DumpCheck(const std::string& path) {
 int main(int argc, char** argv) {
   using namespace rhythm::bench;
   // First, before LibTorch starts any thread: the counter (so it inherits to every thread) and
-  // the BLAS kernels every rhythm main picks (common/runtime.h).
+  // the BLAS kernels the CPU has (common/runtime.h).
   InstructionCounter counter;
   rhythm::common::UseTheCpusBlasKernels();
   rhythm::common::KeepFreedMemoryInTheHeap();

@@ -59,7 +59,6 @@ int SelfCheck(const rhythm::v1::RhythmConfig& config) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  rhythm::common::UseTheCpusBlasKernels();
   rhythm::common::KeepFreedMemoryInTheHeap();
   using namespace rhythm::common;
   CommonFlags flags;

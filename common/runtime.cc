@@ -96,22 +96,28 @@ std::string BlasCore() {
   return name != nullptr ? std::string(name) : std::string();
 }
 
-void UseTheCpusBlasKernels() {
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
+std::string FasterBlasCore() {
   const std::string core = absl::AsciiStrToLower(BlasCore());
-  if (core.empty()) return;
+  if (core.empty()) return "";
   // Cores with AVX-512 kernels, and with AVX2 (+FMA) ones, in OpenBLAS 0.3.21's names.
   const bool has_avx512 = core == "skylakex" || core == "cooperlake" || core == "sapphirerapids";
   const bool has_avx2 = has_avx512 || core == "haswell" || core == "zen";
-  const char* want = nullptr;
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && !has_avx512) {
-    want = "SkylakeX";
-  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !has_avx2) {
-    want = "Haswell";
+    return "SkylakeX";
   }
-  if (want == nullptr) return;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !has_avx2) {
+    return "Haswell";
+  }
+  return "";
+}
+
+void UseTheCpusBlasKernels() {
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
+  const std::string want = FasterBlasCore();
+  if (want.empty()) return;
+  const std::string core = BlasCore();
   // OpenBLAS's dynamic dispatch: quit drops the kernel table, init picks one again, honouring
   // OPENBLAS_CORETYPE. Both are exported by every DYNAMIC_ARCH build (Debian's).
   using Hook = void (*)();
@@ -122,7 +128,7 @@ void UseTheCpusBlasKernels() {
                         << want << "'s; set OPENBLAS_CORETYPE=" << want;
     return;
   }
-  setenv("OPENBLAS_CORETYPE", want, 1);
+  setenv("OPENBLAS_CORETYPE", want.c_str(), 1);
   quit();
   init();
 }
@@ -154,6 +160,11 @@ RuntimeInfo InitRuntime(const v1::RuntimeConfig& config) {
   } else if (info.blas_kind == "openblas-pthread") {
     RHYTHM_LOG(Warning) << "runtime: the pthread OpenBLAS fights torch's OpenMP threads "
                            "(generation ~4x slower); install libopenblas0-openmp instead";
+  } else if (const std::string faster = FasterBlasCore(); !faster.empty()) {
+    RHYTHM_LOG(Warning) << "runtime: OpenBLAS runs its " << info.blas_core
+                        << " kernels on a CPU that has " << faster
+                        << "'s; OPENBLAS_CORETYPE=" << faster
+                        << " makes GEMMs up to 5x faster (README \"Benchmarks\")";
   } else if (info.blas_kind == "unknown") {
     RHYTHM_LOG(Warning) << "runtime: could not identify the BLAS library ('"
                         << info.blas_library << "'); performance may suffer";

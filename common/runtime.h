@@ -45,12 +45,18 @@ absl::StatusOr<c10::Device> ResolveDevice(const std::string& name);
 
 // OpenBLAS picks its kernels by the CPU's model number, and Debian 12's OpenBLAS 0.3.21 does
 // not know recent Xeons: on the Sapphire Rapids these benchmarks ran on it chose "Prescott"
-// (SSE3) kernels, and training ran about 2x and generation 1.5x slower than with its AVX-512
-// ones (README "Benchmarks"). When OPENBLAS_CORETYPE is unset and the loaded OpenBLAS reports a
-// core older than the CPU's instruction set supports, this sets OPENBLAS_CORETYPE (SkylakeX for
-// AVX-512, Haswell for AVX2) and has OpenBLAS choose its kernels again. Does nothing when the
-// core is right, the user chose one (OPENBLAS_CORETYPE=Prescott measures what it costs), or
-// the BLAS is not OpenBLAS. Call first thing in main, before any BLAS call or thread start.
+// (SSE3) kernels, whose GEMM peak is a fifth of its AVX-512 ones (README "Benchmarks").
+// FasterBlasCore() names the kernels the CPU could run (SkylakeX for AVX-512, Haswell for AVX2)
+// when OpenBLAS picked older ones, else "". InitRuntime warns about it.
+std::string FasterBlasCore();
+
+// When OPENBLAS_CORETYPE is unset and FasterBlasCore() names kernels, sets OPENBLAS_CORETYPE and
+// has OpenBLAS choose its kernels again. Does nothing when the core is right, the user chose one
+// (OPENBLAS_CORETYPE=Prescott measures what it costs), or the BLAS is not OpenBLAS. Call first
+// thing in main, before any BLAS call or thread start. The benchmarks call it; rhythm's own
+// mains do not: other kernels sum in another order, and on this machine that moved the default
+// warm start's rise past its 5,000 steps (README "Benchmarks"), so the kernels are the user's
+// choice (OPENBLAS_CORETYPE).
 void UseTheCpusBlasKernels();
 
 // glibc returns every freed block above its mmap threshold to the kernel, so each training step

@@ -29,7 +29,6 @@ int Fail(const std::string& message, int code = 1) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  rhythm::common::UseTheCpusBlasKernels();
   rhythm::common::KeepFreedMemoryInTheHeap();
   using namespace rhythm;
   common::CommonFlags flags;
