@@ -32,6 +32,18 @@ at::Tensor RotateHalf(const at::Tensor& x) {
   return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
+// allowed bool [B, 1, T, T] for a padded batch (mask bool [B, T]): real keys at or before the
+// query; a padding query sees only itself (no empty softmax row).
+at::Tensor CausalPaddedMask(const at::Tensor& mask) {
+  const int64_t t = mask.size(1);
+  const auto opts = at::TensorOptions().dtype(at::kBool).device(mask.device());
+  const at::Tensor causal = at::ones({t, t}, opts).tril();
+  return causal.unsqueeze(0)
+      .logical_and(mask.unsqueeze(1))
+      .logical_or(at::eye(t, opts).unsqueeze(0))
+      .unsqueeze(1);
+}
+
 std::string ShapeText(at::IntArrayRef s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
 
 }  // namespace
@@ -383,16 +395,8 @@ absl::StatusOr<ForwardOutput> Transformer::Forward(
   return TorchTry("forward", [&]() {
     const at::Tensor ids = input_ids.to(device_, at::kLong);
     const at::Tensor mask = attention_mask.to(device_).to(at::kBool);
-    const int64_t t = ids.size(1);
     const at::Tensor positions = at::clamp_min(mask.to(at::kLong).cumsum(1) - 1, 0);
-    const at::Tensor causal =
-        at::ones({t, t}, at::TensorOptions().dtype(at::kBool).device(device_)).tril();
-    const at::Tensor eye = at::eye(t, at::TensorOptions().dtype(at::kBool).device(device_));
-    // Real keys at or before the query; a padding query sees only itself (no empty row).
-    const at::Tensor allowed = (causal.unsqueeze(0).logical_and(mask.unsqueeze(1)))
-                                   .logical_or(eye.unsqueeze(0))
-                                   .unsqueeze(1);
-    return Run(ids, positions, allowed, CacheAccess{}, capture_layers);
+    return Run(ids, positions, CausalPaddedMask(mask), CacheAccess{}, capture_layers);
   });
 }
 
@@ -431,8 +435,7 @@ absl::StatusOr<at::Tensor> Transformer::Prefill(const std::vector<int64_t>& slot
     const int64_t r = static_cast<int64_t>(slots.size());
     // Right-padded: row i's prompt at positions [0, len_i), so its keys land where its decode
     // steps will look; the padding's keys are overwritten by the slot's first decode steps.
-    std::vector<int64_t> ids(r * longest, 0), last(r);
-    std::vector<uint8_t> real(r * longest, 0);
+    std::vector<int64_t> ids(r * longest, 0), real(r * longest, 0), last(r);
     for (int64_t i = 0; i < r; ++i) {
       for (size_t j = 0; j < prompts[i].size(); ++j) {
         ids[i * longest + j] = prompts[i][j];
@@ -443,20 +446,14 @@ absl::StatusOr<at::Tensor> Transformer::Prefill(const std::vector<int64_t>& slot
     const auto long_opts = at::TensorOptions().dtype(at::kLong).device(device_);
     const at::Tensor ids_t = at::tensor(ids, at::kLong).view({r, longest}).to(device_);
     const at::Tensor mask =
-        at::tensor(std::vector<int64_t>(real.begin(), real.end()), at::kLong).view({r, longest})
-            .to(device_).to(at::kBool);
+        at::tensor(real, at::kLong).view({r, longest}).to(device_).to(at::kBool);
     const at::Tensor positions = at::arange(longest, long_opts).unsqueeze(0).expand({r, longest});
-    const at::Tensor causal =
-        at::ones({longest, longest}, at::TensorOptions().dtype(at::kBool).device(device_)).tril();
-    const at::Tensor eye = at::eye(longest, at::TensorOptions().dtype(at::kBool).device(device_));
-    const at::Tensor allowed = (causal.unsqueeze(0).logical_and(mask.unsqueeze(1)))
-                                   .logical_or(eye.unsqueeze(0))
-                                   .unsqueeze(1);
     CacheAccess access;
     access.mode = CacheAccess::kPrefill;
     access.cache = &cache;
     access.rows = at::tensor(slots, at::kLong).to(device_);
-    return Run(ids_t, positions, allowed, access, {}, at::tensor(last, at::kLong).to(device_))
+    return Run(ids_t, positions, CausalPaddedMask(mask), access, {},
+               at::tensor(last, at::kLong).to(device_))
         .logits.select(1, 0);
   });
   if (!logits.ok()) return logits.status();
@@ -522,7 +519,7 @@ ForwardOutput Transformer::DecodeGeneric(const std::vector<int64_t>& ids,
   access.pos = at::tensor(pos, at::kLong).to(device_);
   ForwardOutput out =
       Run(at::tensor(feed, at::kLong).view({slots, 1}).to(device_),
-          at::tensor(std::vector<int64_t>(cache.lengths_), at::kLong).view({slots, 1}).to(device_),
+          at::tensor(cache.lengths_, at::kLong).view({slots, 1}).to(device_),
           allowed, access, capture_layers);
   out.logits = out.logits.select(1, 0);
   for (at::Tensor& a : out.attention) a = a.squeeze(2);
