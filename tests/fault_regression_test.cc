@@ -164,8 +164,12 @@ TEST(FaultRegression, ActorKilledAndRestartedWithItsIdHasItsOldLeasesReleasedAnd
   Proc second;
   StartActor(second, l.port, "actor-r", l.run + ".out/actor-2.log");
   const double steps = LearnerMetric(l, "rhythm_learner_steps_total");
-  ASSERT_TRUE(
-      WaitFor([&] { return LearnerMetric(l, "rhythm_learner_steps_total") >= steps + 3; }, 60));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return Metric(second.metrics_port, "rhythm_actor_rollouts_acked_total") >= 1 &&
+               LearnerMetric(l, "rhythm_learner_steps_total") >= steps + 3;
+      },
+      60));
   const ActorReport r = StopActor(second);
   EXPECT_EQ(r.acked + r.rejected, r.sent);
   EXPECT_EQ(LearnerMetric(l, "rhythm_learner_leases_expired_total"), 0)
@@ -199,8 +203,14 @@ TEST(FaultRegression, ActorRestartedWhileTheLearnerWasDownHasItsOldLeasesRelease
   StartLearner(learner, l.run, l.port, /*resume=*/true, resumed.log,
                LearnerFlags(30, 30, resumed.dump_dir));
   ASSERT_FALSE(::testing::Test::HasFatalFailure());
-  ASSERT_TRUE(
-      WaitFor([&] { return Metric(learner.metrics_port, "rhythm_learner_steps_total") >= 3; }, 60))
+  // The checkpoint's queued rollouts alone can make 3 steps (72 queued once generation got
+  // faster), so wait for the restarted actor's own rollouts to be acked as well.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return Metric(second.metrics_port, "rhythm_actor_rollouts_acked_total") >= 1 &&
+               Metric(learner.metrics_port, "rhythm_learner_steps_total") >= 3;
+      },
+      60))
       << "the resumed learner trains with the restarted actor";
   const ActorReport r = StopActor(second);
   EXPECT_EQ(r.acked + r.rejected, r.sent);
