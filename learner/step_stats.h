@@ -3,8 +3,32 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
+#include <vector>
 
 namespace rhythm::learner {
+
+// How closely the actor's summary of one rollout (computed in its decode loop under the
+// behaviour policy, sent as fp16) agrees with the learner's (recomputed under pi_old from the
+// old-log-prob pass's attention maps), credit.summary_agreement only. NaN = undefined.
+struct SummaryAgreement {
+  // Trainer version before the step - the oldest version that generated the rollout's tokens
+  // (raw version numbers, like StepStats::staleness_mean), at least 0.
+  int64_t staleness = 0;
+  // Spearman rank correlation of WAAD over the response tokens; NaN when either side is
+  // constant (a one-token response).
+  double waad_spearman = std::numeric_limits<double>::quiet_NaN();
+  // The same for FAI over the tokens where both define it; NaN below two such tokens.
+  double fai_spearman = std::numeric_limits<double>::quiet_NaN();
+  // Jaccard of the token sets the configured strategy amplifies from each source (same seed):
+  // 1 by construction for strategies that ignore the summary (none, random, entropy).
+  double selection_jaccard = std::numeric_limits<double>::quiet_NaN();
+  // max_t |actor_t - learner_t| / (2^-11 |learner_t| + 1e-5): <= 1 means the two differ by no
+  // more than the fp16 rounding of the wire (common/rollout/summary_codec.h). FAI over the
+  // tokens both define (0 when none); +inf when the sources disagree on where FAI is defined.
+  double waad_fp16_error_ratio = 0;
+  double fai_fp16_error_ratio = 0;
+};
 
 struct StepStats {
   int64_t version = 0;  // the version after this step
@@ -25,12 +49,16 @@ struct StepStats {
   double staleness_mean = 0;
   double preplan_token_fraction = 0, anchor_token_fraction = 0;
   double preplan_credit_fraction = 0, anchor_credit_fraction = 0;
-  int64_t missing_summaries = 0;  // responses trained with gamma = 1 for lack of a summary
+  // Responses trained with gamma = 1 for lack of a summary (with summary_source = learner the
+  // learner computes every one, so this stays 0).
+  int64_t missing_summaries = 0;
   // Share of response tokens whose FAI is defined (summaries present); responses whose FAI is
   // undefined at every token (too short for the FAI band: anchor credit cannot act on them).
   double fai_defined_fraction = 0;
   int64_t fai_undefined_responses = 0;
   double amplified_token_fraction = 0;  // share of response tokens with gamma > 1
+  // One entry per rollout that carried an actor summary, with credit.summary_agreement on.
+  std::vector<SummaryAgreement> agreement;
   double seconds = 0;
 };
 

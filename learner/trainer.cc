@@ -2,9 +2,12 @@
 
 #include <chrono>
 #include <cmath>
+#include <limits>
+#include <optional>
 
 #include "ATen/ATen.h"
 #include "absl/strings/str_cat.h"
+#include "common/analysis/rhythm_stats.h"
 #include "common/credit/advantages.h"
 #include "common/credit/policy_loss.h"
 #include "common/credit/token_credit.h"
@@ -14,20 +17,30 @@
 #include "learner/rollout_validation.h"
 
 namespace rhythm::learner {
-namespace {
 
 namespace credit = common::credit;
 
 // One response, ready for the loss.
-struct Sequence {
-  std::vector<int64_t> ids;  // prompt + response
+struct Trainer::Sequence {
+  const v1::Rollout* rollout = nullptr;  // in the batch Step was given
+  std::vector<int64_t> ids;              // prompt + response
   int64_t prompt_len = 0;
   int64_t response_len = 0;
-  at::Tensor shaped;           // float [T]
+  int64_t staleness = 0;       // version before the step - the rollout's oldest version
+  std::vector<float> entropy;  // [T] the sampling entropy the actor reported
+  at::Tensor advantage;        // [1] the group advantage
+  // The learner's summary under pi_old, filled by OldLogprobsAndSummaries when wanted.
+  bool wants_learner_summary = false;
+  std::optional<common::rollout::AttentionSummary> learner_summary;
+  at::Tensor shaped;           // float [T], filled by CreditPerResponse
   at::Tensor behaviour;        // float [T]
   at::Tensor preplan, anchor;  // float [T] masks
   at::Tensor old_logprobs;     // float [T], filled before the updates
 };
+
+namespace {
+
+using Sequence = Trainer::Sequence;
 
 // Padded [n, L] ids and mask, and [n, Tmax] gather indices for the response tokens.
 struct MicroBatch {
@@ -75,11 +88,10 @@ at::Tensor Stack(const std::vector<Sequence*>& seqs, at::Tensor Sequence::*field
   return at::stack(rows);
 }
 
-// log pi(token) for every response position, and the policy entropy there: [n, Tmax] each.
-std::pair<at::Tensor, at::Tensor> ResponseLogprobs(const common::model::Transformer& model,
-                                                   const MicroBatch& mb, bool want_entropy,
-                                                   double temperature) {
-  at::Tensor logits = model.Forward(mb.ids, mb.mask).value().logits;  // [n, L, V]
+// log pi(token) for every response position, and the policy entropy there: [n, Tmax] each,
+// from a forward's logits [n, L, V].
+std::pair<at::Tensor, at::Tensor> ResponseLogprobs(at::Tensor logits, const MicroBatch& mb,
+                                                   bool want_entropy, double temperature) {
   if (temperature > 0 && temperature != 1.0) logits = logits / temperature;
   const int64_t v = logits.size(-1);
   const at::Tensor picked =
@@ -91,30 +103,99 @@ std::pair<at::Tensor, at::Tensor> ResponseLogprobs(const common::model::Transfor
   return {token_logp, entropy};
 }
 
+std::pair<at::Tensor, at::Tensor> ResponseLogprobs(const common::model::Transformer& model,
+                                                   const MicroBatch& mb, bool want_entropy,
+                                                   double temperature) {
+  at::Tensor logits = model.Forward(mb.ids, mb.mask).value().logits;  // [n, L, V]
+  return ResponseLogprobs(std::move(logits), mb, want_entropy, temperature);
+}
+
+// max_t |a_t - l_t| / (2^-11 |l_t| + 1e-5) over the tokens both define; +inf where exactly
+// one side is NaN (they disagree on where the signal is defined); 0 over no tokens.
+double Fp16ErrorRatio(const std::vector<float>& actor, const std::vector<float>& learner) {
+  constexpr double kFp16Rounding = 1.0 / 2048;  // 2^-11: half an fp16 ulp, relative
+  double worst = 0;
+  for (size_t t = 0; t < std::min(actor.size(), learner.size()); ++t) {
+    const bool a_nan = std::isnan(actor[t]), l_nan = std::isnan(learner[t]);
+    if (a_nan && l_nan) continue;
+    if (a_nan != l_nan) return std::numeric_limits<double>::infinity();
+    const double l = learner[t];
+    worst = std::max(worst, std::abs(actor[t] - l) / (kFp16Rounding * std::abs(l) + 1e-5));
+  }
+  return worst;
+}
+
+// The per-response options of the configured strategy: one seed per rollout, whichever
+// summary feeds it.
+credit::TokenCreditOptions CreditOptionsFor(const v1::CreditConfig& config, uint64_t seed,
+                                            const v1::Rollout& r) {
+  credit::TokenCreditOptions o = credit::TokenCreditOptionsFromConfig(config);
+  o.seed = credit::MixSeed(seed, r.rollout_id() ^ std::hash<std::string>()(r.run_id()));
+  return o;
+}
+
+absl::StatusOr<credit::TokenCredit> CreditFrom(const std::vector<float>& waad,
+                                               const std::vector<float>& fai,
+                                               const std::vector<float>& entropy,
+                                               const credit::TokenCreditOptions& o,
+                                               const v1::Rollout& r, const char* source) {
+  absl::StatusOr<credit::TokenCredit> c = credit::ComputeTokenCredit(
+      {at::tensor(waad), at::tensor(fai), at::tensor(entropy)}, o);
+  if (!c.ok()) {
+    return absl::Status(c.status().code(), absl::StrCat("rollout ", r.rollout_id(), " (", source,
+                                                        " summary): ", c.status().message()));
+  }
+  return c;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(common::model::Transformer& model,
                                                          const v1::TrainerConfig& trainer,
                                                          const v1::CreditConfig& credit,
                                                          uint64_t seed, int64_t version,
-                                                         double sampling_temperature) {
+                                                         double sampling_temperature,
+                                                         const common::rollout::TapOptions& tap) {
   if (trainer.kl_coef() > 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "trainer.kl_coef = ", trainer.kl_coef(),
         ": a KL penalty needs a reference policy, which the learner does not keep yet"));
   }
+  if (credit.summary_source() != v1::SUMMARY_SOURCE_ACTOR &&
+      credit.summary_source() != v1::SUMMARY_SOURCE_LEARNER) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("credit.summary_source = ", v1::SummarySource_Name(credit.summary_source()),
+                     " (", static_cast<int>(credit.summary_source()),
+                     "): want actor or learner"));
+  }
+  common::rollout::TapOptions resolved = tap;
+  if (credit.summary_source() == v1::SUMMARY_SOURCE_LEARNER || credit.summary_agreement()) {
+    absl::StatusOr<common::rollout::TapOptions> r =
+        common::rollout::ResolveTapOptions(tap, model.config().num_layers);
+    if (!r.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "generation tap settings (tap_layers, waad_window, fai_band_lo / fai_band_hi, "
+          "head_quantile) for the learner's summaries (credit.summary_source = ",
+          credit.summary_source() == v1::SUMMARY_SOURCE_LEARNER ? "learner" : "actor",
+          ", credit.summary_agreement = ", credit.summary_agreement() ? "true" : "false",
+          "): ", r.status().message()));
+    }
+    resolved = *std::move(r);
+  }
   model.SetRequiresGrad(true);
-  return std::unique_ptr<Trainer>(
-      new Trainer(model, trainer, credit, seed, version, sampling_temperature));
+  return std::unique_ptr<Trainer>(new Trainer(model, trainer, credit, seed, version,
+                                              sampling_temperature, std::move(resolved)));
 }
 
 Trainer::Trainer(common::model::Transformer& model, const v1::TrainerConfig& trainer,
-                 const v1::CreditConfig& credit, uint64_t seed, int64_t version, double temperature)
+                 const v1::CreditConfig& credit, uint64_t seed, int64_t version, double temperature,
+                 common::rollout::TapOptions tap)
     : model_(model),
       config_(trainer),
       credit_(credit),
       seed_(seed),
       temperature_(temperature),
+      tap_(std::move(tap)),
       version_(version),
       optimizer_(model.NamedParameters(),
                  {trainer.adam_beta1(), trainer.adam_beta2(), 1e-8, trainer.weight_decay()}) {}
@@ -123,10 +204,26 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
   const auto start = std::chrono::steady_clock::now();
   StepStats stats;
   std::vector<Sequence> seqs;
-  double reward_sum = 0, correct = 0, entropy_sum = 0, staleness = 0;
-  int64_t entropy_tokens = 0, fai_defined_tokens = 0, amplified_tokens = 0;
+  // 1. Advantages per group, one sequence per response.
+  RHYTHM_RETURN_IF_ERROR(BuildSequences(batch, seqs, stats));
+  // 2. Old log-probs under the weights that start this step (and the learner's summaries).
+  RHYTHM_RETURN_IF_ERROR(OldLogprobsAndSummaries(seqs));
+  // 3. Gamma and shaped advantages per response.
+  RHYTHM_RETURN_IF_ERROR(CreditPerResponse(seqs, stats));
+  // 4. Mini-batch updates.
+  RHYTHM_RETURN_IF_ERROR(Update(seqs, stats));
+  ++version_;
+  stats.version = version_;
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return stats;
+}
 
-  // 1. Advantages and gamma, per group and per response.
+absl::Status Trainer::BuildSequences(const std::vector<Group>& batch, std::vector<Sequence>& seqs,
+                                     StepStats& stats) const {
+  double reward_sum = 0, correct = 0, entropy_sum = 0, staleness = 0;
+  int64_t entropy_tokens = 0;
+  const bool agreement = credit_.summary_agreement();
+  const bool learner_source = credit_.summary_source() == v1::SUMMARY_SOURCE_LEARNER;
   for (const Group& g : batch) {
     std::vector<double> rewards;
     for (const v1::Rollout& r : g) rewards.push_back(r.verifier().reward());
@@ -139,41 +236,20 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
     for (size_t i = 0; i < g.size(); ++i) {
       const v1::Rollout& r = g[i];
       Sequence s;
+      s.rollout = &r;
       s.prompt_len = r.prompt_token_ids_size();
       s.response_len = r.response_token_ids_size();
       s.ids.assign(r.prompt_token_ids().begin(), r.prompt_token_ids().end());
       s.ids.insert(s.ids.end(), r.response_token_ids().begin(), r.response_token_ids().end());
-      const std::vector<float> entropy(r.entropy().begin(), r.entropy().end());
+      s.entropy.assign(r.entropy().begin(), r.entropy().end());
       s.behaviour = at::tensor(
           std::vector<float>(r.behaviour_logprobs().begin(), r.behaviour_logprobs().end()));
-      at::Tensor gamma = at::ones({s.response_len});
-      s.preplan = at::zeros({s.response_len});
-      s.anchor = at::zeros({s.response_len});
-      if (r.has_summary()) {
-        credit::TokenCreditOptions o = credit::TokenCreditOptionsFromConfig(credit_);
-        o.seed = credit::MixSeed(seed_, r.rollout_id() ^ std::hash<std::string>()(r.run_id()));
-        const common::rollout::SummaryFields summary = common::rollout::DecodeSummary(r.summary());
-        const std::vector<float>& fai = summary.fai;
-        RHYTHM_ASSIGN_OR_RETURN(
-            credit::TokenCredit c,
-            credit::ComputeTokenCredit(
-                {at::tensor(summary.waad), at::tensor(fai), at::tensor(entropy)}, o));
-        int64_t defined = 0;
-        for (float f : fai) defined += std::isnan(f) ? 0 : 1;
-        fai_defined_tokens += defined;
-        if (defined == 0) ++stats.fai_undefined_responses;
-        amplified_tokens += static_cast<int64_t>(c.selected.size());
-        gamma = c.gamma;
-        for (int64_t t : c.preplan) s.preplan[t] = 1.0;
-        for (int64_t t : c.anchor) s.anchor[t] = 1.0;
-      } else {
-        ++stats.missing_summaries;
-      }
-      s.shaped = credit::ShapeAdvantages(gamma.unsqueeze(0), adv.advantages[0][i].view({1}),
-                                         credit_.shape_negative())[0];
+      s.advantage = adv.advantages[0][i].view({1});
+      s.staleness = std::max<int64_t>(0, version_ - BatchAssembler::OldestVersion({r}));
+      s.wants_learner_summary = learner_source || (agreement && r.has_summary());
       reward_sum += r.verifier().reward();
       correct += r.verifier().correct() ? 1 : 0;
-      for (float e : entropy) entropy_sum += e;
+      for (float e : s.entropy) entropy_sum += e;
       entropy_tokens += s.response_len;
       stats.tokens += s.response_len;
       seqs.push_back(std::move(s));
@@ -181,24 +257,124 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
   }
   stats.sequences = static_cast<int64_t>(seqs.size());
   if (seqs.empty()) return absl::InvalidArgumentError("empty batch");
+  stats.reward_mean = reward_sum / stats.sequences;
+  stats.accuracy = correct / stats.sequences;
+  stats.entropy_mean = entropy_tokens > 0 ? entropy_sum / entropy_tokens : 0;
+  stats.response_length_mean = static_cast<double>(stats.tokens) / stats.sequences;
+  stats.staleness_mean = staleness / batch.size();
+  return absl::OkStatus();
+}
 
+absl::Status Trainer::OldLogprobsAndSummaries(std::vector<Sequence>& seqs) const {
+  const size_t micro = static_cast<size_t>(std::max<int64_t>(1, config_.micro_batch_size()));
+  absl::Status inner;  // an error a summary returned (not threw): kept as it is
+  absl::Status status = common::TorchCall("training step", [&]() {
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < seqs.size(); i += micro) {
+      std::vector<Sequence*> chunk;
+      bool capture = false;
+      for (size_t j = i; j < std::min(seqs.size(), i + micro); ++j) {
+        chunk.push_back(&seqs[j]);
+        capture = capture || seqs[j].wants_learner_summary;
+      }
+      const MicroBatch mb = Pack(chunk);
+      // The maps are the softmax probabilities this pass computes anyway; capturing keeps the
+      // tapped layers' [n, heads, L, L] alive until the chunk's summaries are taken.
+      common::model::ForwardOutput out =
+          model_.Forward(mb.ids, mb.mask, capture ? tap_.layers : std::vector<int64_t>{}).value();
+      const at::Tensor old = ResponseLogprobs(std::move(out.logits), mb, false, temperature_).first;
+      for (size_t j = 0; j < chunk.size(); ++j) {
+        Sequence& s = *chunk[j];
+        s.old_logprobs = old[j].narrow(0, 0, s.response_len).clone();
+        if (!s.wants_learner_summary) continue;
+        std::vector<at::Tensor> maps;
+        for (const at::Tensor& layer : out.attention) {
+          maps.push_back(layer[static_cast<int64_t>(j)].to(at::kCPU, at::kFloat));
+        }
+        absl::StatusOr<common::rollout::AttentionSummary> summary =
+            common::rollout::SummaryFromMaps(tap_, maps, s.prompt_len, s.response_len);
+        if (!summary.ok()) {
+          inner = absl::Status(summary.status().code(),
+                               absl::StrCat("rollout ", s.rollout->rollout_id(),
+                                            ": learner summary: ", summary.status().message()));
+          return;
+        }
+        s.learner_summary = *std::move(summary);
+      }
+    }
+  });
+  RHYTHM_RETURN_IF_ERROR(status);
+  return inner;
+}
+
+absl::Status Trainer::CreditPerResponse(std::vector<Sequence>& seqs, StepStats& stats) const {
+  const bool learner_source = credit_.summary_source() == v1::SUMMARY_SOURCE_LEARNER;
+  int64_t fai_defined_tokens = 0, amplified_tokens = 0;
+  for (Sequence& s : seqs) {
+    const v1::Rollout& r = *s.rollout;
+    std::optional<common::rollout::SummaryFields> actor;
+    if (r.has_summary()) actor = common::rollout::DecodeSummary(r.summary());
+    const credit::TokenCreditOptions o = CreditOptionsFor(credit_, seed_, r);
+    at::Tensor gamma = at::ones({s.response_len});
+    s.preplan = at::zeros({s.response_len});
+    s.anchor = at::zeros({s.response_len});
+    const std::vector<float>* waad = nullptr;
+    const std::vector<float>* fai = nullptr;
+    if (learner_source) {
+      waad = &s.learner_summary->waad;
+      fai = &s.learner_summary->fai;
+    } else if (actor) {
+      waad = &actor->waad;
+      fai = &actor->fai;
+    }
+    std::optional<credit::TokenCredit> used;
+    if (waad != nullptr) {
+      RHYTHM_ASSIGN_OR_RETURN(
+          used, CreditFrom(*waad, *fai, s.entropy, o, r, learner_source ? "learner" : "actor"));
+      const credit::TokenCredit& c = *used;
+      int64_t defined = 0;
+      for (float f : *fai) defined += std::isnan(f) ? 0 : 1;
+      fai_defined_tokens += defined;
+      if (defined == 0) ++stats.fai_undefined_responses;
+      amplified_tokens += static_cast<int64_t>(c.selected.size());
+      gamma = c.gamma;
+      for (int64_t t : c.preplan) s.preplan[t] = 1.0;
+      for (int64_t t : c.anchor) s.anchor[t] = 1.0;
+    } else {
+      ++stats.missing_summaries;
+    }
+    s.shaped = credit::ShapeAdvantages(gamma.unsqueeze(0), s.advantage,
+                                       credit_.shape_negative())[0];
+    if (credit_.summary_agreement() && actor && s.learner_summary) {
+      const common::rollout::AttentionSummary& l = *s.learner_summary;
+      // The source the credit did not use, for the selection's Jaccard.
+      RHYTHM_ASSIGN_OR_RETURN(
+          const credit::TokenCredit other,
+          learner_source ? CreditFrom(actor->waad, actor->fai, s.entropy, o, r, "actor")
+                         : CreditFrom(l.waad, l.fai, s.entropy, o, r, "learner"));
+      SummaryAgreement a;
+      a.staleness = s.staleness;
+      a.waad_spearman = common::analysis::Spearman(actor->waad, l.waad);
+      a.fai_spearman = common::analysis::Spearman(actor->fai, l.fai);
+      a.selection_jaccard = common::analysis::Jaccard(used->selected, other.selected);
+      a.waad_fp16_error_ratio = Fp16ErrorRatio(actor->waad, l.waad);
+      a.fai_fp16_error_ratio = Fp16ErrorRatio(actor->fai, l.fai);
+      stats.agreement.push_back(a);
+    }
+    // The learner's summary is not needed past this point.
+    s.learner_summary.reset();
+  }
+  stats.fai_defined_fraction =
+      stats.tokens > 0 ? static_cast<double>(fai_defined_tokens) / stats.tokens : 0;
+  stats.amplified_token_fraction =
+      stats.tokens > 0 ? static_cast<double>(amplified_tokens) / stats.tokens : 0;
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
   absl::Status inner;  // an error the step returned (not threw): kept as it is
   absl::Status status = common::TorchCall("training step", [&]() {
     const int64_t micro = std::max<int64_t>(1, config_.micro_batch_size());
-    // 2. Old log-probs under the weights that start this step.
-    {
-      at::NoGradGuard no_grad;
-      for (size_t i = 0; i < seqs.size(); i += micro) {
-        std::vector<Sequence*> chunk;
-        for (size_t j = i; j < std::min(seqs.size(), i + micro); ++j) chunk.push_back(&seqs[j]);
-        const MicroBatch mb = Pack(chunk);
-        const at::Tensor old = ResponseLogprobs(model_, mb, false, temperature_).first;
-        for (size_t j = 0; j < chunk.size(); ++j) {
-          chunk[j]->old_logprobs = old[j].narrow(0, 0, chunk[j]->response_len).clone();
-        }
-      }
-    }
-    // 3. Mini-batch updates.
     const int64_t n = static_cast<int64_t>(seqs.size());
     const int64_t chunks = std::min<int64_t>(n, std::max(1, config_.mini_batches()));
     credit::PolicyLossOptions loss_opts;
@@ -273,20 +449,7 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
     }
   });
   RHYTHM_RETURN_IF_ERROR(status);
-  RHYTHM_RETURN_IF_ERROR(inner);
-  ++version_;
-  stats.version = version_;
-  stats.reward_mean = reward_sum / stats.sequences;
-  stats.accuracy = correct / stats.sequences;
-  stats.entropy_mean = entropy_tokens > 0 ? entropy_sum / entropy_tokens : 0;
-  stats.response_length_mean = static_cast<double>(stats.tokens) / stats.sequences;
-  stats.fai_defined_fraction =
-      stats.tokens > 0 ? static_cast<double>(fai_defined_tokens) / stats.tokens : 0;
-  stats.amplified_token_fraction =
-      stats.tokens > 0 ? static_cast<double>(amplified_tokens) / stats.tokens : 0;
-  stats.staleness_mean = staleness / batch.size();
-  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return stats;
+  return inner;
 }
 
 common::model::TensorMap Trainer::OptimizerState() const { return optimizer_.State(); }
