@@ -101,7 +101,8 @@ absl::Status Actor::Register() {
   learner_version_ = resp.current().version();
   if (producer_) {
     if (resp.learner_session() != learner_session_) producer_->ForgetVersion();
-    producer_->SetGenerationConfig(learner_config_.generation());
+    producer_->SetGenerationConfig(learner_config_.generation(),
+                                   RolloutProducer::TapsWanted(learner_config_.credit()));
   }
   learner_session_ = resp.learner_session();
   reregister_ = false;
@@ -150,6 +151,7 @@ absl::Status Actor::BuildProducer() {
   po.prompts_per_batch = static_cast<uint32_t>(a.prompts_per_batch());
   po.seed = options_.config.runtime().seed();
   po.generation = c.generation();
+  po.taps = RolloutProducer::TapsWanted(c.credit());
   producer_ =
       std::make_unique<RolloutProducer>(std::move(po), *model_, *tokenizer_, *task_, *leaser_,
                                         *weights_, *streamer_, *metrics_, common::RealClock::Get());

@@ -116,6 +116,7 @@ absl::StatusOr<std::vector<std::vector<v1::Rollout>>> RolloutProducer::Generate(
   common::rollout::GenerationOptions o =
       common::rollout::GenerationOptionsFromConfig(options_.generation);
   o.samples_per_prompt = leases.leases(0).group_size();
+  o.taps = options_.taps;
   o.seed = options_.seed * 1000003 + batches_++;
   o.stop_token_ids = {tokenizer_.eos_id()};
   const common::Tokenizer* tok = &tokenizer_;

@@ -55,7 +55,17 @@ class RolloutProducer {
     uint64_t seed = 0;
     // The learner's generation section (sampling, lengths, stop strings, taps).
     v1::GenerationConfig generation;
+    // Compute attention summaries in the decode loop and send them (TapsWanted).
+    bool taps = true;
   };
+
+  // Whether the learner's credit section wants the actor's summaries: not when the learner
+  // computes its own (summary_source = learner) and does not compare them with the actor's
+  // (summary_agreement off). Skipping the taps saves the decode loop their rows and
+  // accumulation, and the wire two fp16 series per rollout.
+  static bool TapsWanted(const v1::CreditConfig& credit) {
+    return credit.summary_source() != v1::SUMMARY_SOURCE_LEARNER || credit.summary_agreement();
+  }
 
   // Borrows everything; all of it must outlive the producer. `model` is written only by the
   // weight swap at the start of RunBatch.
@@ -79,9 +89,11 @@ class RolloutProducer {
   // The learner's identity changed, so our version number may name other weights: the next
   // RunBatch takes whatever the source has (Newer(-1)) and generates nothing until it has.
   void ForgetVersion() { version_ = -1; }
-  // The learner's generation section after a re-registration (used from the next batch).
-  void SetGenerationConfig(const v1::GenerationConfig& generation) {
+  // The learner's generation section and TapsWanted after a re-registration (used from the
+  // next batch).
+  void SetGenerationConfig(const v1::GenerationConfig& generation, bool taps = true) {
     options_.generation = generation;
+    options_.taps = taps;
   }
   // The leases of the batch being generated, until it is delivered: the heartbeat names them
   // for renewal (afterwards the sink's unacked rollouts name them).

@@ -266,6 +266,29 @@ TEST_F(RolloutProducerTest, BuildsEachLeasesRolloutsWithTheVersionThatGeneratedT
   EXPECT_DOUBLE_EQ(metrics_->reward_mean.Value(), reward_sum / 4);
 }
 
+TEST_F(RolloutProducerTest, SkipsTheTapsWhenTheLearnerComputesItsOwnSummaries) {
+  v1::CreditConfig credit;
+  EXPECT_TRUE(RolloutProducer::TapsWanted(credit)) << "default: the actor's summaries";
+  credit.set_summary_source(v1::SUMMARY_SOURCE_LEARNER);
+  EXPECT_FALSE(RolloutProducer::TapsWanted(credit));
+  credit.set_summary_agreement(true);
+  EXPECT_TRUE(RolloutProducer::TapsWanted(credit)) << "agreement compares with the actor's";
+  credit.set_summary_agreement(false);
+
+  v1::GenerationConfig g;
+  g.set_max_new_tokens(3);
+  producer_->SetGenerationConfig(g, RolloutProducer::TapsWanted(credit));
+  weights_.script.push_back(FromModel(7, *model_));
+  ScriptLeases({Lease(101, 0)});
+  ASSERT_TRUE(producer_->RunBatch().ok());
+  ASSERT_EQ(sink_.groups.size(), 1u);
+  ASSERT_EQ(sink_.groups[0].size(), 2u);
+  for (const v1::Rollout& r : sink_.groups[0]) {
+    EXPECT_FALSE(r.has_summary()) << "no taps, no summary";
+    EXPECT_EQ(r.entropy_size(), r.response_token_ids_size()) << "the rest is unchanged";
+  }
+}
+
 TEST_F(RolloutProducerTest, WeightsChangeOnlyBetweenBatchesAndRewardsComeFromTheVerifier) {
   weights_.script.push_back(FromModel(7, *model_));
   weights_.script.push_back(std::nullopt);  // nothing newer before batch 2

@@ -1,11 +1,23 @@
 #include "learner/learner_metrics.h"
 
 #include <algorithm>
+#include <cmath>
+#include <map>
+#include <string>
+#include <utility>
 
 #include "common/metric_builders.h"
 #include "learner/step_stats.h"
 
 namespace rhythm::learner {
+namespace {
+
+// Agreement runs from -1 to 1; what matters is how close to 1, so the buckets crowd there.
+const prometheus::Histogram::BucketBoundaries kAgreementBuckets = {
+    0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1};
+constexpr const char* kStalenessBuckets[] = {"0", "1", "2", "3+"};
+
+}  // namespace
 
 LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
     : rollouts_received(common::AddCounter(r, "rhythm_learner_rollouts_received_total",
@@ -60,6 +72,24 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
           "Trained responses whose FAI is undefined at every token (shorter than the FAI band)")),
       amplified_tokens(common::AddGauge(r, "rhythm_learner_amplified_token_fraction_ratio",
                                         "Share of response tokens with gamma > 1, last step")),
+      summary_agreement(
+          prometheus::BuildHistogram()
+              .Name("rhythm_learner_summary_agreement")
+              .Help("Agreement of the actor's attention summary (behaviour policy, fp16) with the "
+                    "learner's (pi_old), one observation per rollout with "
+                    "credit.summary_agreement on: measure = waad_spearman | fai_spearman (rank "
+                    "correlation over response tokens; FAI where both define it) | "
+                    "selection_jaccard (tokens the strategy amplifies from each), by staleness "
+                    "(trainer version - rollout's oldest version: 0, 1, 2, 3+). 1 = identical")
+              .Register(r)),
+      summary_fp16_error_ratio(
+          prometheus::BuildGauge()
+              .Name("rhythm_learner_summary_fp16_error_ratio")
+              .Help("Largest per-token |actor - learner| / (2^-11 |learner| + 1e-5) of a summary "
+                    "signal (waad, fai) over the last step's rollouts in a staleness bucket: <= 1 "
+                    "means the sources differ by no more than the wire's fp16 rounding; +Inf "
+                    "means they disagree on where FAI is defined")
+              .Register(r)),
       policy_version(
           common::AddGauge(r, "rhythm_learner_policy_version", "Newest published version")),
       journal_sync_seconds(common::AddHistogram(
@@ -92,6 +122,15 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
   for (int r = v1::RejectReason_MIN + 1; r <= v1::RejectReason_MAX; ++r) {
     Rejected(static_cast<v1::RejectReason>(r));
   }
+  for (const char* measure : {"waad_spearman", "fai_spearman", "selection_jaccard"}) {
+    for (const char* staleness : kStalenessBuckets) {
+      summary_agreement.Add({{"measure", measure}, {"staleness", staleness}}, kAgreementBuckets);
+    }
+  }
+}
+
+const char* LearnerMetrics::StalenessBucket(int64_t staleness) {
+  return kStalenessBuckets[std::clamp<int64_t>(staleness, 0, 3)];
 }
 
 prometheus::Counter& LearnerMetrics::Rejected(v1::RejectReason reason) {
@@ -117,6 +156,28 @@ void LearnerMetrics::RecordStep(const StepStats& s) {
   fai_defined.Set(s.fai_defined_fraction);
   fai_undefined_responses.Increment(static_cast<double>(s.fai_undefined_responses));
   amplified_tokens.Set(s.amplified_token_fraction);
+  // Largest error ratio per (signal, staleness bucket) over this step's rollouts.
+  std::map<std::pair<std::string, std::string>, double> worst;
+  for (const SummaryAgreement& a : s.agreement) {
+    const std::string bucket = StalenessBucket(a.staleness);
+    for (const auto& [measure, value] : {std::pair<const char*, double>{"waad_spearman",
+                                                                        a.waad_spearman},
+                                         {"fai_spearman", a.fai_spearman},
+                                         {"selection_jaccard", a.selection_jaccard}}) {
+      if (std::isnan(value)) continue;
+      summary_agreement.Add({{"measure", measure}, {"staleness", bucket}}, kAgreementBuckets)
+          .Observe(value);
+    }
+    for (const auto& [signal, ratio] :
+         {std::pair<const char*, double>{"waad", a.waad_fp16_error_ratio},
+          {"fai", a.fai_fp16_error_ratio}}) {
+      auto [it, fresh] = worst.try_emplace({signal, bucket}, ratio);
+      if (!fresh) it->second = std::max(it->second, ratio);
+    }
+  }
+  for (const auto& [key, ratio] : worst) {
+    summary_fp16_error_ratio.Add({{"signal", key.first}, {"staleness", key.second}}).Set(ratio);
+  }
 }
 
 }  // namespace rhythm::learner

@@ -18,8 +18,13 @@ struct LearnerMetrics {
   explicit LearnerMetrics(prometheus::Registry& registry);
 
   // One training step's numbers: steps, step time, tokens/s, loss, reward, accuracy, clip,
-  // KL, entropy, the credit fractions, FAI coverage and amplified tokens.
+  // KL, entropy, the credit fractions, FAI coverage and amplified tokens, and the summaries'
+  // agreement (one histogram observation per rollout and measure; undefined values, NaN, are
+  // not observed).
   void RecordStep(const StepStats& s);
+
+  // "0", "1", "2" or "3+": the staleness label of the agreement series.
+  static const char* StalenessBucket(int64_t staleness);
 
   prometheus::Counter& rollouts_received;
   prometheus::Counter& rollouts_accepted;
@@ -44,6 +49,12 @@ struct LearnerMetrics {
   prometheus::Gauge& fai_defined;
   prometheus::Counter& fai_undefined_responses;
   prometheus::Gauge& amplified_tokens;
+  // Actor vs learner summaries (credit.summary_agreement): labels measure (waad_spearman,
+  // fai_spearman, selection_jaccard) and staleness (StalenessBucket).
+  prometheus::Family<prometheus::Histogram>& summary_agreement;
+  // Labels signal (waad, fai) and staleness: the largest fp16 error ratio of the last step
+  // that had rollouts in that bucket (a bucket no step has filled has no series).
+  prometheus::Family<prometheus::Gauge>& summary_fp16_error_ratio;
   prometheus::Gauge& policy_version;
   prometheus::Histogram& journal_sync_seconds;
   prometheus::Histogram& checkpoint_seconds;
