@@ -6,6 +6,7 @@
 
 #include "ATen/ATen.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status.h"
 #include "common/torch_status.h"
 
@@ -147,6 +148,43 @@ AttentionSummary SummaryAccumulator::Finish(int64_t slot) const {
                         : std::numeric_limits<float>::quiet_NaN();
   }
   return s;
+}
+
+absl::StatusOr<AttentionSummary> SummaryFromMaps(const TapOptions& resolved,
+                                                 const std::vector<at::Tensor>& maps,
+                                                 int64_t prompt_len, int64_t response_len) {
+  if (maps.size() != resolved.layers.size() || maps.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("summary from maps: ", maps.size(),
+                                                   " maps for ", resolved.layers.size(),
+                                                   " tapped layers"));
+  }
+  if (response_len < 1 || prompt_len < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("summary from maps: response_len = ",
+                                                   response_len, ", prompt_len = ", prompt_len));
+  }
+  const int64_t total = prompt_len + response_len;
+  const int64_t heads = maps[0].dim() == 3 ? maps[0].size(0) : 0;
+  // Per layer, [N, heads, N]: the query's row of every head side by side, so one response
+  // token's rows are a contiguous [1, heads, N] block, the layout AddRow reads.
+  std::vector<at::Tensor> by_query;
+  for (const at::Tensor& m : maps) {
+    if (m.dim() != 3 || m.size(0) != heads || m.size(1) < total || m.size(2) < total ||
+        m.scalar_type() != at::kFloat || !m.device().is_cpu()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "summary from maps: map of layer ", resolved.layers[by_query.size()], " is ",
+          c10::toString(m.scalar_type()), " [", absl::StrJoin(m.sizes(), ", "), "] on ",
+          m.device().str(), "; want float32 CPU [", heads, ", >= ", total, ", >= ", total, "]"));
+    }
+    by_query.push_back(m.permute({1, 0, 2}).contiguous());
+  }
+  SummaryAccumulator acc(resolved, 1, heads, response_len);
+  acc.Start(0, prompt_len);
+  std::vector<at::Tensor> rows(by_query.size());
+  for (int64_t j = 0; j < response_len; ++j) {
+    for (size_t l = 0; l < by_query.size(); ++l) rows[l] = by_query[l].narrow(0, prompt_len + j, 1);
+    acc.AddRow(0, rows);
+  }
+  return acc.Finish(0);
 }
 
 absl::StatusOr<AttentionSummary> ReferenceSummary(const model::Transformer& model,

@@ -89,6 +89,17 @@ class SummaryAccumulator {
   std::vector<float> fai_sum_;    // [slots, K, max_new]: sum over band rows of A[t, s], by key
 };
 
+// The summary of one sequence from a forward pass's captured attention maps, through the same
+// online accumulation the actor runs (so it is the actor's math exactly, fed all rows at once):
+// maps[i] is tapped layer resolved.layers[i]'s float32 CPU [heads_per_layer, N, N] map (a
+// training forward's ForwardOutput::attention[i][b]), N >= prompt_len + response_len; rows and
+// keys past the sequence (right padding) are never read. The learner's pi_old summaries and
+// `rhythm analyze`'s per-layer-third summaries come from here. INVALID_ARGUMENT for a map count
+// or shape that does not fit, or response_len < 1.
+absl::StatusOr<AttentionSummary> SummaryFromMaps(const TapOptions& resolved,
+                                                 const std::vector<at::Tensor>& maps,
+                                                 int64_t prompt_len, int64_t response_len);
+
 // The slow, obvious way, for one sequence: a full forward over prompt + response with every
 // tapped layer's N x N maps, then the definitions in loops. prompt and response are unpadded.
 absl::StatusOr<AttentionSummary> ReferenceSummary(const model::Transformer& model,

@@ -138,6 +138,65 @@ TEST_P(SummaryVsReference, LogprobsAndEntropyMatchTheTrainingForward) {
   }
 }
 
+// The learner's path: one right-padded batch forward with the tapped layers' maps, each
+// sequence's summary through SummaryFromMaps, against the one-sequence reference.
+TEST_P(SummaryVsReference, FromABatchForwardsMapsWithRightPadding) {
+  auto m = *Transformer::RandomInit(GetParam().config, 14);
+  GenerationOptions o;
+  o.max_new_tokens = 24;
+  o.samples_per_prompt = 2;
+  o.seed = 3;
+  o.taps = false;
+  o.stop_token_ids = {5, 6};
+  o.tap.window = 3;
+  o.tap.band_lo = 2;
+  o.tap.band_hi = 6;
+  const std::vector<GeneratedSample> out = *GenerationEngine(*m).Generate(RaggedPrompts(), o);
+  const TapOptions tap = *ResolveTapOptions(o.tap, GetParam().config.num_layers);
+  int64_t len = 0;
+  for (const GeneratedSample& s : out) {
+    len = std::max<int64_t>(len, s.prompt_ids.size() + s.response_ids.size());
+  }
+  const int64_t b = static_cast<int64_t>(out.size());
+  at::Tensor ids = at::zeros({b, len}, at::kLong), mask = at::zeros({b, len});
+  for (int64_t i = 0; i < b; ++i) {
+    std::vector<int64_t> seq(out[i].prompt_ids.begin(), out[i].prompt_ids.end());
+    seq.insert(seq.end(), out[i].response_ids.begin(), out[i].response_ids.end());
+    ids[i].narrow(0, 0, seq.size()).copy_(at::tensor(seq, at::kLong));
+    mask[i].narrow(0, 0, seq.size()).fill_(1);
+  }
+  const model::ForwardOutput fwd = *m->Forward(ids, mask, tap.layers);
+  int defined = 0, ragged = 0;
+  for (int64_t i = 0; i < b; ++i) {
+    const GeneratedSample& s = out[i];
+    std::vector<at::Tensor> maps;
+    for (const at::Tensor& a : fwd.attention) maps.push_back(a[i]);
+    const int64_t p = s.prompt_ids.size(), n = s.response_ids.size();
+    ragged += p + n < len;
+    absl::StatusOr<AttentionSummary> got = SummaryFromMaps(tap, maps, p, n);
+    ASSERT_TRUE(got.ok()) << got.status();
+    const AttentionSummary ref = *ReferenceSummary(*m, s.prompt_ids, s.response_ids, o.tap);
+    EXPECT_EQ(got->local_heads, ref.local_heads);
+    EXPECT_EQ(got->global_heads, ref.global_heads);
+    for (int64_t j = 0; j < n; ++j) {
+      EXPECT_NEAR(got->waad[j], ref.waad[j], 1e-4) << "sequence " << i << " token " << j;
+      ASSERT_EQ(std::isnan(got->fai[j]), std::isnan(ref.fai[j])) << "token " << j;
+      if (!std::isnan(ref.fai[j])) {
+        EXPECT_NEAR(got->fai[j], ref.fai[j], 1e-4) << "sequence " << i << " token " << j;
+        ++defined;
+      }
+    }
+  }
+  EXPECT_GT(defined, 5);
+  EXPECT_GT(ragged, 0);  // some sequences were right-padded
+  // A map count or shape that does not fit is named, not read out of bounds.
+  std::vector<at::Tensor> short_maps;
+  for (const at::Tensor& a : fwd.attention) short_maps.push_back(a[0].narrow(1, 0, 2));
+  EXPECT_EQ(SummaryFromMaps(tap, short_maps, 3, 5).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SummaryFromMaps(tap, {}, 3, 5).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, SummaryVsReference,
     ::testing::Values(Case{"qwen2_gqa", Shape(Architecture::kQwen2, 4, 4, 2)},
