@@ -98,12 +98,7 @@ void WriteHtml(const std::string& path, const nlohmann::json& ablation) {
   }
   const nlohmann::json& cfg = ablation["config"];
   std::ofstream out(path);
-  out << "<!doctype html><html><head><meta charset='utf-8'><title>rhythm ablate</title><style>"
-         "body{font-family:sans-serif;margin:2em;max-width:1100px}figure{display:inline-block;"
-         "margin:.5em}figcaption{font-weight:bold}figcaption small{font-weight:normal;"
-         "margin-left:.5em}table{border-collapse:collapse;margin:1em 0}td,th{padding:3px 10px;"
-         "text-align:right;border-bottom:1px solid #ddd}th:first-child,td:first-child{text-align:"
-         "left}small{color:#666}</style></head><body><h1>Does attention-guided credit help?</h1>"
+  out << PageHead("rhythm ablate") << "<h1>Does attention-guided credit help?</h1>"
       << absl::StrFormat(
              "<p>Task <b>%s</b>; %d seeds per strategy; %d RL steps per run from one shared "
              "warm start (held-out greedy pass@1 %.1f%%, sampled pass@1 %.1f%%); final scores on "

@@ -26,31 +26,6 @@ int Fail(const std::string& message, int code = 2) {
   return code;
 }
 
-absl::Status ApplyShortcuts(const GenerateFlags& f, v1::RhythmConfig& config) {
-  std::vector<std::pair<std::string, std::string>> sets = {
-      {"generation.max_new_tokens", f.max_new_tokens},
-      {"generation.temperature", f.temperature},
-      {"trainer.group_size", f.samples},
-      {"generation.waad_window", f.window},
-      {"generation.head_quantile", f.head_quantile}};
-  if (!f.tap_layers.empty()) sets.emplace_back("generation.tap_layers", "[" + f.tap_layers + "]");
-  if (!f.fai_band.empty()) {
-    std::vector<std::string> band = absl::StrSplit(f.fai_band, ',');
-    if (band.size() != 2) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--fai-band '", f.fai_band, "' must be LO,HI, e.g. 10,100"));
-    }
-    sets.emplace_back("generation.fai_band_lo", band[0]);
-    sets.emplace_back("generation.fai_band_hi", band[1]);
-  }
-  for (const auto& [key, value] : sets) {
-    if (value.empty()) continue;
-    absl::Status s = common::ApplyOverride(key + "=" + value, config);
-    if (!s.ok()) return s;
-  }
-  return common::ValidateBounds(config);
-}
-
 const char* FinishName(common::rollout::FinishReason r) {
   switch (r) {
     case common::rollout::FinishReason::kEos:
@@ -79,6 +54,31 @@ json Floats(const std::vector<float>& v) {
 
 }  // namespace
 
+absl::Status ApplyGenerateShortcuts(const GenerateFlags& f, v1::RhythmConfig& config) {
+  std::vector<std::pair<std::string, std::string>> sets = {
+      {"generation.max_new_tokens", f.max_new_tokens},
+      {"generation.temperature", f.temperature},
+      {"trainer.group_size", f.samples},
+      {"generation.waad_window", f.window},
+      {"generation.head_quantile", f.head_quantile}};
+  if (!f.tap_layers.empty()) sets.emplace_back("generation.tap_layers", "[" + f.tap_layers + "]");
+  if (!f.fai_band.empty()) {
+    std::vector<std::string> band = absl::StrSplit(f.fai_band, ',');
+    if (band.size() != 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--fai-band '", f.fai_band, "' must be LO,HI, e.g. 10,100"));
+    }
+    sets.emplace_back("generation.fai_band_lo", band[0]);
+    sets.emplace_back("generation.fai_band_hi", band[1]);
+  }
+  for (const auto& [key, value] : sets) {
+    if (value.empty()) continue;
+    absl::Status s = common::ApplyOverride(key + "=" + value, config);
+    if (!s.ok()) return s;
+  }
+  return common::ValidateBounds(config);
+}
+
 void RegisterGenerateFlags(common::FlagParser& parser, GenerateFlags& f) {
   parser.AddString("model", "DIR", "generate: Hugging Face model directory", &f.model);
   parser.AddString("prompt", "TEXT", "generate: prompt text (needs the model's tokenizer)",
@@ -102,7 +102,8 @@ void RegisterGenerateFlags(common::FlagParser& parser, GenerateFlags& f) {
 }
 
 int RunGenerate(const GenerateFlags& f, v1::RhythmConfig config) {
-  if (absl::Status s = ApplyShortcuts(f, config); !s.ok()) return Fail(std::string(s.message()));
+  if (absl::Status s = ApplyGenerateShortcuts(f, config); !s.ok())
+    return Fail(std::string(s.message()));
   if (f.model.empty()) return Fail("generate: --model DIR is required");
   if (f.prompt.empty() == f.prompt_ids.empty()) {
     return Fail("generate: give exactly one of --prompt TEXT and --prompt-ids 1,2,3");

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "common/flags.h"
 #include "rhythm/v1/config.pb.h"
 
@@ -23,6 +24,11 @@ struct GenerateFlags {
 // --head-quantile, --json, --reference, --out). Numeric shortcuts are config keys and are
 // validated as such.
 void RegisterGenerateFlags(common::FlagParser& parser, GenerateFlags& flags);
+
+// Applies the numeric shortcuts (--max-new-tokens, --temperature, --samples, --tap-layers,
+// --window, --fai-band, --head-quantile) to `config` as config keys, and validates the bounds.
+// INVALID_ARGUMENT names the flag or key and the value.
+absl::Status ApplyGenerateShortcuts(const GenerateFlags& flags, v1::RhythmConfig& config);
 
 // Exit code 0 on success, 2 for bad arguments, 1 when generation fails.
 int RunGenerate(const GenerateFlags& flags, v1::RhythmConfig config);

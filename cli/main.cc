@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "cli/ablate.h"
+#include "cli/analyze.h"
 #include "cli/generate.h"
 #include "cli/selfcheck.h"
 #include "cli/sft_eval.h"
@@ -35,6 +36,10 @@ constexpr char kCommands[] =
     "              rhythm ablate [--strategies none,...,coupled_inverted] [--seeds 3]\n"
     "                            [--parallel P] [--steps N] [--out DIR] [--model DIR]\n"
     "                            [--sft-steps N] [--sft-target ACC] [--n 500] [--pass-k 4]\n"
+    "  analyze     is the preplan-and-anchor rhythm in this model? The paper's statistics on\n"
+    "              its own responses (analysis.json, analysis.html in --out):\n"
+    "              rhythm analyze --model DIR [--task T] [--n 200] [--alternatives 3]\n"
+    "                [--examples 4] [--temperature 0.7] [--tap-layers 1,2] [--out DIR]\n"
     "  sft         supervised warm start on the task's reference solutions:\n"
     "              rhythm sft --out DIR [--model DIR] [--task T] [--steps 300] [--batch 32]\n"
     "                         [--lr 0.003]\n"
@@ -73,10 +78,13 @@ int main(int argc, char** argv) {
   rhythm::cli::RegisterGenerateFlags(parser, generate_flags);
   rhythm::cli::SftEvalFlags sft_eval_flags;
   rhythm::cli::RegisterSftEvalFlags(parser, sft_eval_flags);
+  sft_eval_flags.n.clear();  // --n's default depends on the command (below)
   rhythm::cli::TrainFlags train_flags;
   rhythm::cli::RegisterTrainFlags(parser, train_flags);
   rhythm::cli::AblateFlags ablate_flags;
   rhythm::cli::RegisterAblateFlags(parser, ablate_flags);
+  rhythm::cli::AnalyzeFlags analyze_flags;
+  rhythm::cli::RegisterAnalyzeFlags(parser, analyze_flags);
   std::string seed;
   parser.AddString("seed", "N", "= runtime.seed: sampling and the random credit strategy", &seed);
   Startup start = ParseStartup("rhythm", parser, flags, argc, argv, 1, 1);
@@ -88,6 +96,7 @@ int main(int argc, char** argv) {
     }
   }
   const std::string command = start.positionals.empty() ? "" : start.positionals[0];
+  if (sft_eval_flags.n.empty()) sft_eval_flags.n = command == "analyze" ? "200" : "500";
   if (command == "selfcheck") return SelfCheck(start.config);
   if (command == "shape") return rhythm::cli::RunShape(shape_flags, start.config);
   if (command == "generate") return rhythm::cli::RunGenerate(generate_flags, start.config);
@@ -103,6 +112,9 @@ int main(int argc, char** argv) {
   if (command == "ablate") {
     return rhythm::cli::RunAblate(ablate_flags, train_flags, sft_eval_flags, generate_flags.model,
                                   generate_flags.out, start.config);
+  }
+  if (command == "analyze") {
+    return rhythm::cli::RunAnalyze(analyze_flags, generate_flags, sft_eval_flags, start.config);
   }
   if (command == "eval") {
     return rhythm::cli::RunEval(generate_flags.model, sft_eval_flags, start.config);

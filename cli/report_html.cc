@@ -62,6 +62,12 @@ std::string Chart(const std::string& title, const std::vector<Series>& series, S
                                                py, s.colour));
       }
     }
+    for (const auto& [x, y] : s.marks) {
+      absl::StrAppend(&dots, absl::StrFormat("<circle class='mark' cx='%.1f' cy='%.1f' r='3.5' "
+                                             "fill='%s' stroke='#000' stroke-width='0.8'/>",
+                                             left + w * (x - xlo) / (xhi - xlo),
+                                             top + h - h * (y - lo) / (hi - lo), s.colour));
+    }
     absl::StrAppend(&body, absl::StrFormat("<polyline class='series' data-label='%s' fill='none' "
                                            "stroke='%s' stroke-width='2.5' points='%s'/>%s",
                                            s.label, s.colour, points, dots));
@@ -82,6 +88,17 @@ std::string Chart(const std::string& title, const std::vector<Series>& series, S
       "<text x='%g' y='192' font-size='10' text-anchor='end'>%s %.0f</text></svg></figure>",
       title, legend, left, top, w, h, top + 8, label(hi), top + h, label(lo), body, left, x_label,
       xlo, left + w, x_label, xhi);
+}
+
+std::string PageHead(const std::string& title, const std::string& extra_css) {
+  return absl::StrCat(
+      "<!doctype html><html><head><meta charset='utf-8'><title>", Escape(title),
+      "</title><style>body{font-family:sans-serif;margin:2em;max-width:1100px}figure{display:"
+      "inline-block;margin:.5em}figcaption{font-weight:bold}figcaption small{font-weight:normal;"
+      "margin-left:.5em}table{border-collapse:collapse;margin:1em 0}td,th{padding:3px 10px;"
+      "text-align:right;border-bottom:1px solid #ddd}th:first-child,td:first-child{text-align:"
+      "left}small{color:#666}",
+      extra_css, "</style></head><body>");
 }
 
 std::string Escape(const std::string& s) {

@@ -1,5 +1,5 @@
-// Static HTML pieces shared by `rhythm train`'s report.html and `rhythm ablate`'s
-// ablation.html: SVG line charts (no script) and text escaping. Pure functions of their
+// Static HTML pieces shared by `rhythm train`'s report.html, `rhythm ablate`'s ablation.html
+// and `rhythm analyze`'s analysis.html: SVG line charts (no script) and text escaping. Pure functions of their
 // arguments; thread-safe.
 #pragma once
 
@@ -17,7 +17,9 @@ struct Series {
   struct Band {
     double x, lo, hi;
   };
-  std::vector<Band> band;
+  std::vector<Band> band = {};
+  // Points marked with a dot on the line (peaks), whatever Chart's `markers` says.
+  std::vector<std::pair<double, double>> marks = {};
 };
 
 // How a chart's y axis is scaled: to the data, from zero, or as a percentage from 0 to the next
@@ -30,6 +32,10 @@ enum class Scale { kData, kFromZero, kPercent };
 std::string Chart(const std::string& title, const std::vector<Series>& series,
                   Scale scale = Scale::kData, bool markers = false,
                   const std::string& x_label = "version");
+
+// "<!doctype html>...<body>": the head every report page shares (UTF-8, title, the charts' and
+// tables' style), followed by `extra_css` inside its <style>.
+std::string PageHead(const std::string& title, const std::string& extra_css = "");
 
 // `s` with < > & ' escaped and '\n' shown as a return arrow.
 std::string Escape(const std::string& s);

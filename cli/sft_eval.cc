@@ -68,7 +68,7 @@ void RegisterSftEvalFlags(common::FlagParser& parser, SftEvalFlags& f) {
                    "eval: heldout (default) or validation (training-stream problems from index "
                    "2^40, which warm starts and RL runs of this length never reach)",
                    &f.split);
-  parser.AddString("n", "N", "eval, train: held-out problems to score (default 500)", &f.n);
+  parser.AddString("n", "N", "eval, train, ablate: held-out problems to score (default 500); analyze: responses (200)", &f.n);
   parser.AddString("pass-k", "K",
                    "eval, train: samples per problem for sampled pass@1 and pass@k (default: "
                    "eval 1, train 4)",

@@ -217,6 +217,70 @@ TEST(RhythmTool, SftLowersTheLossThenEvalScoresTheHeldOutSet) {
   EXPECT_NE(bad.err.find("--n '0' must be >= 1"), std::string::npos) << bad.err;
 }
 
+// `rhythm analyze` end to end on a random 3-layer model tapped at its top layer only, so the
+// per-third statistics (from a forward pass's maps) must reproduce the main ones (from the
+// engine's online summaries).
+TEST(RhythmTool, AnalyzeWritesTheStatisticsAndThePage) {
+  const std::string dir = ::testing::TempDir() + "/analyze_model";
+  const std::string out = ::testing::TempDir() + "/analyze_out";
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(out);
+  ASSERT_EQ(RunProcess({BinaryPath("rhythm"), "init-model", "--out", dir, "--set",
+                        "model.tiny.num_layers=3", "--seed", "5"})
+                .exit_code,
+            0);
+  ProcessResult r = RunProcess({BinaryPath("rhythm"), "analyze", "--model", dir, "--out", out,
+                                "--n", "12", "--max-new-tokens", "24", "--tap-layers", "2",
+                                "--examples", "2", "--seed", "3"},
+                               120);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("entropy at WAAD peaks"), std::string::npos) << r.out;
+  std::ifstream in(out + "/analysis.json");
+  const nlohmann::json a = nlohmann::json::parse(in);
+  EXPECT_GE(a["responses"].get<int>(), 8);
+  EXPECT_GT(a["fai_defined"].get<double>(), 0.3);  // the short task's band [1, 8] acts
+  for (const char* rule : {"local_max", "top_20"}) {
+    const nlohmann::json& s = a["statistics"][rule];
+    EXPECT_GT(s["waad_peak_tokens"].get<int>(), 0) << rule;
+    EXPECT_GT(s["fai_peaks"].get<int>(), 0) << rule;
+    const double base = s["fai_peaks_after_waad_peak_baseline"].get<double>();
+    EXPECT_GT(base, 0) << rule;
+    EXPECT_LT(base, 1) << rule;
+    EXPECT_LE(s["entropy_difference_ci"][0].get<double>(),
+              s["entropy_difference_ci"][1].get<double>());
+  }
+  ASSERT_EQ(a["per_third"].size(), 1u);
+  EXPECT_EQ(a["per_third"][0]["third"], "top");
+  EXPECT_EQ(a["per_third"][0]["layers"], nlohmann::json({2}));
+  const nlohmann::json& third = a["per_third"][0]["statistics"]["local_max"];
+  const nlohmann::json& main = a["statistics"]["local_max"];
+  EXPECT_EQ(third["waad_peak_tokens"], main["waad_peak_tokens"]);
+  EXPECT_EQ(third["fai_peaks"], main["fai_peaks"]);
+  EXPECT_NEAR(third["entropy_at_waad_peaks"].get<double>(),
+              main["entropy_at_waad_peaks"].get<double>(), 1e-6);
+  EXPECT_NEAR(third["fai_peaks_after_waad_peak"].get<double>(),
+              main["fai_peaks_after_waad_peak"].get<double>(), 1e-6);
+  const nlohmann::json& pw = a["perturbation"]["words"];
+  EXPECT_EQ(pw["trials"].get<int>(), 3 * a["perturbation"]["responses"].get<int>());
+  EXPECT_GT(pw["trials"].get<int>(), 0);
+  EXPECT_GE(pw["top_fai_mean_jaccard"].get<double>(), 0);
+  EXPECT_LE(pw["top_fai_mean_jaccard"].get<double>(), 1);
+  EXPECT_EQ(a["examples"].size(), 2u);
+  std::stringstream html;
+  html << std::ifstream(out + "/analysis.html").rdbuf();
+  EXPECT_NE(html.str().find("<svg class='chart'"), std::string::npos);
+  EXPECT_NE(html.str().find("class='mark'"), std::string::npos);  // peaks marked
+  EXPECT_NE(html.str().find("0.534"), std::string::npos);         // the paper's value beside
+  // Bad arguments are named, with exit code 2.
+  ProcessResult bad = RunProcess(
+      {BinaryPath("rhythm"), "analyze", "--model", dir, "--alternatives", "0", "--out", out});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--alternatives '0' must be >= 1"), std::string::npos) << bad.err;
+  ProcessResult none = RunProcess({BinaryPath("rhythm"), "analyze"});
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_NE(none.err.find("--model DIR is required"), std::string::npos) << none.err;
+}
+
 TEST(RhythmTool, UnknownCommandIsAnError) {
   ProcessResult r = RunProcess({BinaryPath("rhythm"), "trian"});
   EXPECT_EQ(r.exit_code, 2);
