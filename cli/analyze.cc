@@ -281,7 +281,8 @@ absl::StatusOr<json> Analyze(const common::model::Transformer& model,
     return ids;
   };
   std::vector<analysis::PerturbationTrial> word_trials, token_trials;
-  std::vector<double> per_response_gap;  // mean (bottom - top) word Jaccard per response
+  std::vector<double> per_response_gap;          // mean (bottom - top) word Jaccard per response
+  double top_position = 0, bottom_position = 0;  // mean position as a fraction of the response
   const int64_t per_position = 1 + options.alternatives;
   for (size_t r = 0; r < perturbed.size(); ++r) {
     const size_t base = r * 2 * per_position;
@@ -304,6 +305,9 @@ absl::StatusOr<json> Analyze(const common::model::Transformer& model,
       gap += word_trials.back().bottom_jaccard - word_trials.back().top_jaccard;
     }
     per_response_gap.push_back(gap / options.alternatives);
+    const double len = static_cast<double>(responses[perturbed[r]].response.size());
+    top_position += positions[r].first / len / perturbed.size();
+    bottom_position += positions[r].second / len / perturbed.size();
   }
   auto perturbation_json = [](const analysis::PerturbationSummary& s) {
     return json{{"top_fai_mean_jaccard", Num(s.top_mean)},
@@ -315,6 +319,8 @@ absl::StatusOr<json> Analyze(const common::model::Transformer& model,
   json perturbation = {{"words", perturbation_json(analysis::SummarizePerturbation(word_trials))},
                        {"tokens", perturbation_json(analysis::SummarizePerturbation(token_trials))},
                        {"responses", perturbed.size()},
+                       {"top_fai_position", Num(perturbed.empty() ? kNaN : top_position)},
+                       {"bottom_fai_position", Num(perturbed.empty() ? kNaN : bottom_position)},
                        {"alternatives", options.alternatives}};
   if (per_response_gap.size() > 1) {
     double mean = 0, var = 0;
@@ -478,7 +484,11 @@ std::string AnalysisHtml(const json& a) {
       " most likely other tokens is forced and the rest continued greedily; the continuation "
       "is compared with the greedy continuation of the unperturbed prefix. Token-set Jaccard: ",
       Fix(pt["top_fai_mean_jaccard"]), " vs ", Fix(pt["bottom_fai_mean_jaccard"]), " (",
-      Pct(pt["top_changes_more"]), " of trials change more at top-FAI).</p>");
+      Pct(pt["top_changes_more"]), " of trials change more at top-FAI). The perturbed tokens sit ",
+      Pct(a["perturbation"]["top_fai_position"]), " (top-FAI) and ",
+      Pct(a["perturbation"]["bottom_fai_position"]),
+      " (bottom-FAI) of the way into their responses on average: an earlier token leaves more "
+      "continuation to change.</p>");
   absl::StrAppend(&html, "<h2>Under the alternative peak rule</h2><p>",
                   Escape(a["peak_rules"]["top_20"].get<std::string>()),
                   ".</p><table><tr><th>statistic</th><th>this model</th><th></th></tr>",
