@@ -151,7 +151,38 @@ struct Row {
   double seconds = 0, reward = 0, accuracy = 0, loss = 0, clip = 0, kl = 0, entropy = 0,
          tokens_per_second = 0, staleness = 0, preplan = 0, anchor = 0, fai_defined = 0,
          amplified = 0;
+  // credit.summary_agreement: the mean agreement of the rollouts trained since the previous
+  // row, all staleness buckets pooled (NaN: none observed). Not in metrics.csv.
+  double agree_waad = std::nan(""), agree_fai = std::nan(""), agree_jaccard = std::nan("");
 };
+
+// The learner's rhythm_learner_summary_agreement histogram and fp16 error-ratio gauge, as
+// `rhythm train` accumulates them from its scrapes (credit.summary_agreement).
+constexpr const char* kAgreementMeasures[] = {"waad_spearman", "fai_spearman",
+                                              "selection_jaccard"};
+constexpr const char* kStalenessBuckets[] = {"0", "1", "2", "3+"};
+
+std::string AgreementSeries(const char* part, const std::string& measure,
+                            const std::string& staleness) {
+  return absl::StrCat("rhythm_learner_summary_agreement_", part, "{measure=\"", measure,
+                      "\",staleness=\"", staleness, "\"}");
+}
+
+std::string ErrorRatioSeries(const std::string& signal, const std::string& staleness) {
+  return absl::StrCat("rhythm_learner_summary_fp16_error_ratio{signal=\"", signal,
+                      "\",staleness=\"", staleness, "\"}");
+}
+
+// Sum and count of one measure over every staleness bucket.
+std::pair<double, double> PooledAgreement(std::map<std::string, double>& m,
+                                          const std::string& measure) {
+  double sum = 0, count = 0;
+  for (const char* b : kStalenessBuckets) {
+    sum += m[AgreementSeries("sum", measure, b)];
+    count += m[AgreementSeries("count", measure, b)];
+  }
+  return {sum, count};
+}
 
 // One held-out measurement of a checkpoint (version 0: the warm-started model) on the first
 // held-out problems (Summary::subset of them).
@@ -166,6 +197,16 @@ Series RowSeries(const std::vector<Row>& rows, double Row::*field, const char* l
                  const char* colour) {
   Series s{label, colour, {}, {}};
   for (const Row& r : rows) s.points.emplace_back(static_cast<double>(r.version), r.*field);
+  return s;
+}
+
+// RowSeries without the rows where `field` is NaN (undefined).
+Series DefinedSeries(const std::vector<Row>& rows, double Row::*field, const char* label,
+                     const char* colour) {
+  Series s{label, colour, {}, {}};
+  for (const Row& r : rows) {
+    if (!std::isnan(r.*field)) s.points.emplace_back(static_cast<double>(r.version), r.*field);
+  }
   return s;
 }
 
@@ -333,6 +374,13 @@ void WriteReport(const std::string& path, const std::vector<Row>& rows,
                 RowSeries(rows, &Row::preplan, "preplan credit", kBlue),
                 RowSeries(rows, &Row::anchor, "anchor credit", "#f97316")},
                Scale::kPercent)
+      << (config.credit().summary_agreement()
+              ? Chart("summary agreement, actor vs learner (mean over each step's rollouts; "
+                      "1 = identical)",
+                      {DefinedSeries(rows, &Row::agree_waad, "WAAD Spearman", kBlue),
+                       DefinedSeries(rows, &Row::agree_fai, "FAI Spearman", "#f97316"),
+                       DefinedSeries(rows, &Row::agree_jaccard, "selection Jaccard", "#16a34a")})
+              : "")
       << Chart("entropy (nats per token)", {RowSeries(rows, &Row::entropy, "entropy", kBlue)})
       << Chart("tokens / s (learner)",
                {RowSeries(rows, &Row::tokens_per_second, "tokens/s", kBlue)}, Scale::kFromZero)
@@ -511,6 +559,10 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
   };
   write_heldout(heldout.back());
   std::vector<Row> rows;
+  // The agreement histogram's pooled (sum, count) per measure at the previous row, and the
+  // last scrape (cumulative over the run) with the largest error ratio seen per series.
+  std::map<std::string, std::pair<double, double>> agreement_before;
+  std::map<std::string, double> last_scrape, worst_ratio;
   const int64_t target = config.trainer().steps();
   const double rl_start = elapsed();
   const bool tty = isatty(STDOUT_FILENO);
@@ -570,6 +622,27 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
       r.anchor = m["rhythm_learner_anchor_credit_fraction_ratio"];
       r.fai_defined = m["rhythm_learner_fai_defined_ratio"];
       r.amplified = m["rhythm_learner_amplified_token_fraction_ratio"];
+      if (config.credit().summary_agreement()) {
+        double Row::*const fields[] = {&Row::agree_waad, &Row::agree_fai, &Row::agree_jaccard};
+        for (int i = 0; i < 3; ++i) {
+          const char* measure = kAgreementMeasures[i];
+          const std::pair<double, double> now = PooledAgreement(m, measure);
+          const std::pair<double, double> was = agreement_before[measure];
+          r.*fields[i] = now.second > was.second
+                             ? (now.first - was.first) / (now.second - was.second)
+                             : std::nan("");
+          agreement_before[measure] = now;
+        }
+        for (const char* signal : {"waad", "fai"}) {
+          for (const char* b : kStalenessBuckets) {
+            const std::string key = ErrorRatioSeries(signal, b);
+            if (auto it = m.find(key); it != m.end() && !std::isnan(it->second)) {
+              worst_ratio[key] = std::max(worst_ratio[key], it->second);
+            }
+          }
+        }
+        last_scrape = m;
+      }
       rows.push_back(r);
       csv << absl::StrFormat(
                  "%d,%.1f,%.4f,%.4f,%.5f,%.4f,%.6f,%.4f,%.1f,%.2f,%.4f,%.4f,,,%.4f,%.4f\n",
@@ -628,6 +701,39 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
   }
   sum.seconds = elapsed();
   const RunCreditStats credit = MeanCreditStats(rows);
+  // Per staleness bucket, over the run: rollouts compared, the mean of each measure, and the
+  // largest fp16 error ratio of any observed step (scraped every 0.5 s, so a step the scrapes
+  // missed is not in the maximum; the means are exact).
+  nlohmann::json agreement_json = nlohmann::json::object();
+  std::string agreement_text;
+  if (config.credit().summary_agreement()) {
+    for (const char* b : kStalenessBuckets) {
+      nlohmann::json e;
+      const double n = last_scrape[AgreementSeries("count", "selection_jaccard", b)];
+      e["rollouts"] = n;
+      for (const char* measure : kAgreementMeasures) {
+        const double c = last_scrape[AgreementSeries("count", measure, b)];
+        e[measure] = c > 0 ? nlohmann::json(last_scrape[AgreementSeries("sum", measure, b)] / c)
+                           : nlohmann::json(nullptr);
+      }
+      for (const char* signal : {"waad", "fai"}) {
+        auto it = worst_ratio.find(ErrorRatioSeries(signal, b));
+        e[absl::StrCat(signal, "_fp16_error_ratio_max")] =
+            it == worst_ratio.end() ? nlohmann::json(nullptr) : nlohmann::json(it->second);
+      }
+      if (n > 0) {
+        absl::StrAppend(&agreement_text,
+                        absl::StrFormat("rhythm train: summary agreement, staleness %s: %.0f "
+                                        "rollouts, WAAD Spearman %s, FAI Spearman %s, selection "
+                                        "Jaccard %s, fp16 error ratio WAAD %s FAI %s\n",
+                                        b, n, e["waad_spearman"].dump(), e["fai_spearman"].dump(),
+                                        e["selection_jaccard"].dump(),
+                                        e["waad_fp16_error_ratio_max"].dump(),
+                                        e["fai_fp16_error_ratio_max"].dump()));
+      }
+      agreement_json[b] = e;
+    }
+  }
   WriteReport(out + "/report.html", rows, heldout, sum,
               RenderRollouts(out + "/dump", **tokenizer, config), config);
   const int64_t reached = rows.empty() ? 0 : rows.back().version;
@@ -654,6 +760,7 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
       curve.push_back({{"version", p.version}, {"greedy", p.greedy}, {"sampled", p.sampled}});
     }
     j["curve"] = curve;
+    if (config.credit().summary_agreement()) j["summary_agreement"] = agreement_json;
     j["curve_problems"] = subset;
     // Written last, atomically: its presence marks a finished run (rhythm ablate resumes on it).
     std::ofstream(out + "/result.json.tmp") << j.dump(1) << "\n";
@@ -667,7 +774,8 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
       "rhythm train: %s/final (Hugging Face model), %s/report.html, %s/metrics.csv\n",
       describe(sum.before), describe(sum.after), sum.after.problems, sum.seconds, restarts,
       100 * credit.fai_defined, 100 * credit.preplan, 100 * credit.anchor, 100 * credit.amplified,
-      credit.clip, credit.kl, out, out, out);
+      credit.clip, credit.kl, out, out, out)
+            << agreement_text;
   return 0;
 }
 

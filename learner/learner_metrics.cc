@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <string>
 #include <utility>
@@ -86,9 +87,10 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
           prometheus::BuildGauge()
               .Name("rhythm_learner_summary_fp16_error_ratio")
               .Help("Largest per-token |actor - learner| / (2^-11 |learner| + 1e-5) of a summary "
-                    "signal (waad, fai) over the last step's rollouts in a staleness bucket: <= 1 "
-                    "means the sources differ by no more than the wire's fp16 rounding; +Inf "
-                    "means they disagree on where FAI is defined")
+                    "signal (waad, fai) over the rollouts of a staleness bucket, in the last step "
+                    "that had any: <= 1 means the sources differ by no more than the wire's fp16 "
+                    "rounding; +Inf means they disagree on where FAI is defined; NaN until a "
+                    "step fills the bucket")
               .Register(r)),
       policy_version(
           common::AddGauge(r, "rhythm_learner_policy_version", "Newest published version")),
@@ -125,6 +127,13 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
   for (const char* measure : {"waad_spearman", "fai_spearman", "selection_jaccard"}) {
     for (const char* staleness : kStalenessBuckets) {
       summary_agreement.Add({{"measure", measure}, {"staleness", staleness}}, kAgreementBuckets);
+    }
+  }
+  // NaN until a step fills the bucket: no data, not "no error".
+  for (const char* signal : {"waad", "fai"}) {
+    for (const char* staleness : kStalenessBuckets) {
+      summary_fp16_error_ratio.Add({{"signal", signal}, {"staleness", staleness}})
+          .Set(std::numeric_limits<double>::quiet_NaN());
     }
   }
 }

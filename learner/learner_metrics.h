@@ -53,7 +53,7 @@ struct LearnerMetrics {
   // fai_spearman, selection_jaccard) and staleness (StalenessBucket).
   prometheus::Family<prometheus::Histogram>& summary_agreement;
   // Labels signal (waad, fai) and staleness: the largest fp16 error ratio of the last step
-  // that had rollouts in that bucket (a bucket no step has filled has no series).
+  // that had rollouts in that bucket (NaN while no step has).
   prometheus::Family<prometheus::Gauge>& summary_fp16_error_ratio;
   prometheus::Gauge& policy_version;
   prometheus::Histogram& journal_sync_seconds;

@@ -275,6 +275,12 @@ TEST(TrainerSummaries, AgreementIsObservationOnlyAndStalenessIsBucketed) {
   metrics.RecordStep(*sb);
   EXPECT_EQ(HistogramCount(metrics, "selection_jaccard", "3+"), Rollouts(batch));
   EXPECT_EQ(HistogramCount(metrics, "selection_jaccard", "0"), 0);
+  EXPECT_TRUE(std::isnan(
+      metrics.summary_fp16_error_ratio.Add({{"signal", "waad"}, {"staleness", "0"}}).Value()))
+      << "no step filled bucket 0: no data, not 0";
+  EXPECT_GE(
+      metrics.summary_fp16_error_ratio.Add({{"signal", "waad"}, {"staleness", "3+"}}).Value(),
+      0.0);
   EXPECT_STREQ(LearnerMetrics::StalenessBucket(0), "0");
   EXPECT_STREQ(LearnerMetrics::StalenessBucket(2), "2");
   EXPECT_STREQ(LearnerMetrics::StalenessBucket(17), "3+");

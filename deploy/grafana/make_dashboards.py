@@ -254,6 +254,29 @@ def credit():
         ts("Groups dropped by reason", [
             ("sum by (reason) (rate(rhythm_learner_groups_dropped_total[$__rate_interval]))",
              "{{reason}}")], unit="ops", stack=True),
+        row("Summary agreement: actor vs learner (credit.summary_agreement)"),
+        *[ts(f"Mean agreement by staleness: {label}", [
+            (f'sum by (staleness) (rate(rhythm_learner_summary_agreement_sum'
+             f'{{measure="{measure}"}}[$__rate_interval])) / sum by (staleness) '
+             f'(rate(rhythm_learner_summary_agreement_count{{measure="{measure}"}}'
+             f'[$__rate_interval]))', "staleness {{staleness}}")],
+             maxv=1, w=8, desc=desc)
+          for measure, label, desc in [
+              ("waad_spearman", "WAAD Spearman",
+               "Rank correlation of the actor's WAAD (behaviour policy, sent as fp16) with the "
+               "learner's (pi_old), per rollout, averaged over the interval; by the rollout's "
+               "staleness in policy versions. 1 = same ordering of tokens."),
+              ("fai_spearman", "FAI Spearman",
+               "As WAAD, over the tokens where both sources define FAI."),
+              ("selection_jaccard", "selection Jaccard",
+               "Overlap of the token sets the credit strategy amplifies from each source's "
+               "summary (1 by construction for none / random / entropy).")]],
+        ts("fp16 error ratio of the actor's summaries (last step per staleness)", [
+            ('max by (signal, staleness) (rhythm_learner_summary_fp16_error_ratio)',
+             "{{signal}}, staleness {{staleness}}")], minv=0,
+           desc="Largest per-token |actor - learner| / (2^-11 |learner| + 1e-5): <= 1 means the "
+                "two differ by no more than the wire's fp16 rounding, as they should at "
+                "staleness 0; above, the policy moved between the two."),
     ])
 
 

@@ -1,0 +1,141 @@
+// The learner-side cost of computing the attention summaries itself (credit.summary_source =
+// learner: the old-log-prob pass captures the tapped layers' maps and summarises every
+// sequence) against taking the actor's (summary_source = actor), on the reasoning regime's
+// shapes: the warm-countdown3 model's architecture (4 layers, 4 heads, 2 KV heads, hidden 128,
+// vocab 101), 4 groups x 8 responses of 40-100 tokens after a 14-token prompt, 4 optimiser
+// updates per batch, micro-batches of 8, the paper's taps (W = 10, FAI band [10, 100], default
+// layers), 1 torch thread (rhythm train's layout).
+//
+// Both trainers step alternately in every iteration, so they see the same machine load; the
+// counters report the median step time of each and the median of the per-iteration ratios.
+// Arg: 0 = learner source alone, 1 = learner source with agreement against the actor's.
+// Run: build/bin/bench_trainer_summary --benchmark_min_time=20
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "ATen/ATen.h"
+#include "ATen/Parallel.h"
+#include "benchmark/benchmark.h"
+#include "common/fp16.h"
+#include "common/runtime.h"
+#include "learner/trainer.h"
+
+namespace rhythm::learner {
+namespace {
+
+const bool kBlasKernels = (common::UseTheCpusBlasKernels(), true);
+
+common::model::ModelConfig RegimeModel() {
+  common::model::ModelConfig c;
+  c.architecture = common::model::Architecture::kQwen2;
+  c.vocab_size = 101;
+  c.hidden_size = 128;
+  c.num_layers = 4;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 32;
+  c.intermediate_size = 384;
+  c.max_position_embeddings = 256;
+  c.qkv_bias = true;
+  c.tie_word_embeddings = true;
+  return c;
+}
+
+// 4 groups x 8 rollouts with the regime's lengths, rewards 0 / 1, and an actor summary of the
+// right shape (FAI undefined where the band [10, 100] leaves no row), so the actor source
+// credits every response as the learner source does.
+std::vector<Group> RegimeBatch(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> token(3, 100), length(40, 100), coin(0, 1);
+  std::uniform_real_distribution<float> unit(0.f, 1.f);
+  std::vector<Group> batch(4);
+  uint64_t id = 1;
+  for (int g = 0; g < 4; ++g) {
+    std::vector<uint32_t> prompt;
+    for (int j = 0; j < 14; ++j) prompt.push_back(static_cast<uint32_t>(token(rng)));
+    for (int i = 0; i < 8; ++i) {
+      v1::Rollout r;
+      r.set_rollout_id(id++);
+      r.set_actor_id("a");
+      r.set_run_id("r");
+      r.set_group_id(static_cast<uint64_t>(g));
+      r.set_sample_index(static_cast<uint32_t>(i));
+      r.set_group_size(8);
+      r.add_version_spans()->set_version(0);
+      for (uint32_t t : prompt) r.add_prompt_token_ids(t);
+      const int t_len = length(rng);
+      std::vector<float> waad, fai;
+      for (int t = 0; t < t_len; ++t) {
+        r.add_response_token_ids(static_cast<uint32_t>(token(rng)));
+        r.add_behaviour_logprobs(-std::log(101.f) * (0.5f + unit(rng)));
+        r.add_entropy(4.f * unit(rng));
+        waad.push_back(10.f * unit(rng));
+        fai.push_back(t + 10 <= t_len - 1 ? 0.05f * unit(rng) : NAN);
+      }
+      r.mutable_summary()->set_waad_f16(common::EncodeFp16(waad));
+      r.mutable_summary()->set_fai_f16(common::EncodeFp16(fai));
+      r.mutable_verifier()->set_reward(coin(rng));
+      batch[g].push_back(std::move(r));
+    }
+  }
+  return batch;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+void BM_TrainerStepLearnerVsActorSummaries(benchmark::State& state) {
+  at::set_num_threads(1);
+  auto actor_model = *common::model::Transformer::RandomInit(RegimeModel(), 0);
+  auto learner_model = *common::model::Transformer::RandomInit(RegimeModel(), 0);
+  v1::TrainerConfig tc;
+  tc.set_lr(5e-5);
+  tc.set_mini_batches(4);
+  tc.set_micro_batch_size(8);
+  v1::CreditConfig actor_cc, learner_cc;  // coupled
+  learner_cc.set_summary_source(v1::SUMMARY_SOURCE_LEARNER);
+  learner_cc.set_summary_agreement(state.range(0) == 1);
+  common::rollout::TapOptions tap;  // W = 10, band [10, 100], default layers, q = 0.3
+  auto actor = *Trainer::Create(*actor_model, tc, actor_cc, 1, 0, 1.0, tap);
+  auto learner = *Trainer::Create(*learner_model, tc, learner_cc, 1, 0, 1.0, tap);
+  std::vector<double> actor_s, learner_s, ratio;
+  uint64_t seed = 0;
+  for (auto _ : state) {
+    const std::vector<Group> batch = RegimeBatch(++seed);
+    // Alternate which goes first, so neither always runs on a warm cache.
+    double t[2] = {0, 0};
+    for (int k = 0; k < 2; ++k) {
+      const int which = (k + static_cast<int>(seed)) % 2;
+      Trainer& trainer = which == 0 ? *actor : *learner;
+      const auto start = std::chrono::steady_clock::now();
+      absl::StatusOr<StepStats> s = trainer.Step(batch);
+      t[which] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (!s.ok()) {
+        state.SkipWithError(std::string(s.status().message()).c_str());
+        return;
+      }
+      benchmark::DoNotOptimize(s->loss);
+    }
+    actor_s.push_back(t[0]);
+    learner_s.push_back(t[1]);
+    ratio.push_back(t[1] / t[0]);
+  }
+  state.counters["actor_step_ms"] = 1e3 * Median(actor_s);
+  state.counters["learner_step_ms"] = 1e3 * Median(learner_s);
+  state.counters["ratio_median"] = Median(ratio);
+  state.counters["pairs"] = static_cast<double>(ratio.size());
+}
+BENCHMARK(BM_TrainerStepLearnerVsActorSummaries)
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(10)
+    ->UseRealTime();
+
+}  // namespace
+}  // namespace rhythm::learner
