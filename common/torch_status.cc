@@ -4,6 +4,7 @@
 #include <new>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "c10/util/Exception.h"
 
@@ -38,6 +39,10 @@ absl::Status TorchCall(absl::string_view what, absl::FunctionRef<void()> fn) {
         absl::StrCat(what, ": ", FirstLine(e.what_without_backtrace())));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat(what, ": ", FirstLine(e.what_without_backtrace())));
+  } catch (const absl::BadStatusOrAccess& e) {
+    // A StatusOr's .value() on an error inside `fn`: that status as it was (an
+    // INVALID_ARGUMENT stays one), the operation named in front.
+    return absl::Status(e.status().code(), absl::StrCat(what, ": ", e.status().message()));
   } catch (const std::bad_alloc& e) {
     return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory"));
   } catch (const std::exception& e) {

@@ -4,7 +4,8 @@
 // their boundaries. Wrap every call into torch that can fail on user data (shapes, dtypes,
 // loading) in TorchCall / TorchTry. Codes: c10::IndexError -> OUT_OF_RANGE,
 // ValueError / TypeError -> INVALID_ARGUMENT, NotImplementedError -> UNIMPLEMENTED,
-// OutOfMemoryError / std::bad_alloc -> RESOURCE_EXHAUSTED, any other exception -> INTERNAL.
+// OutOfMemoryError / std::bad_alloc -> RESOURCE_EXHAUSTED, a StatusOr's .value() on an error
+// (absl::BadStatusOrAccess) -> that status's own code, any other exception -> INTERNAL.
 // The message is "<what>: <first line of the torch message>" (no C++ backtrace).
 // This header does not include torch, so any translation unit may use it cheaply.
 #pragma once

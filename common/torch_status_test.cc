@@ -43,5 +43,20 @@ TEST(TorchStatus, SuccessReturnsValueAndStdExceptionsAreCaught) {
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
 }
 
+// A StatusOr's .value() inside the body keeps its status's code: a clean INVALID_ARGUMENT from
+// a model call (a bad capture layer, a prompt that does not fit) does not come back INTERNAL.
+TEST(TorchStatus, StatusOrValueOnAnErrorKeepsItsCode) {
+  absl::Status s = TorchCall("decode step", [] {
+    absl::StatusOr<int> bad = absl::InvalidArgumentError("capture layer 9 is outside [0, 4)");
+    (void)bad.value();
+  });
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "decode step: capture layer 9 is outside [0, 4)");
+  absl::StatusOr<int> v = TorchTry("prefill", []() -> int {
+    return absl::StatusOr<int>(absl::FailedPreconditionError("prompt does not fit")).value();
+  });
+  EXPECT_EQ(v.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace rhythm::common
