@@ -37,10 +37,10 @@ TEST(Peaks, HandMadeSeriesWithTiesAndUndefinedValues) {
   const PeakOptions local;
   using V = std::vector<int64_t>;
   EXPECT_EQ(Peaks({1, 3, 2}, local), (V{1}));
-  EXPECT_EQ(Peaks({1, 2, 2, 1}, local), (V{1}));     // a plateau: its first token
-  EXPECT_EQ(Peaks({1, 2, 2, 3}, local), (V{3}));     // a shelf on the way up is not a peak
-  EXPECT_EQ(Peaks({3, 3}, local), (V{0}));           // all equal: one peak
-  EXPECT_EQ(Peaks({2, 1, 2}, local), (V{0, 2}));     // ends compare with their one neighbour
+  EXPECT_EQ(Peaks({1, 2, 2, 1}, local), (V{1}));  // a plateau: its first token
+  EXPECT_EQ(Peaks({1, 2, 2, 3}, local), (V{3}));  // a shelf on the way up is not a peak
+  EXPECT_EQ(Peaks({3, 3}, local), (V{0}));        // all equal: one peak
+  EXPECT_EQ(Peaks({2, 1, 2}, local), (V{0, 2}));  // ends compare with their one neighbour
   EXPECT_EQ(Peaks({5}, local), (V{0}));
   EXPECT_EQ(Peaks({kNaN, 1, kNaN}, local), (V{1}));  // undefined neighbours count as lower
   EXPECT_EQ(Peaks({kNaN, kNaN}, local), (V{}));      // undefined is never a peak
