@@ -9,10 +9,11 @@
 // Both trainers step alternately in every iteration, so they see the same machine load; the
 // counters report the median step time of each and the median of the per-iteration ratios.
 // Arg: 0 = learner source alone, 1 = learner source with agreement against the actor's.
-// Run: build/bin/bench_trainer_summary --benchmark_min_time=20
+// Run: build/bin/bench_trainer_summary (30 s per case)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <numeric>
 #include <random>
 
 #include "ATen/ATen.h"
@@ -134,8 +135,61 @@ BENCHMARK(BM_TrainerStepLearnerVsActorSummaries)
     ->Arg(0)
     ->Arg(1)
     ->Unit(benchmark::kMillisecond)
-    ->MinTime(10)
+    ->MinTime(30)
     ->UseRealTime();
+
+// Where the extra time goes: one micro-batch of 8 regime-shaped sequences (right-padded), the
+// no-grad forward of the old-log-prob pass as the actor source runs it, against the same
+// forward capturing the tapped layers plus SummaryFromMaps for each of the 8 sequences,
+// alternately. Counters: median ms of each part per micro-batch.
+void BM_OldLogprobPassWithSummaries(benchmark::State& state) {
+  at::set_num_threads(1);
+  auto model = *common::model::Transformer::RandomInit(RegimeModel(), 0);
+  const common::rollout::TapOptions tap =
+      *common::rollout::ResolveTapOptions({}, RegimeModel().num_layers);
+  const std::vector<Group> batch = RegimeBatch(7);
+  std::vector<int64_t> prompt_len, response_len;
+  int64_t len = 0;
+  for (int i = 0; i < 8; ++i) {
+    const v1::Rollout& r = batch[0][i];
+    prompt_len.push_back(r.prompt_token_ids_size());
+    response_len.push_back(r.response_token_ids_size());
+    len = std::max(len, prompt_len.back() + response_len.back());
+  }
+  at::Tensor ids = at::zeros({8, len}, at::kLong), mask = at::zeros({8, len});
+  for (int i = 0; i < 8; ++i) {
+    const v1::Rollout& r = batch[0][i];
+    int64_t j = 0;
+    for (uint32_t t : r.prompt_token_ids()) ids[i][j++] = static_cast<int64_t>(t);
+    for (uint32_t t : r.response_token_ids()) ids[i][j++] = static_cast<int64_t>(t);
+    mask[i].narrow(0, 0, j).fill_(1.0);
+  }
+  at::NoGradGuard no_grad;
+  std::vector<double> plain, captured, summaries;
+  for (auto _ : state) {
+    auto t0 = std::chrono::steady_clock::now();
+    benchmark::DoNotOptimize(model->Forward(ids, mask).value().logits);
+    auto t1 = std::chrono::steady_clock::now();
+    common::model::ForwardOutput out = model->Forward(ids, mask, tap.layers).value();
+    auto t2 = std::chrono::steady_clock::now();
+    for (int64_t b = 0; b < 8; ++b) {
+      std::vector<at::Tensor> maps;
+      for (const at::Tensor& layer : out.attention) maps.push_back(layer[b]);
+      benchmark::DoNotOptimize(
+          common::rollout::SummaryFromMaps(tap, maps, prompt_len[b], response_len[b]));
+    }
+    auto t3 = std::chrono::steady_clock::now();
+    plain.push_back(std::chrono::duration<double>(t1 - t0).count());
+    captured.push_back(std::chrono::duration<double>(t2 - t1).count());
+    summaries.push_back(std::chrono::duration<double>(t3 - t2).count());
+  }
+  state.counters["forward_ms"] = 1e3 * Median(plain);
+  state.counters["forward_capture_ms"] = 1e3 * Median(captured);
+  state.counters["summaries_ms"] = 1e3 * Median(summaries);
+  state.counters["rows"] = static_cast<double>(
+      std::accumulate(response_len.begin(), response_len.end(), int64_t{0}));
+}
+BENCHMARK(BM_OldLogprobPassWithSummaries)->Unit(benchmark::kMillisecond)->MinTime(10);
 
 }  // namespace
 }  // namespace rhythm::learner
