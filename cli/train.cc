@@ -711,6 +711,8 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
       nlohmann::json e;
       const double n = last_scrape[AgreementSeries("count", "selection_jaccard", b)];
       e["rollouts"] = n;
+      e["head_split_differs"] = last_scrape[absl::StrCat(
+          "rhythm_learner_summary_head_split_differs_total{staleness=\"", b, "\"}")];
       for (const char* measure : kAgreementMeasures) {
         const double c = last_scrape[AgreementSeries("count", measure, b)];
         e[measure] = c > 0 ? nlohmann::json(last_scrape[AgreementSeries("sum", measure, b)] / c)
@@ -725,11 +727,13 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
         absl::StrAppend(&agreement_text,
                         absl::StrFormat("rhythm train: summary agreement, staleness %s: %.0f "
                                         "rollouts, WAAD Spearman %s, FAI Spearman %s, selection "
-                                        "Jaccard %s, fp16 error ratio WAAD %s FAI %s\n",
+                                        "Jaccard %s, fp16 error ratio WAAD %s FAI %s, head split "
+                                        "differs in %s\n",
                                         b, n, e["waad_spearman"].dump(), e["fai_spearman"].dump(),
                                         e["selection_jaccard"].dump(),
                                         e["waad_fp16_error_ratio_max"].dump(),
-                                        e["fai_fp16_error_ratio_max"].dump()));
+                                        e["fai_fp16_error_ratio_max"].dump(),
+                                        e["head_split_differs"].dump()));
       }
       agreement_json[b] = e;
     }

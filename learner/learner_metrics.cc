@@ -92,6 +92,13 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
                     "rounding; +Inf means they disagree on where FAI is defined; NaN until a "
                     "step fills the bucket")
               .Register(r)),
+      summary_head_split_differs(
+          prometheus::BuildCounter()
+              .Name("rhythm_learner_summary_head_split_differs_total")
+              .Help("Compared rollouts (credit.summary_agreement) whose actor and learner "
+                    "summaries chose different local or global heads, by staleness: their WAAD / "
+                    "FAI average other heads, so their fp16 error ratio is far above 1")
+              .Register(r)),
       policy_version(
           common::AddGauge(r, "rhythm_learner_policy_version", "Newest published version")),
       journal_sync_seconds(common::AddHistogram(
@@ -128,6 +135,9 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
     for (const char* staleness : kStalenessBuckets) {
       summary_agreement.Add({{"measure", measure}, {"staleness", staleness}}, kAgreementBuckets);
     }
+  }
+  for (const char* staleness : kStalenessBuckets) {
+    summary_head_split_differs.Add({{"staleness", staleness}});
   }
   // NaN until a step fills the bucket: no data, not "no error".
   for (const char* signal : {"waad", "fai"}) {
@@ -177,6 +187,7 @@ void LearnerMetrics::RecordStep(const StepStats& s) {
       summary_agreement.Add({{"measure", measure}, {"staleness", bucket}}, kAgreementBuckets)
           .Observe(value);
     }
+    if (!a.same_heads) summary_head_split_differs.Add({{"staleness", bucket}}).Increment();
     for (const auto& [signal, ratio] :
          {std::pair<const char*, double>{"waad", a.waad_fp16_error_ratio},
           {"fai", a.fai_fp16_error_ratio}}) {

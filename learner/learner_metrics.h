@@ -55,6 +55,8 @@ struct LearnerMetrics {
   // Labels signal (waad, fai) and staleness: the largest fp16 error ratio of the last step
   // that had rollouts in that bucket (NaN while no step has).
   prometheus::Family<prometheus::Gauge>& summary_fp16_error_ratio;
+  // Label staleness: compared rollouts whose two sources split the heads differently.
+  prometheus::Family<prometheus::Counter>& summary_head_split_differs;
   prometheus::Gauge& policy_version;
   prometheus::Histogram& journal_sync_seconds;
   prometheus::Histogram& checkpoint_seconds;

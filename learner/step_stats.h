@@ -28,6 +28,10 @@ struct SummaryAgreement {
   // tokens both define (0 when none); +inf when the sources disagree on where FAI is defined.
   double waad_fp16_error_ratio = 0;
   double fai_fp16_error_ratio = 0;
+  // Whether both sources split the heads alike (the same local and global sets): when the
+  // policy moved far enough to reorder two heads' mean distances, WAAD or FAI average other
+  // heads and the error ratio is far above 1 though the rankings may still agree.
+  bool same_heads = true;
 };
 
 struct StepStats {

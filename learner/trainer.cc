@@ -359,6 +359,7 @@ absl::Status Trainer::CreditPerResponse(std::vector<Sequence>& seqs, StepStats& 
       a.selection_jaccard = common::analysis::Jaccard(used->selected, other.selected);
       a.waad_fp16_error_ratio = Fp16ErrorRatio(actor->waad, l.waad);
       a.fai_fp16_error_ratio = Fp16ErrorRatio(actor->fai, l.fai);
+      a.same_heads = actor->local_heads == l.local_heads && actor->global_heads == l.global_heads;
       stats.agreement.push_back(a);
     }
     // The learner's summary is not needed past this point.

@@ -159,6 +159,7 @@ TEST(TrainerSummaries, LearnerSummariesAgreeWithTheActorsWithinFp16AtStalenessZe
       EXPECT_GT(a.fai_spearman, 0.99);
     }
     EXPECT_EQ(a.selection_jaccard, 1.0);
+    EXPECT_TRUE(a.same_heads);
   }
   EXPECT_LE(waad_worst, 1.0) << "the actor's WAAD is the learner's, fp16-rounded";
   EXPECT_LE(fai_worst, 1.0);
@@ -174,6 +175,7 @@ TEST(TrainerSummaries, LearnerSummariesAgreeWithTheActorsWithinFp16AtStalenessZe
   EXPECT_EQ(HistogramCount(metrics, "waad_spearman", "0"), waad_defined);
   EXPECT_EQ(HistogramCount(metrics, "fai_spearman", "0"), fai_defined);
   EXPECT_EQ(HistogramCount(metrics, "waad_spearman", "1"), 0);
+  EXPECT_EQ(metrics.summary_head_split_differs.Add({{"staleness", "0"}}).Value(), 0);
   EXPECT_DOUBLE_EQ(
       metrics.summary_fp16_error_ratio.Add({{"signal", "waad"}, {"staleness", "0"}}).Value(),
       waad_worst);
@@ -191,6 +193,7 @@ TEST(TrainerSummaries, TamperedActorSummariesShowLowAgreement) {
       common::rollout::SummaryFields f = common::rollout::DecodeSummary(r.summary());
       std::reverse(f.waad.begin(), f.waad.end());
       std::reverse(f.fai.begin(), f.fai.end());
+      std::swap(f.local_heads, f.global_heads);
       *r.mutable_summary() = common::rollout::EncodeSummary(f);
     }
   }
@@ -204,6 +207,7 @@ TEST(TrainerSummaries, TamperedActorSummariesShowLowAgreement) {
   double waad = 0, jaccard = 0, worst = 0;
   int64_t n = 0;
   for (const SummaryAgreement& a : s->agreement) {
+    EXPECT_FALSE(a.same_heads) << "local and global heads swapped";
     worst = std::max(worst, a.waad_fp16_error_ratio);
     jaccard += a.selection_jaccard;
     if (std::isnan(a.waad_spearman)) continue;
@@ -214,6 +218,11 @@ TEST(TrainerSummaries, TamperedActorSummariesShowLowAgreement) {
   EXPECT_LT(waad / n, 0.5) << "reversed WAAD must not look like agreement";
   EXPECT_LT(jaccard / Rollouts(batch), 0.9) << "the strategy picks other tokens";
   EXPECT_GT(worst, 10.0) << "far outside fp16 rounding";
+  prometheus::Registry registry;
+  LearnerMetrics metrics(registry);
+  metrics.RecordStep(*s);
+  EXPECT_EQ(metrics.summary_head_split_differs.Add({{"staleness", "0"}}).Value(),
+            Rollouts(batch));
 }
 
 TEST(TrainerSummaries, LearnerSourceAppliesCreditWithoutActorSummaries) {
