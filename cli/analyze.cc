@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <map>
 #include <set>
 
 #include "ATen/ATen.h"
@@ -110,6 +111,17 @@ std::vector<int32_t> Alternatives(const at::Tensor& logits, int32_t exclude, int
     const int32_t id = static_cast<int32_t>(order[i].item<int64_t>());
     if (id != exclude) out.push_back(id);
   }
+  return out;
+}
+
+// The `k` most frequent keys of `counts` as [[key, count], ...], most frequent first.
+json MostCommon(const std::map<std::string, int64_t>& counts, size_t k) {
+  std::vector<std::pair<std::string, int64_t>> v(counts.begin(), counts.end());
+  std::stable_sort(v.begin(), v.end(),
+                   [](const auto& a, const auto& b) { return a.second > b.second; });
+  if (v.size() > k) v.resize(k);
+  json out = json::array();
+  for (const auto& [key, n] : v) out.push_back({key, n});
   return out;
 }
 
@@ -283,6 +295,7 @@ absl::StatusOr<json> Analyze(const common::model::Transformer& model,
   std::vector<analysis::PerturbationTrial> word_trials, token_trials;
   std::vector<double> per_response_gap;          // mean (bottom - top) word Jaccard per response
   double top_position = 0, bottom_position = 0;  // mean position as a fraction of the response
+  std::map<std::string, int64_t> top_tokens, bottom_tokens;  // what the perturbed tokens are
   const int64_t per_position = 1 + options.alternatives;
   for (size_t r = 0; r < perturbed.size(); ++r) {
     const size_t base = r * 2 * per_position;
@@ -306,6 +319,9 @@ absl::StatusOr<json> Analyze(const common::model::Transformer& model,
     }
     per_response_gap.push_back(gap / options.alternatives);
     const double len = static_cast<double>(responses[perturbed[r]].response.size());
+    const std::vector<int32_t>& resp = responses[perturbed[r]].response;
+    ++top_tokens[tokenizer.Decode({resp[positions[r].first]}).value_or("?")];
+    ++bottom_tokens[tokenizer.Decode({resp[positions[r].second]}).value_or("?")];
     top_position += positions[r].first / len / perturbed.size();
     bottom_position += positions[r].second / len / perturbed.size();
   }
@@ -321,6 +337,8 @@ absl::StatusOr<json> Analyze(const common::model::Transformer& model,
                        {"responses", perturbed.size()},
                        {"top_fai_position", Num(perturbed.empty() ? kNaN : top_position)},
                        {"bottom_fai_position", Num(perturbed.empty() ? kNaN : bottom_position)},
+                       {"top_fai_tokens", MostCommon(top_tokens, 5)},
+                       {"bottom_fai_tokens", MostCommon(bottom_tokens, 5)},
                        {"alternatives", options.alternatives}};
   if (per_response_gap.size() > 1) {
     double mean = 0, var = 0;
@@ -487,8 +505,10 @@ std::string AnalysisHtml(const json& a) {
       Pct(pt["top_changes_more"]), " of trials change more at top-FAI). The perturbed tokens sit ",
       Pct(a["perturbation"]["top_fai_position"]), " (top-FAI) and ",
       Pct(a["perturbation"]["bottom_fai_position"]),
-      " (bottom-FAI) of the way into their responses on average: an earlier token leaves more "
-      "continuation to change.</p>");
+      " (bottom-FAI) of the way into their responses on average. The most frequent top-FAI "
+      "tokens: ",
+      Escape(a["perturbation"]["top_fai_tokens"].dump()),
+      "; bottom-FAI: ", Escape(a["perturbation"]["bottom_fai_tokens"].dump()), ".</p>");
   absl::StrAppend(&html, "<h2>Under the alternative peak rule</h2><p>",
                   Escape(a["peak_rules"]["top_20"].get<std::string>()),
                   ".</p><table><tr><th>statistic</th><th>this model</th><th></th></tr>",
