@@ -186,8 +186,8 @@ void BM_OldLogprobPassWithSummaries(benchmark::State& state) {
   state.counters["forward_ms"] = 1e3 * Median(plain);
   state.counters["forward_capture_ms"] = 1e3 * Median(captured);
   state.counters["summaries_ms"] = 1e3 * Median(summaries);
-  state.counters["rows"] = static_cast<double>(
-      std::accumulate(response_len.begin(), response_len.end(), int64_t{0}));
+  state.counters["rows"] =
+      static_cast<double>(std::accumulate(response_len.begin(), response_len.end(), int64_t{0}));
 }
 BENCHMARK(BM_OldLogprobPassWithSummaries)->Unit(benchmark::kMillisecond)->MinTime(10);
 

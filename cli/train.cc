@@ -158,8 +158,7 @@ struct Row {
 
 // The learner's rhythm_learner_summary_agreement histogram and fp16 error-ratio gauge, as
 // `rhythm train` accumulates them from its scrapes (credit.summary_agreement).
-constexpr const char* kAgreementMeasures[] = {"waad_spearman", "fai_spearman",
-                                              "selection_jaccard"};
+constexpr const char* kAgreementMeasures[] = {"waad_spearman", "fai_spearman", "selection_jaccard"};
 constexpr const char* kStalenessBuckets[] = {"0", "1", "2", "3+"};
 
 std::string AgreementSeries(const char* part, const std::string& measure,
@@ -724,16 +723,15 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
             it == worst_ratio.end() ? nlohmann::json(nullptr) : nlohmann::json(it->second);
       }
       if (n > 0) {
-        absl::StrAppend(&agreement_text,
-                        absl::StrFormat("rhythm train: summary agreement, staleness %s: %.0f "
-                                        "rollouts, WAAD Spearman %s, FAI Spearman %s, selection "
-                                        "Jaccard %s, fp16 error ratio WAAD %s FAI %s, head split "
-                                        "differs in %s\n",
-                                        b, n, e["waad_spearman"].dump(), e["fai_spearman"].dump(),
-                                        e["selection_jaccard"].dump(),
-                                        e["waad_fp16_error_ratio_max"].dump(),
-                                        e["fai_fp16_error_ratio_max"].dump(),
-                                        e["head_split_differs"].dump()));
+        absl::StrAppend(
+            &agreement_text,
+            absl::StrFormat("rhythm train: summary agreement, staleness %s: %.0f "
+                            "rollouts, WAAD Spearman %s, FAI Spearman %s, selection "
+                            "Jaccard %s, fp16 error ratio WAAD %s FAI %s, head split "
+                            "differs in %s\n",
+                            b, n, e["waad_spearman"].dump(), e["fai_spearman"].dump(),
+                            e["selection_jaccard"].dump(), e["waad_fp16_error_ratio_max"].dump(),
+                            e["fai_fp16_error_ratio_max"].dump(), e["head_split_differs"].dump()));
       }
       agreement_json[b] = e;
     }
@@ -778,8 +776,8 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
       "rhythm train: %s/final (Hugging Face model), %s/report.html, %s/metrics.csv\n",
       describe(sum.before), describe(sum.after), sum.after.problems, sum.seconds, restarts,
       100 * credit.fai_defined, 100 * credit.preplan, 100 * credit.anchor, 100 * credit.amplified,
-      credit.clip, credit.kl, out, out, out)
-            << agreement_text;
+      credit.clip, credit.kl, out, out, out);
+  std::cout << agreement_text;
   return 0;
 }
 

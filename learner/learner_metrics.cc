@@ -14,8 +14,8 @@ namespace rhythm::learner {
 namespace {
 
 // Agreement runs from -1 to 1; what matters is how close to 1, so the buckets crowd there.
-const prometheus::Histogram::BucketBoundaries kAgreementBuckets = {
-    0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1};
+const prometheus::Histogram::BucketBoundaries kAgreementBuckets = {0,    0.5,  0.8,   0.9,   0.95,
+                                                                   0.98, 0.99, 0.995, 0.999, 1};
 constexpr const char* kStalenessBuckets[] = {"0", "1", "2", "3+"};
 
 }  // namespace
@@ -179,10 +179,10 @@ void LearnerMetrics::RecordStep(const StepStats& s) {
   std::map<std::pair<std::string, std::string>, double> worst;
   for (const SummaryAgreement& a : s.agreement) {
     const std::string bucket = StalenessBucket(a.staleness);
-    for (const auto& [measure, value] : {std::pair<const char*, double>{"waad_spearman",
-                                                                        a.waad_spearman},
-                                         {"fai_spearman", a.fai_spearman},
-                                         {"selection_jaccard", a.selection_jaccard}}) {
+    for (const auto& [measure, value] :
+         {std::pair<const char*, double>{"waad_spearman", a.waad_spearman},
+          {"fai_spearman", a.fai_spearman},
+          {"selection_jaccard", a.selection_jaccard}}) {
       if (std::isnan(value)) continue;
       summary_agreement.Add({{"measure", measure}, {"staleness", bucket}}, kAgreementBuckets)
           .Observe(value);

@@ -14,8 +14,8 @@
 #include "common/logging.h"
 #include "common/model/flat_weights.h"
 #include "common/rollout/engine.h"
-#include "common/weights/weight_client.h"
 #include "common/status.h"
+#include "common/weights/weight_client.h"
 #include "grpcpp/grpcpp.h"
 #include "learner/checkpoint.h"
 #include "learner/journal.h"
@@ -150,10 +150,9 @@ absl::Status LearnerServer::Init() {
                      << restored_version << " are version " << version;
   }
   RHYTHM_ASSIGN_OR_RETURN(
-      trainer_,
-      Trainer::Create(*model_, c.trainer(), c.credit(), c.runtime().seed(), version,
-                      c.generation().temperature(),
-                      common::rollout::GenerationOptionsFromConfig(c.generation()).tap));
+      trainer_, Trainer::Create(*model_, c.trainer(), c.credit(), c.runtime().seed(), version,
+                                c.generation().temperature(),
+                                common::rollout::GenerationOptionsFromConfig(c.generation()).tap));
   if (!optimizer.empty()) {
     RHYTHM_RETURN_IF_ERROR(trainer_->RestoreOptimizerState(optimizer, optimizer_steps, version));
   }

@@ -139,8 +139,8 @@ absl::StatusOr<credit::TokenCredit> CreditFrom(const std::vector<float>& waad,
                                                const std::vector<float>& entropy,
                                                const credit::TokenCreditOptions& o,
                                                const v1::Rollout& r, const char* source) {
-  absl::StatusOr<credit::TokenCredit> c = credit::ComputeTokenCredit(
-      {at::tensor(waad), at::tensor(fai), at::tensor(entropy)}, o);
+  absl::StatusOr<credit::TokenCredit> c =
+      credit::ComputeTokenCredit({at::tensor(waad), at::tensor(fai), at::tensor(entropy)}, o);
   if (!c.ok()) {
     return absl::Status(c.status().code(), absl::StrCat("rollout ", r.rollout_id(), " (", source,
                                                         " summary): ", c.status().message()));
@@ -165,8 +165,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(common::model::Transfor
       credit.summary_source() != v1::SUMMARY_SOURCE_LEARNER) {
     return absl::InvalidArgumentError(
         absl::StrCat("credit.summary_source = ", v1::SummarySource_Name(credit.summary_source()),
-                     " (", static_cast<int>(credit.summary_source()),
-                     "): want actor or learner"));
+                     " (", static_cast<int>(credit.summary_source()), "): want actor or learner"));
   }
   common::rollout::TapOptions resolved = tap;
   if (credit.summary_source() == v1::SUMMARY_SOURCE_LEARNER || credit.summary_agreement()) {
@@ -343,15 +342,15 @@ absl::Status Trainer::CreditPerResponse(std::vector<Sequence>& seqs, StepStats& 
     } else {
       ++stats.missing_summaries;
     }
-    s.shaped = credit::ShapeAdvantages(gamma.unsqueeze(0), s.advantage,
-                                       credit_.shape_negative())[0];
+    s.shaped =
+        credit::ShapeAdvantages(gamma.unsqueeze(0), s.advantage, credit_.shape_negative())[0];
     if (credit_.summary_agreement() && actor && s.learner_summary) {
       const common::rollout::AttentionSummary& l = *s.learner_summary;
       // The source the credit did not use, for the selection's Jaccard.
-      RHYTHM_ASSIGN_OR_RETURN(
-          const credit::TokenCredit other,
-          learner_source ? CreditFrom(actor->waad, actor->fai, s.entropy, o, r, "actor")
-                         : CreditFrom(l.waad, l.fai, s.entropy, o, r, "learner"));
+      RHYTHM_ASSIGN_OR_RETURN(const credit::TokenCredit other,
+                              learner_source
+                                  ? CreditFrom(actor->waad, actor->fai, s.entropy, o, r, "actor")
+                                  : CreditFrom(l.waad, l.fai, s.entropy, o, r, "learner"));
       SummaryAgreement a;
       a.staleness = s.staleness;
       a.waad_spearman = common::analysis::Spearman(actor->waad, l.waad);

@@ -58,7 +58,7 @@ class Trainer {
   absl::Status RestoreOptimizerState(const common::model::TensorMap& state,
                                      int64_t optimizer_steps, int64_t version);
 
- // One response, ready for the loss: defined and used in trainer.cc only.
+  // One response, ready for the loss: defined and used in trainer.cc only.
   struct Sequence;
 
  private:

@@ -47,8 +47,8 @@ common::rollout::TapOptions SmallBand() {
 // Rollouts of `m` as an actor builds them (fp16 summaries through the codec), generated at
 // `version`. Responses end at token 3 or after 28 tokens, so lengths vary and micro-batches
 // are right-padded.
-std::vector<Group> Generate(const common::model::Transformer& m, int groups, int g,
-                            uint64_t seed, int64_t version = 0) {
+std::vector<Group> Generate(const common::model::Transformer& m, int groups, int g, uint64_t seed,
+                            int64_t version = 0) {
   common::rollout::GenerationOptions o;
   o.samples_per_prompt = g;
   o.max_new_tokens = 28;
@@ -221,8 +221,7 @@ TEST(TrainerSummaries, TamperedActorSummariesShowLowAgreement) {
   prometheus::Registry registry;
   LearnerMetrics metrics(registry);
   metrics.RecordStep(*s);
-  EXPECT_EQ(metrics.summary_head_split_differs.Add({{"staleness", "0"}}).Value(),
-            Rollouts(batch));
+  EXPECT_EQ(metrics.summary_head_split_differs.Add({{"staleness", "0"}}).Value(), Rollouts(batch));
 }
 
 TEST(TrainerSummaries, LearnerSourceAppliesCreditWithoutActorSummaries) {
@@ -287,9 +286,8 @@ TEST(TrainerSummaries, AgreementIsObservationOnlyAndStalenessIsBucketed) {
   EXPECT_TRUE(std::isnan(
       metrics.summary_fp16_error_ratio.Add({{"signal", "waad"}, {"staleness", "0"}}).Value()))
       << "no step filled bucket 0: no data, not 0";
-  EXPECT_GE(
-      metrics.summary_fp16_error_ratio.Add({{"signal", "waad"}, {"staleness", "3+"}}).Value(),
-      0.0);
+  EXPECT_GE(metrics.summary_fp16_error_ratio.Add({{"signal", "waad"}, {"staleness", "3+"}}).Value(),
+            0.0);
   EXPECT_STREQ(LearnerMetrics::StalenessBucket(0), "0");
   EXPECT_STREQ(LearnerMetrics::StalenessBucket(2), "2");
   EXPECT_STREQ(LearnerMetrics::StalenessBucket(17), "3+");

@@ -74,8 +74,9 @@ TEST(SummaryAgreementProcesses, WithoutAgreementTheActorSkipsItsTaps) {
       << "the learner trains; see " << run << ".learner.log";
   EXPECT_GT(Metric(m, "rhythm_learner_amplified_token_fraction_ratio"), 0)
       << "credit from the learner's summaries";
-  EXPECT_EQ(Metric(m, "rhythm_learner_summary_agreement_count{measure=\"waad_spearman\","
-                      "staleness=\"0\"}"),
+  EXPECT_EQ(Metric(m,
+                   "rhythm_learner_summary_agreement_count{measure=\"waad_spearman\","
+                   "staleness=\"0\"}"),
             0);
   StopActor(actor);
   EXPECT_EQ(learner.p.Stop(SIGTERM, 60), 0);
