@@ -902,6 +902,11 @@ absl::StatusOr<std::unique_ptr<HfBpeTokenizer>> HfBpeTokenizer::Load(const std::
   if (ti::FileExists(files.config_json_source)) {
     RHYTHM_ASSIGN_OR_RETURN(files.config_json, ti::ReadFileToString(files.config_json_source));
   }
+  files.chat_template_jinja_source = ti::JoinPath(dir, kChatTemplateFileName);
+  if (ti::FileExists(files.chat_template_jinja_source)) {
+    RHYTHM_ASSIGN_OR_RETURN(files.chat_template_jinja,
+                            ti::ReadFileToString(files.chat_template_jinja_source));
+  }
   return FromFiles(std::move(files));
 }
 
@@ -966,6 +971,7 @@ HfBpeTokenizer::~HfBpeTokenizer() = default;
 
 constexpr char HfBpeTokenizer::kFileName[];
 constexpr char HfBpeTokenizer::kConfigFileName[];
+constexpr char HfBpeTokenizer::kChatTemplateFileName[];
 
 // ---------------------------------------------------------------------------------------------
 // Encoding and decoding.
@@ -1035,7 +1041,17 @@ absl::Status HfBpeTokenizer::Save(const std::string& dir) const {
     RHYTHM_RETURN_IF_ERROR(
         ti::WriteFileAtomically(dir, kConfigFileName, *model_->files.config_json));
   }
+  if (model_->files.chat_template_jinja.has_value()) {
+    RHYTHM_RETURN_IF_ERROR(ti::WriteFileAtomically(dir, kChatTemplateFileName,
+                                                   *model_->files.chat_template_jinja));
+  }
   return absl::OkStatus();
+}
+
+std::optional<ChatTemplateFiles> HfBpeTokenizer::chat_template_files() const {
+  const HfTokenizerFiles& f = model_->files;
+  return ChatTemplateFiles{f.config_json, f.config_json_source, f.chat_template_jinja,
+                           f.chat_template_jinja_source};
 }
 
 }  // namespace rhythm::common

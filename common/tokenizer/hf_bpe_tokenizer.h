@@ -65,14 +65,18 @@ struct HfTokenizerFiles {
   std::string tokenizer_json_source = "tokenizer.json";  // its name in error messages
   std::optional<std::string> config_json;                // tokenizer_config.json, if there is one
   std::string config_json_source = "tokenizer_config.json";
+  std::optional<std::string> chat_template_jinja;  // chat_template.jinja, if there is one
+  std::string chat_template_jinja_source = "chat_template.jinja";
 };
 
 class HfBpeTokenizer final : public Tokenizer {
  public:
   static constexpr char kFileName[] = "tokenizer.json";
   static constexpr char kConfigFileName[] = "tokenizer_config.json";
+  static constexpr char kChatTemplateFileName[] = "chat_template.jinja";
 
-  // Reads <dir>/tokenizer.json and, if present, <dir>/tokenizer_config.json. NOT_FOUND if
+  // Reads <dir>/tokenizer.json and, if present, <dir>/tokenizer_config.json and
+  // <dir>/chat_template.jinja (kept for chat_template_files() and Save). NOT_FOUND if
   // tokenizer.json does not exist; INVALID_ARGUMENT "<path>: <field>: <problem>" if a file is
   // malformed or uses an unsupported feature (see above). Takes ~0.5 s for Qwen3's 11 MB file.
   static absl::StatusOr<std::unique_ptr<HfBpeTokenizer>> Load(const std::string& dir);
@@ -90,9 +94,11 @@ class HfBpeTokenizer final : public Tokenizer {
   int32_t eos_id() const override;
   int32_t pad_id() const override;
   std::optional<int32_t> TokenId(absl::string_view token) const override;
-  // Writes the tokenizer.json (and tokenizer_config.json, if one was loaded) it was built from,
-  // byte for byte.
+  // Writes the tokenizer.json (and tokenizer_config.json and chat_template.jinja, where they
+  // were loaded) it was built from, byte for byte.
   absl::Status Save(const std::string& dir) const override;
+  // The tokenizer_config.json and chat_template.jinja it was built from (either may be absent).
+  std::optional<ChatTemplateFiles> chat_template_files() const override;
 
   // The token string of `id` as the file spells it ("Ġthe", "<|im_end|>"), or std::nullopt.
   std::optional<std::string> IdToToken(int32_t id) const;

@@ -403,6 +403,40 @@ TEST(HfBpeTiny, SavesTheFilesItWasLoadedFrom) {
   EXPECT_EQ((*again)->eos_id(), 10);
 }
 
+TEST(HfBpeTiny, KeepsAndSavesTheChatTemplateFiles) {
+  const std::string dir = TempDir("tiny_chat_load");
+  std::ofstream(dir + "/tokenizer.json") << TinyJson().dump();
+  std::ofstream(dir + "/tokenizer_config.json") << kTinyConfig;
+  std::ofstream(dir + "/chat_template.jinja") << "{{ messages }}";
+  auto tok = LoadTokenizer(dir);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  std::optional<ChatTemplateFiles> files = (*tok)->chat_template_files();
+  ASSERT_TRUE(files.has_value());
+  EXPECT_EQ(files->config_json, std::optional<std::string>(kTinyConfig));
+  EXPECT_EQ(files->config_json_source, dir + "/tokenizer_config.json");
+  EXPECT_EQ(files->chat_template_jinja, std::optional<std::string>("{{ messages }}"));
+  EXPECT_EQ(files->chat_template_jinja_source, dir + "/chat_template.jinja");
+  const std::string out = TempDir("tiny_chat_save");
+  ASSERT_TRUE((*tok)->Save(out).ok());
+  EXPECT_EQ(ReadAll(out + "/chat_template.jinja"), "{{ messages }}");
+
+  // Without the files: absent, but the sources still name where they were looked for.
+  const std::string bare = TempDir("tiny_chat_bare");
+  json with_eos = TinyJson();  // no config: eos must be a well-known token
+  with_eos["added_tokens"].push_back({{"id", 15}, {"content", "<|endoftext|>"},
+                                      {"single_word", false}, {"lstrip", false},
+                                      {"rstrip", false}, {"normalized", false},
+                                      {"special", true}});
+  std::ofstream(bare + "/tokenizer.json") << with_eos.dump();
+  auto plain = LoadTokenizer(bare);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  files = (*plain)->chat_template_files();
+  ASSERT_TRUE(files.has_value());
+  EXPECT_FALSE(files->config_json.has_value());
+  EXPECT_FALSE(files->chat_template_jinja.has_value());
+  EXPECT_EQ(files->config_json_source, bare + "/tokenizer_config.json");
+}
+
 TEST(HfBpeTiny, InvalidUtf8TextIsRejected) {
   auto tok = MustBuild(TinyJson());
   ASSERT_NE(tok, nullptr);

@@ -31,6 +31,17 @@
 
 namespace rhythm::common {
 
+// The files of a Hugging Face tokenizer that say how a chat is written (chat_template.h reads
+// them): tokenizer_config.json ("chat_template", "bos_token") and, as recent transformers
+// versions save it, chat_template.jinja. A `*_source` names its file in error messages (the
+// path when loaded from a directory), also when the file is absent.
+struct ChatTemplateFiles {
+  std::optional<std::string> config_json;  // std::nullopt: no tokenizer_config.json
+  std::string config_json_source;
+  std::optional<std::string> chat_template_jinja;  // std::nullopt: no chat_template.jinja
+  std::string chat_template_jinja_source;
+};
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
@@ -61,6 +72,10 @@ class Tokenizer {
   // if needed and overwriting files of the same name. FAILED_PRECONDITION when a file cannot be
   // written.
   virtual absl::Status Save(const std::string& dir) const = 0;
+
+  // The files the model's chat template is read from; std::nullopt for a tokenizer that has
+  // none (CharTokenizer).
+  virtual std::optional<ChatTemplateFiles> chat_template_files() const { return std::nullopt; }
 };
 
 // Loads <dir>/tokenizer.json (HF byte-level BPE, see hf_bpe_tokenizer.h) or, when there is none,
