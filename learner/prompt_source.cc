@@ -2,17 +2,19 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "common/tasks/prompt_format.h"
 #include "common/tasks/task.h"
 #include "common/tokenizer/tokenizer.h"
 
 namespace rhythm::learner {
 
 PromptSource TaskPromptSource(const common::tasks::Task& task, const common::Tokenizer& tokenizer,
+                              const common::tasks::PromptFormatter& format,
                               int64_t max_prompt_tokens) {
-  return [&task, &tokenizer, max_prompt_tokens](uint64_t index) {
+  return [&task, &tokenizer, &format, max_prompt_tokens](uint64_t index) {
     const common::tasks::Problem p = task.TrainProblem(index);
-    PromptSpec spec{p.id, p.prompt, {}, p.answer, "", ""};
-    absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(p.prompt);
+    PromptSpec spec{p.id, format.Render(p.prompt), {}, p.answer, "", ""};
+    absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(spec.text);
     if (!ids.ok()) {
       spec.skip_reason = "unencodable";
       spec.skip_detail = std::string(ids.status().message());

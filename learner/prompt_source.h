@@ -1,6 +1,7 @@
 // PromptSource: where the learner's training prompts come from (the task's training stream,
 // by index, deterministic), and TaskPromptSource, the one the learner uses: the task's training
-// problems encoded by the model's tokenizer, with the skip policy. Plain types in this header.
+// problems rendered by the task's PromptFormatter (task.prompt_format) and encoded by the model's
+// tokenizer, with the skip policy. Plain types in this header.
 #pragma once
 
 #include <cstdint>
@@ -28,16 +29,19 @@ namespace rhythm::common {
 class Tokenizer;
 namespace tasks {
 class Task;
+class PromptFormatter;
 }  // namespace tasks
 }  // namespace rhythm::common
 
 namespace rhythm::learner {
 
-// Training problem `index` of `task`, encoded by `tokenizer`. A prompt that cannot be encoded
+// Training problem `index` of `task`, rendered by `format` (PromptSpec.text is the rendered
+// text: what the model sees) and encoded by `tokenizer`. A prompt that cannot be encoded
 // ("unencodable") or is longer than `max_prompt_tokens` ("too_long": it would leave no room for
 // the response in the model's context) is skipped, never lent: an actor could not generate for
-// it. `task` and `tokenizer` must outlive the source.
+// it. `task`, `tokenizer` and `format` must outlive the source.
 PromptSource TaskPromptSource(const common::tasks::Task& task, const common::Tokenizer& tokenizer,
+                              const common::tasks::PromptFormatter& format,
                               int64_t max_prompt_tokens);
 
 }  // namespace rhythm::learner

@@ -1,5 +1,6 @@
 #include "learner/prompt_source.h"
 
+#include "common/tasks/prompt_format.h"
 #include "common/tasks/task.h"
 #include "common/tokenizer/char_tokenizer.h"
 #include "gtest/gtest.h"
@@ -32,8 +33,9 @@ std::unique_ptr<common::tasks::Task> Arithmetic() {
 TEST(PromptSourceTest, EncodesTheTasksProblemsAndSkipsWhatCannotBeGenerated) {
   auto task = Arithmetic();
   auto chars = common::CharTokenizer::CreateDefault();
+  const common::tasks::PromptFormatter verbatim;
   const common::tasks::Problem p = task->TrainProblem(4);
-  const PromptSpec ok = TaskPromptSource(*task, *chars, 1000)(4);
+  const PromptSpec ok = TaskPromptSource(*task, *chars, verbatim, 1000)(4);
   EXPECT_EQ(ok.prompt_id, p.id);
   EXPECT_EQ(ok.text, p.prompt);
   EXPECT_EQ(ok.answer, p.answer);
@@ -45,17 +47,37 @@ TEST(PromptSourceTest, EncodesTheTasksProblemsAndSkipsWhatCannotBeGenerated) {
   EXPECT_EQ(ok.token_ids, want);
 
   const int64_t len = static_cast<int64_t>(want.size());
-  EXPECT_TRUE(TaskPromptSource(*task, *chars, len)(4).skip_reason.empty()) << "exactly fits";
-  const PromptSpec long_one = TaskPromptSource(*task, *chars, len - 1)(4);
+  EXPECT_TRUE(TaskPromptSource(*task, *chars, verbatim, len)(4).skip_reason.empty())
+      << "exactly fits";
+  const PromptSpec long_one = TaskPromptSource(*task, *chars, verbatim, len - 1)(4);
   EXPECT_EQ(long_one.skip_reason, "too_long");
   EXPECT_NE(long_one.skip_detail.find("at most " + std::to_string(len - 1)), std::string::npos)
       << long_one.skip_detail;
   EXPECT_TRUE(long_one.token_ids.empty());
 
   const Refusing refusing;
-  const PromptSpec bad = TaskPromptSource(*task, refusing, 1000)(4);
+  const PromptSpec bad = TaskPromptSource(*task, refusing, verbatim, 1000)(4);
   EXPECT_EQ(bad.skip_reason, "unencodable");
   EXPECT_EQ(bad.skip_detail, "text: cannot encode");
+}
+
+TEST(PromptSourceTest, PromptsAreRenderedByTheTasksPromptFormat) {
+  auto task = Arithmetic();
+  auto chars = common::CharTokenizer::CreateDefault();
+  v1::TaskConfig c;
+  c.set_prompt_format(v1::PROMPT_FORMAT_CUSTOM);
+  c.set_system_prompt("Add.");
+  c.set_prompt_template("{system}\nQ: {prompt}\nA: ");
+  absl::StatusOr<common::tasks::PromptFormatter> format =
+      common::tasks::PromptFormatter::Create(c, *chars);
+  ASSERT_TRUE(format.ok()) << format.status();
+  const common::tasks::Problem p = task->TrainProblem(2);
+  const PromptSpec spec = TaskPromptSource(*task, *chars, *format, 1000)(2);
+  EXPECT_EQ(spec.text, "Add.\nQ: " + p.prompt + "\nA: ");
+  const absl::StatusOr<std::vector<int32_t>> encoded = chars->Encode(spec.text);
+  ASSERT_TRUE(encoded.ok());
+  EXPECT_EQ(spec.token_ids, std::vector<uint32_t>(encoded->begin(), encoded->end()));
+  EXPECT_TRUE(spec.skip_reason.empty());
 }
 
 }  // namespace
