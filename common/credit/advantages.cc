@@ -56,4 +56,12 @@ at::Tensor ShapeAdvantages(const at::Tensor& gamma, const at::Tensor& advantage,
   return effective_gamma * a;
 }
 
+double OverlongPenalty(int64_t length, int64_t max_length, int64_t buffer, double penalty) {
+  if (buffer <= 0) return 0.0;
+  const int64_t free_length = max_length - buffer;
+  if (length <= free_length) return 0.0;
+  if (length > max_length) return -penalty;
+  return static_cast<double>(free_length - length) / static_cast<double>(buffer) * penalty;
+}
+
 }  // namespace rhythm::common::credit

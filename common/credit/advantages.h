@@ -2,6 +2,8 @@
 // no I/O. Thread-safe.
 #pragma once
 
+#include <cstdint>
+
 #include "ATen/core/Tensor.h"
 #include "absl/status/statusor.h"
 #include "rhythm/v1/config.pb.h"
@@ -37,5 +39,13 @@ absl::StatusOr<GroupAdvantages> ComputeGroupAdvantages(const at::Tensor& rewards
 //   returns    float32 [B, T]
 at::Tensor ShapeAdvantages(const at::Tensor& gamma, const at::Tensor& advantage,
                            bool shape_negative);
+
+// DAPO's soft overlong punishment (Yu et al. 2025, eq. 13), added to a response's reward:
+//   0                                          |y| <= L_max - B
+//   ((L_max - B) - |y|) / B * penalty          L_max - B < |y| <= L_max
+//   -penalty                                   |y| > L_max
+// with L_max = max_length (generation.max_new_tokens) and B = buffer (trainer.overlong_buffer);
+// 0 when buffer <= 0 (disabled). Returns a value <= 0.
+double OverlongPenalty(int64_t length, int64_t max_length, int64_t buffer, double penalty);
 
 }  // namespace rhythm::common::credit

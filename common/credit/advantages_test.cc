@@ -90,6 +90,34 @@ TEST(GroupAdvantages, NonFiniteRewardIsNamed) {
   EXPECT_FALSE(ComputeGroupAdvantages(at::zeros({3}), {}).ok());
 }
 
+// DAPO's R_length, written as the paper's three cases and checked at every length.
+TEST(OverlongPenalty, MatchesDaposPiecewiseFormula) {
+  for (int64_t max_len : {8, 20}) {
+    for (int64_t buffer : {1, 4, 8}) {
+      for (double penalty : {1.0, 0.5}) {
+        for (int64_t len = 0; len <= max_len + 2; ++len) {
+          const double l_cache = static_cast<double>(buffer), l_max = static_cast<double>(max_len);
+          const double y = static_cast<double>(len);
+          double want = 0;
+          if (y <= l_max - l_cache) {
+            want = 0;
+          } else if (y <= l_max) {
+            want = ((l_max - l_cache) - y) / l_cache;
+          } else {
+            want = -1;
+          }
+          EXPECT_NEAR(OverlongPenalty(len, max_len, buffer, penalty), want * penalty, 1e-12)
+              << len << " of " << max_len << ", buffer " << buffer;
+        }
+      }
+    }
+  }
+  EXPECT_DOUBLE_EQ(OverlongPenalty(20, 20, 4, 1.0), -1.0) << "-penalty at L_max";
+  EXPECT_DOUBLE_EQ(OverlongPenalty(17, 20, 4, 1.0), -0.25);
+  EXPECT_DOUBLE_EQ(OverlongPenalty(16, 20, 4, 1.0), 0.0);
+  EXPECT_DOUBLE_EQ(OverlongPenalty(20, 20, 0, 1.0), 0.0) << "buffer 0 disables";
+}
+
 TEST(ShapeAdvantages, BothSignsAndTheV1Switch) {
   at::Tensor gamma = at::tensor({1.0, 1.5, 1.25, 1.0, 1.5, 1.0}).view({2, 3});
   at::Tensor adv = at::tensor({2.0, -1.0});
