@@ -1,6 +1,9 @@
 #include "learner/batch_assembler.h"
 
+#include <algorithm>
 #include <limits>
+
+#include "absl/strings/str_cat.h"
 
 namespace rhythm::learner {
 
@@ -26,6 +29,7 @@ BatchAssembler::AddResult BatchAssembler::Add(v1::Rollout rollout) {
   for (auto& [index, r] : samples) group.push_back(std::move(r));
   partial_.erase(group_id);
   complete_.emplace(group_id, std::move(group));
+  ++completions_;
   return AddResult::kGroupComplete;
 }
 
@@ -54,6 +58,7 @@ void BatchAssembler::DropStaleLocked(int64_t current_version) {
       }
       if (all_equal) {
         ++counters_.dropped_zero_variance;
+        ++pending_dropped_;
         drop = true;
       }
     }
@@ -67,26 +72,42 @@ void BatchAssembler::DropStaleLocked(int64_t current_version) {
 }
 
 std::optional<std::vector<Group>> BatchAssembler::NextBatch(int64_t current_version,
-                                                            absl::Duration timeout) {
+                                                            absl::Duration timeout,
+                                                            BatchInfo* info) {
   absl::MutexLock lock(&mu_);
   const absl::Time deadline = absl::Now() + timeout;
-  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return closed_ || static_cast<int64_t>(complete_.size()) >= options_.batch_groups;
-  };
+  const int64_t b = options_.batch_groups;
+  const int64_t budget = (1 + options_.max_extra_rounds) * b;  // examined groups, dynamic
   while (true) {
     DropStaleLocked(current_version);
     if (closed_) return std::nullopt;
-    if (static_cast<int64_t>(complete_.size()) >= options_.batch_groups) break;
-    if (!mu_.AwaitWithDeadline(absl::Condition(&ready), deadline)) return std::nullopt;
+    const int64_t held = static_cast<int64_t>(complete_.size());
+    if (held >= b) break;
+    if (options_.dynamic_sampling && held >= 1 && pending_dropped_ + held >= budget) break;
+    // Wake on every completion (examine it now: a dropped group frees queue room at once).
+    const uint64_t seen = completions_;
+    auto moved = [this, seen]()
+                     ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return closed_ || completions_ != seen; };
+    if (!mu_.AwaitWithDeadline(absl::Condition(&moved), deadline)) return std::nullopt;
   }
   std::vector<Group> batch;
-  while (static_cast<int64_t>(batch.size()) < options_.batch_groups) {
+  while (static_cast<int64_t>(batch.size()) < b && !complete_.empty()) {
     auto it = complete_.begin();
     queued_ -= static_cast<int64_t>(it->second.size());
     batch.push_back(std::move(it->second));
     complete_.erase(it);
   }
+  BatchInfo made;
+  made.groups = static_cast<int64_t>(batch.size());
+  made.dropped_zero_variance = pending_dropped_;
+  made.extra_rounds =
+      std::max<int64_t>(0, (made.dropped_zero_variance + made.groups + b - 1) / b - 1);
+  made.short_batch = made.groups < b;
+  pending_dropped_ = 0;
   ++counters_.batches;
+  counters_.short_batches += made.short_batch ? 1 : 0;
+  counters_.extra_rounds += made.extra_rounds;
+  if (info) *info = made;
   return batch;
 }
 
@@ -95,6 +116,7 @@ void BatchAssembler::Clear() {
   partial_.clear();
   complete_.clear();
   queued_ = 0;
+  pending_dropped_ = 0;
 }
 
 std::vector<uint32_t> BatchAssembler::HeldSamples(uint64_t group_id) const {
@@ -162,6 +184,34 @@ std::vector<v1::Rollout> BatchAssembler::Snapshot() const {
   }
   for (const auto& [id, g] : complete_) out.insert(out.end(), g.begin(), g.end());
   return out;
+}
+
+BatchAssembler::Options BatchAssemblerOptions(const v1::RhythmConfig& c) {
+  BatchAssembler::Options o;
+  o.batch_groups = c.trainer().batch_groups();
+  o.max_staleness = c.trainer().max_staleness();
+  o.drop_zero_variance = c.credit().drop_zero_variance_groups();
+  o.dynamic_sampling = c.trainer().dynamic_sampling();
+  o.max_extra_rounds = c.trainer().dynamic_sampling_max_rounds();
+  return o;
+}
+
+absl::Status ValidateBatchAssembly(const v1::RhythmConfig& c) {
+  if (!c.trainer().dynamic_sampling()) return absl::OkStatus();
+  if (!c.credit().drop_zero_variance_groups()) {
+    return absl::InvalidArgumentError(
+        "config: trainer.dynamic_sampling = true needs credit.drop_zero_variance_groups = true "
+        "(it is false: no group is filtered, so there is nothing to sample more for)");
+  }
+  const int64_t full = int64_t{c.trainer().batch_groups()} * c.trainer().group_size();
+  if (c.learner().queue_capacity() < full) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config: learner.queue_capacity = ", c.learner().queue_capacity(),
+        " is below trainer.batch_groups * trainer.group_size = ", c.trainer().batch_groups(), " * ",
+        c.trainer().group_size(), " = ", full,
+        ": with trainer.dynamic_sampling a full batch would never fit the queue"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace rhythm::learner

@@ -123,7 +123,44 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
                                          "Bytes in the durable rollout log")),
       ledger_ids(common::AddGauge(r, "rhythm_learner_ledger_ids",
                                   "Rollout ids the exactly-once ledger holds above its "
-                                  "per-run watermarks (bounded by runs x learner.ledger_window)")) {
+                                  "per-run watermarks (bounded by runs x learner.ledger_window)")),
+      batch_groups(common::AddGauge(r, "rhythm_learner_batch_groups",
+                                    "Groups in the last trained batch")),
+      groups_filtered(common::AddGauge(
+          r, "rhythm_learner_groups_filtered_ratio",
+          "Share of the groups examined for the last batch that were dropped for zero reward "
+          "variance (credit.drop_zero_variance_groups)")),
+      short_batches(common::AddCounter(
+          r, "rhythm_learner_short_batches_total",
+          "Batches trained with fewer than trainer.batch_groups groups: dynamic sampling "
+          "reached trainer.dynamic_sampling_max_rounds")),
+      sampling_extra_rounds(common::AddHistogram(
+          r, "rhythm_learner_sampling_extra_rounds",
+          "Extra rounds of trainer.batch_groups groups examined per batch to fill it "
+          "(ceil(examined / batch_groups) - 1)",
+          {0, 1, 2, 4, 8, 16, 32})),
+      eval_pass1(common::AddGauge(r, "rhythm_learner_eval_pass1_ratio",
+                                  "Greedy pass@1 of the last evaluation (learner.eval_every)")),
+      eval_avg_at_k(common::AddGauge(
+          r, "rhythm_learner_eval_avg_at_k_ratio",
+          "Mean accuracy of learner.eval_k samples at generation.temperature, last evaluation")),
+      eval_pass_at_k(common::AddGauge(
+          r, "rhythm_learner_eval_pass_at_k_ratio",
+          "Share of problems with at least one of learner.eval_k samples correct, last evaluation")),
+      eval_version(common::AddGauge(r, "rhythm_learner_eval_version",
+                                    "Policy version the last evaluation scored (-1: none yet)")),
+      eval_problems(common::AddGauge(r, "rhythm_learner_eval_problems",
+                                     "Problems the last evaluation scored")),
+      eval_seconds(common::AddHistogram(r, "rhythm_learner_eval_seconds",
+                                        "Seconds per evaluation (generation on the learner)",
+                                        {0.1, 0.5, 1, 5, 10, 30, 60, 300, 1200})),
+      eval_failures(common::AddCounter(r, "rhythm_learner_eval_failures_total",
+                                       "Evaluations that failed (logged)")) {
+  // No evaluation yet: no data, not a score of 0.
+  eval_version.Set(-1);
+  for (prometheus::Gauge* g : {&eval_pass1, &eval_avg_at_k, &eval_pass_at_k}) {
+    g->Set(std::numeric_limits<double>::quiet_NaN());
+  }
   // Every labelled series exists from the start, so dashboards and alerts see zeros.
   for (const char* reason : {"stale", "zero_variance", "expired"}) {
     groups_dropped.Add({{"reason", reason}});

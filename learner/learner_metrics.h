@@ -67,6 +67,23 @@ struct LearnerMetrics {
   prometheus::Counter& leases_expired;
   prometheus::Gauge& rollout_log_bytes;
   prometheus::Gauge& ledger_ids;
+  // Batch assembly (learner/batch_assembler.h): groups in the last batch, the share of the
+  // groups examined for it that were dropped for zero reward variance, batches short of
+  // trainer.batch_groups (dynamic sampling's bound reached), extra rounds per batch.
+  prometheus::Gauge& batch_groups;
+  prometheus::Gauge& groups_filtered;
+  prometheus::Counter& short_batches;
+  prometheus::Histogram& sampling_extra_rounds;
+  // Evaluation on the learner (learner.eval_every, learner/evaluator.h): the last evaluation's
+  // greedy pass@1, avg@k and pass@k, the version it scored (-1 before the first; the ratios are
+  // NaN until then), its problems, its duration and failures.
+  prometheus::Gauge& eval_pass1;
+  prometheus::Gauge& eval_avg_at_k;
+  prometheus::Gauge& eval_pass_at_k;
+  prometheus::Gauge& eval_version;
+  prometheus::Gauge& eval_problems;
+  prometheus::Histogram& eval_seconds;
+  prometheus::Counter& eval_failures;
 };
 
 }  // namespace rhythm::learner

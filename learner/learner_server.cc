@@ -90,9 +90,8 @@ absl::Status LearnerServer::Init() {
                           << n << " skipped for this reason so far)";
     }
   };
-  assembler_ = std::make_unique<BatchAssembler>(
-      BatchAssembler::Options{c.trainer().batch_groups(), c.trainer().max_staleness(),
-                              c.credit().drop_zero_variance_groups()});
+  RHYTHM_RETURN_IF_ERROR(ValidateBatchAssembly(c));
+  assembler_ = std::make_unique<BatchAssembler>(BatchAssemblerOptions(c));
   absl::ReleasableMutexLock lock(&state_mu_);
   state_ = std::make_unique<LearnerState>(options_.prompts, state_options, *assembler_);
 

@@ -25,8 +25,9 @@ TrainLoop::TrainLoop(Options options, BatchAssembler& queue, Trainer& trainer,
 void TrainLoop::Run(const std::atomic<bool>& stop) {
   const v1::RhythmConfig& c = options_.config;
   while (!stop.load()) {
+    BatchAssembler::BatchInfo info;
     std::optional<std::vector<Group>> batch =
-        queue_.NextBatch(version_.load(), absl::Milliseconds(200));
+        queue_.NextBatch(version_.load(), absl::Milliseconds(200), &info);
     if (!batch) continue;
     // Staleness along the weights' lineage (BatchAssembler::SetResumePoint), as the drop rule
     // counts it; the trainer's own figure is the raw version difference.
@@ -59,6 +60,10 @@ void TrainLoop::Run(const std::atomic<bool>& stop) {
     metrics_.policy_version.Set(static_cast<double>(s->version));
     const int64_t steps = ++steps_;
     metrics_.RecordStep(*s);
+    metrics_.batch_groups.Set(static_cast<double>(info.groups));
+    metrics_.groups_filtered.Set(info.filtered_fraction());
+    metrics_.sampling_extra_rounds.Observe(static_cast<double>(info.extra_rounds));
+    if (info.short_batch) metrics_.short_batches.Increment();
     if (s->fai_undefined_responses > 0 && !warned_fai_undefined_) {
       warned_fai_undefined_ = true;
       RHYTHM_LOG(Warning) << absl::StrFormat(
@@ -69,14 +74,19 @@ void TrainLoop::Run(const std::atomic<bool>& stop) {
     }
     RHYTHM_LOG(Info) << absl::StrFormat(
         "learner: step %d version %d reward %.3f acc %.3f loss %.4f clip %.3f kl %.5f "
-        "tokens/s %.0f staleness %.2f",
+        "tokens/s %.0f staleness %.2f groups %d%s filtered %.2f",
         steps, s->version, s->reward_mean, s->accuracy, s->loss, s->clip_fraction, s->approx_kl,
-        s->tokens / std::max(s->seconds, 1e-9), staleness);
+        s->tokens / std::max(s->seconds, 1e-9), staleness, info.groups,
+        info.short_batch ? " (short)" : "", info.filtered_fraction());
     const int every = c.learner().checkpoint_every();
     if (every > 0 && steps % every == 0) {
       if (absl::Status cs = hooks_.checkpoint(); !cs.ok()) {
         RHYTHM_LOG(Error) << "learner: checkpoint failed: " << cs;
       }
+    }
+    const int eval_every = c.learner().eval_every();
+    if (hooks_.evaluate && eval_every > 0 && total_steps() % eval_every == 0) {
+      hooks_.evaluate(s->version);
     }
     if (c.trainer().steps() > 0 && total_steps() >= c.trainer().steps()) {
       hooks_.finished();

@@ -5,7 +5,11 @@
 // finishes after trainer.steps steps in all (counting those of the weights it started from).
 //
 //   NextBatch ─ staleness ─ dump ─ Trainer.Step ─ publish(version) ─ metrics, log
-//             ─ checkpoint() every N ─ finished() at trainer.steps
+//             ─ checkpoint() every N ─ evaluate(version) every learner.eval_every
+//             ─ finished() at trainer.steps
+//
+// Batch assembly's figures (BatchAssembler::BatchInfo: groups, filtered share, short batch,
+// extra rounds) go to the metrics and the step's log line.
 //
 // A failed step or publication calls fail() and returns: the weights may be half-updated, so
 // the learner stops and a --resume restarts from the last checkpoint and the journal.
@@ -38,6 +42,10 @@ class TrainLoop {
     std::function<absl::Status()> checkpoint;
     std::function<void(const absl::Status&)> fail;  // stop without a final checkpoint
     std::function<void()> finished;                 // trainer.steps reached
+    // Optional: called after the version of every learner.eval_every-th training step
+    // (counting the restored steps) is published; it must not hold the loop long (the
+    // learner's copies the weights for its evaluator thread: learner/evaluator.h).
+    std::function<void(int64_t version)> evaluate;
   };
 
   // `queue`, `trainer`, `metrics` and `version` (the published version, which the service
