@@ -13,6 +13,7 @@
 #include "common/model/load_model.h"
 #include "common/rollout/engine.h"
 #include "common/runtime.h"
+#include "common/tasks/prompt_format.h"
 #include "common/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
@@ -98,6 +99,10 @@ void RegisterGenerateFlags(common::FlagParser& parser, GenerateFlags& f) {
                  &f.json);
   parser.AddBool("reference", "generate: compute summaries the slow way (full attention maps)",
                  &f.reference);
+  parser.AddBool("chat",
+                 "generate: render --prompt with the model's chat template (tokenizer_config.json)"
+                 ", task.system_prompt as the system turn",
+                 &f.chat);
   parser.AddString("out", "DIR", "init-model: where to write the random tiny model", &f.out);
 }
 
@@ -108,6 +113,7 @@ int RunGenerate(const GenerateFlags& f, v1::RhythmConfig config) {
   if (f.prompt.empty() == f.prompt_ids.empty()) {
     return Fail("generate: give exactly one of --prompt TEXT and --prompt-ids 1,2,3");
   }
+  if (f.chat && f.prompt.empty()) return Fail("generate: --chat renders --prompt TEXT; give it");
   common::InitRuntime(config.runtime());
   absl::StatusOr<c10::Device> device = common::ResolveDevice(config.runtime().device());
   if (!device.ok()) return Fail(std::string(device.status().message()));
@@ -120,7 +126,18 @@ int RunGenerate(const GenerateFlags& f, v1::RhythmConfig config) {
   if (!f.prompt.empty()) {
     if (!tokenizer)
       return Fail(absl::StrCat("generate: ", f.model, " has no tokenizer; use --prompt-ids"));
-    absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(f.prompt);
+    common::tasks::PromptFormatter format;  // verbatim
+    if (f.chat) {
+      v1::TaskConfig task = config.task();
+      if (task.prompt_format() != v1::PROMPT_FORMAT_CUSTOM) {
+        task.set_prompt_format(v1::PROMPT_FORMAT_CHAT);
+      }
+      absl::StatusOr<common::tasks::PromptFormatter> chat =
+          common::tasks::PromptFormatter::Create(task, *tokenizer);
+      if (!chat.ok()) return Fail("generate: --chat: " + std::string(chat.status().message()));
+      format = *std::move(chat);
+    }
+    absl::StatusOr<std::vector<int32_t>> ids = format.Encode(*tokenizer, f.prompt);
     if (!ids.ok()) return Fail(std::string(ids.status().message()));
     prompt = *ids;
   } else {

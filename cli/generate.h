@@ -17,11 +17,15 @@ struct GenerateFlags {
       fai_band, head_quantile, out;
   bool json = false;
   bool reference = false;
+  // Render --prompt through the model's chat template (task.system_prompt as the system turn;
+  // task.prompt_template instead when task.prompt_format is custom), as training does with
+  // task.prompt_format=chat. See common/tasks/prompt_format.h.
+  bool chat = false;
 };
 
 // Registers the flags of `generate` and `init-model` (--model, --prompt, --prompt-ids,
 // --max-new-tokens, --temperature, --samples, --tap-layers, --window, --fai-band,
-// --head-quantile, --json, --reference, --out). Numeric shortcuts are config keys and are
+// --head-quantile, --json, --reference, --chat, --out). Numeric shortcuts are config keys and are
 // validated as such.
 void RegisterGenerateFlags(common::FlagParser& parser, GenerateFlags& flags);
 

@@ -24,7 +24,7 @@ constexpr char kCommands[] =
     "              rhythm shape --input FILE.jsonl [--strategy S] [--q 0.4] [--gamma 1.5]\n"
     "                           [--alpha 0.5] [--k 3] [--seed N] [--output FILE]\n"
     "  generate    sample from a model with attention summaries:\n"
-    "              rhythm generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3)\n"
+    "              rhythm generate --model DIR (--prompt TEXT [--chat] | --prompt-ids 1,2,3)\n"
     "                [--max-new-tokens N] [--temperature T] [--seed S] [--samples G]\n"
     "                [--tap-layers 1,4,7] [--window 10] [--fai-band 10,100]\n"
     "                [--head-quantile 0.3] [--json] [--reference]\n"

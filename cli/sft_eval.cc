@@ -19,6 +19,7 @@
 #include "common/rollout/engine.h"
 #include "common/runtime.h"
 #include "common/status.h"
+#include "common/tasks/prompt_format.h"
 #include "nlohmann/json.hpp"
 
 namespace rhythm::cli {
@@ -166,6 +167,8 @@ absl::StatusOr<EvalResult> EvaluateProblems(
     const common::model::Transformer& model, const common::Tokenizer& tokenizer,
     const common::tasks::Task& task, const std::function<common::tasks::Problem(uint64_t)>& problem,
     int64_t n, int64_t k, const v1::RhythmConfig& config) {
+  RHYTHM_ASSIGN_OR_RETURN(const common::tasks::PromptFormatter format,
+                          common::tasks::PromptFormatter::Create(config.task(), tokenizer));
   EvalResult r;
   r.problems = n;
   r.greedy_correct.assign(n, false);
@@ -176,7 +179,7 @@ absl::StatusOr<EvalResult> EvaluateProblems(
     std::vector<common::tasks::Problem> problems;
     for (int64_t i = start; i < std::min(n, start + kBatch); ++i) {
       problems.push_back(problem(static_cast<uint64_t>(i)));
-      auto ids = tokenizer.Encode(problems.back().prompt);
+      auto ids = format.Encode(tokenizer, problems.back().prompt);
       if (!ids.ok()) return ids.status();
       prompts.push_back(*std::move(ids));
     }
@@ -298,6 +301,8 @@ absl::StatusOr<SftResult> Sft(const std::string& model_dir, const std::string& o
                               const SftOptions& options, const v1::RhythmConfig& config,
                               std::ostream& log) {
   RHYTHM_ASSIGN_OR_RETURN(Loaded l, Load(model_dir, config));
+  RHYTHM_ASSIGN_OR_RETURN(const common::tasks::PromptFormatter format,
+                          common::tasks::PromptFormatter::Create(config.task(), *l.tokenizer));
   common::model::Transformer& model = *l.model;
   model.SetRequiresGrad(true);
   common::model::AdamW opt(model.NamedParameters(), {});
@@ -317,7 +322,7 @@ absl::StatusOr<SftResult> Sft(const std::string& model_dir, const std::string& o
     int64_t len = 0;
     for (int64_t i = 0; i < batch; ++i) {
       const auto p = l.task->TrainProblem(static_cast<uint64_t>(step * batch + i));
-      auto prompt = l.tokenizer->Encode(p.prompt);
+      auto prompt = format.Encode(*l.tokenizer, p.prompt);
       auto answer = l.tokenizer->Encode(p.reference_solution);
       if (!prompt.ok() || !answer.ok() || prompt->empty()) continue;
       std::vector<int64_t> ids(prompt->begin(), prompt->end());

@@ -71,7 +71,9 @@ absl::StatusOr<EvalResult> EvaluateHeldOut(const common::model::Transformer& mod
                                            const v1::RhythmConfig& config);
 
 // Greedy (and, for k > 1, sampled) accuracy on problems problem(0) .. problem(n-1), as
-// EvaluateHeldOut computes it; EvaluateHeldOut is this on the held-out split.
+// EvaluateHeldOut computes it; EvaluateHeldOut is this on the held-out split. Prompts are
+// rendered by config.task()'s prompt format (common/tasks/prompt_format.h): INVALID_ARGUMENT
+// when it does not fit `tokenizer` (e.g. prompt_format chat with the character tokenizer).
 absl::StatusOr<EvalResult> EvaluateProblems(
     const common::model::Transformer& model, const common::Tokenizer& tokenizer,
     const common::tasks::Task& task, const std::function<common::tasks::Problem(uint64_t)>& problem,

@@ -11,6 +11,7 @@
 #include "common/model/load_model.h"
 #include "common/runtime.h"
 #include "common/startup.h"
+#include "common/tasks/prompt_format.h"
 #include "common/tasks/task.h"
 #include "common/tokenizer/tokenizer.h"
 #include "learner/learner_server.h"
@@ -81,8 +82,12 @@ int main(int argc, char** argv) {
   options.dump_rollouts_dir = dump_dir;
   options.model = std::move(model);
   const common::Tokenizer* tok = tokenizer.get();
+  absl::StatusOr<common::tasks::PromptFormatter> prompt_format =
+      common::tasks::PromptFormatter::Create(config.task(), *tokenizer);
+  if (!prompt_format.ok()) return Fail(std::string(prompt_format.status().message()), 2);
+  RHYTHM_LOG(Info) << "rhythm-learner: prompts " << prompt_format->description();
   options.prompts = learner::TaskPromptSource(
-      **task, *tokenizer,
+      **task, *tokenizer, *prompt_format,
       options.model->config().max_position_embeddings - config.generation().max_new_tokens());
   options.write_tokenizer = [tok](const std::string& dir) { return tok->Save(dir); };
   options.registry = std::make_shared<prometheus::Registry>();
