@@ -170,17 +170,8 @@ absl::StatusOr<std::vector<std::vector<v1::Rollout>>> RolloutProducer::Generate(
     for (float e : s.entropy) r.add_entropy(e);
     r.set_finish_reason(ToProto(s.finish));
     if (s.summary) {
-      common::rollout::SummaryFields f;
-      f.waad = s.summary->waad;
-      f.fai = s.summary->fai;
-      f.window = o.tap.window;
-      f.band_lo = o.tap.band_lo;
-      f.band_hi = o.tap.band_hi;
-      f.tap_layers = s.summary->tap_layers;
-      f.heads_per_layer = s.summary->heads_per_layer;
-      f.local_heads = s.summary->local_heads;
-      f.global_heads = s.summary->global_heads;
-      *r.mutable_summary() = common::rollout::EncodeSummary(f);
+      *r.mutable_summary() =
+          common::rollout::EncodeSummary(common::rollout::ToSummaryFields(*s.summary, o.tap));
     }
     r.set_generation_seconds(gen_seconds);
     metrics_.response_length.Observe(static_cast<double>(s.response_ids.size()));

@@ -77,17 +77,8 @@ std::vector<Group> Generate(const common::model::Transformer& m, int groups, int
     bool has7 = false;
     for (int32_t t : s.response_ids) has7 = has7 || t == 7;
     r.mutable_verifier()->set_reward(has7 ? 1.0 : 0.0);
-    common::rollout::SummaryFields f;
-    f.waad = s.summary->waad;
-    f.fai = s.summary->fai;
-    f.window = o.tap.window;
-    f.band_lo = o.tap.band_lo;
-    f.band_hi = o.tap.band_hi;
-    f.tap_layers = s.summary->tap_layers;
-    f.heads_per_layer = s.summary->heads_per_layer;
-    f.local_heads = s.summary->local_heads;
-    f.global_heads = s.summary->global_heads;
-    *r.mutable_summary() = common::rollout::EncodeSummary(f);
+    *r.mutable_summary() =
+        common::rollout::EncodeSummary(common::rollout::ToSummaryFields(*s.summary, o.tap));
     batch[s.prompt_index].push_back(std::move(r));
   }
   return batch;

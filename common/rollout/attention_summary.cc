@@ -150,6 +150,20 @@ AttentionSummary SummaryAccumulator::Finish(int64_t slot) const {
   return s;
 }
 
+SummaryFields ToSummaryFields(const AttentionSummary& summary, const TapOptions& resolved) {
+  SummaryFields f;
+  f.waad = summary.waad;
+  f.fai = summary.fai;
+  f.window = resolved.window;
+  f.band_lo = resolved.band_lo;
+  f.band_hi = resolved.band_hi;
+  f.tap_layers = summary.tap_layers;
+  f.heads_per_layer = summary.heads_per_layer;
+  f.local_heads = summary.local_heads;
+  f.global_heads = summary.global_heads;
+  return f;
+}
+
 absl::StatusOr<AttentionSummary> SummaryFromMaps(const TapOptions& resolved,
                                                  const std::vector<at::Tensor>& maps,
                                                  int64_t prompt_len, int64_t response_len) {

@@ -24,6 +24,7 @@
 #include "ATen/core/Tensor.h"
 #include "absl/status/statusor.h"
 #include "common/model/transformer.h"
+#include "common/rollout/summary_codec.h"
 
 namespace rhythm::common::rollout {
 
@@ -88,6 +89,10 @@ class SummaryAccumulator {
   std::vector<float> waad_;       // [slots, K, max_new]
   std::vector<float> fai_sum_;    // [slots, K, max_new]: sum over band rows of A[t, s], by key
 };
+
+// The wire fields of a summary computed with `resolved` taps (what the actor encodes with
+// EncodeSummary).
+SummaryFields ToSummaryFields(const AttentionSummary& summary, const TapOptions& resolved);
 
 // The summary of one sequence from a forward pass's captured attention maps, through the same
 // online accumulation the actor runs (so it is the actor's math exactly, fed all rows at once):
