@@ -73,6 +73,40 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
           "Trained responses whose FAI is undefined at every token (shorter than the FAI band)")),
       amplified_tokens(common::AddGauge(r, "rhythm_learner_amplified_token_fraction_ratio",
                                         "Share of response tokens with gamma > 1, last step")),
+      tis_weight_mean(common::AddGauge(
+          r, "rhythm_learner_tis_weight_mean",
+          "Mean importance weight pi_old / pi_behaviour over the last step's trained response "
+          "tokens, before trainer.tis_cap: 1 on-policy; below 1 at staleness 0 means the "
+          "learner's log-probs are not the sampler's (e.g. its top-k / top-p not replayed)")),
+      tis_capped_fraction(common::AddGauge(
+          r, "rhythm_learner_tis_capped_fraction_ratio",
+          "Share of the last step's trained response tokens whose pi_old / pi_behaviour exceeds "
+          "trainer.tis_cap (truncated)")),
+      masked_tokens(prometheus::BuildCounter()
+                        .Name("rhythm_learner_masked_tokens_total")
+                        .Help("Response tokens left out of the loss, by reason: token_mask "
+                              "(IcePop: pi_old / pi_behaviour outside [trainer.token_mask_low, "
+                              "token_mask_high]), out_of_filter (dropped by pi_old's replay of "
+                              "the actors' top-k / top-p: only after the weights moved)")
+                        .Register(r)),
+      masked_responses(prometheus::BuildCounter()
+                           .Name("rhythm_learner_masked_responses_total")
+                           .Help("Responses left out of the loss, by reason: sequence_mask "
+                                 "(geometric-mean pi_old / pi_behaviour outside "
+                                 "[trainer.sequence_mask_low, sequence_mask_high]), truncated "
+                                 "(cut at generation.max_new_tokens, trainer.mask_truncated)")
+                           .Register(r)),
+      ref_kl(common::AddGauge(
+          r, "rhythm_learner_ref_kl",
+          "Mean per-token KL(pi_old || pi_ref) to the frozen reference policy "
+          "(trainer.kl_estimator), last step; 0 without trainer.kl_coef")),
+      overlong_penalized(common::AddCounter(
+          r, "rhythm_learner_overlong_penalized_responses_total",
+          "Responses whose reward the DAPO overlong penalty lowered (longer than "
+          "generation.max_new_tokens - trainer.overlong_buffer)")),
+      overlong_penalty_mean(common::AddGauge(
+          r, "rhythm_learner_overlong_penalty_mean",
+          "Mean overlong penalty added to the last batch's rewards (<= 0)")),
       summary_agreement(
           prometheus::BuildHistogram()
               .Name("rhythm_learner_summary_agreement")
@@ -165,6 +199,10 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
   for (const char* reason : {"stale", "zero_variance", "expired"}) {
     groups_dropped.Add({{"reason", reason}});
   }
+  for (const char* reason : {"token_mask", "out_of_filter"}) masked_tokens.Add({{"reason", reason}});
+  for (const char* reason : {"sequence_mask", "truncated"}) {
+    masked_responses.Add({{"reason", reason}});
+  }
   for (int r = v1::RejectReason_MIN + 1; r <= v1::RejectReason_MAX; ++r) {
     Rejected(static_cast<v1::RejectReason>(r));
   }
@@ -212,6 +250,17 @@ void LearnerMetrics::RecordStep(const StepStats& s) {
   fai_defined.Set(s.fai_defined_fraction);
   fai_undefined_responses.Increment(static_cast<double>(s.fai_undefined_responses));
   amplified_tokens.Set(s.amplified_token_fraction);
+  tis_weight_mean.Set(s.tis_weight_mean);
+  tis_capped_fraction.Set(s.tis_capped_fraction);
+  masked_tokens.Add({{"reason", "token_mask"}}).Increment(static_cast<double>(s.masked_tokens));
+  masked_tokens.Add({{"reason", "out_of_filter"}})
+      .Increment(static_cast<double>(s.out_of_filter_tokens));
+  masked_responses.Add({{"reason", "sequence_mask"}})
+      .Increment(static_cast<double>(s.masked_sequences));
+  masked_responses.Add({{"reason", "truncated"}}).Increment(static_cast<double>(s.truncated_masked));
+  ref_kl.Set(s.ref_kl);
+  overlong_penalized.Increment(static_cast<double>(s.overlong_penalized));
+  overlong_penalty_mean.Set(s.overlong_penalty_mean);
   // Largest error ratio per (signal, staleness bucket) over this step's rollouts.
   std::map<std::pair<std::string, std::string>, double> worst;
   for (const SummaryAgreement& a : s.agreement) {

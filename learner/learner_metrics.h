@@ -18,7 +18,8 @@ struct LearnerMetrics {
   explicit LearnerMetrics(prometheus::Registry& registry);
 
   // One training step's numbers: steps, step time, tokens/s, loss, reward, accuracy, clip,
-  // KL, entropy, the credit fractions, FAI coverage and amplified tokens, and the summaries'
+  // KL, entropy, the credit fractions, FAI coverage and amplified tokens, TIS weights, masks,
+  // the reference KL and the overlong penalty, and the summaries'
   // agreement (one histogram observation per rollout and measure; undefined values, NaN, are
   // not observed).
   void RecordStep(const StepStats& s);
@@ -49,6 +50,18 @@ struct LearnerMetrics {
   prometheus::Gauge& fai_defined;
   prometheus::Counter& fai_undefined_responses;
   prometheus::Gauge& amplified_tokens;
+  // Off-policy correction and masks (docs/method.md §9): mean pi_old / pi_behaviour before the
+  // cap and the share above trainer.tis_cap; tokens left out of the loss by reason
+  // (token_mask: IcePop bounds, out_of_filter: outside pi_old's replayed top-k / top-p);
+  // responses left out by reason (sequence_mask, truncated).
+  prometheus::Gauge& tis_weight_mean;
+  prometheus::Gauge& tis_capped_fraction;
+  prometheus::Family<prometheus::Counter>& masked_tokens;     // label reason
+  prometheus::Family<prometheus::Counter>& masked_responses;  // label reason
+  // KL(pi_old || pi_ref) per token (trainer.kl_estimator), last step; DAPO overlong penalty.
+  prometheus::Gauge& ref_kl;
+  prometheus::Counter& overlong_penalized;
+  prometheus::Gauge& overlong_penalty_mean;
   // Actor vs learner summaries (credit.summary_agreement): labels measure (waad_spearman,
   // fai_spearman, selection_jaccard) and staleness (StalenessBucket).
   prometheus::Family<prometheus::Histogram>& summary_agreement;

@@ -61,6 +61,28 @@ struct StepStats {
   double fai_defined_fraction = 0;
   int64_t fai_undefined_responses = 0;
   double amplified_token_fraction = 0;  // share of response tokens with gamma > 1
+  // KL to the frozen reference (trainer.kl_coef > 0): the mean over response tokens of the
+  // trainer.kl_estimator estimate of KL(pi_old || pi_ref), at the weights that start the step,
+  // at the sampling temperature, unfiltered; 0 without a reference.
+  double ref_kl = 0;
+  // Truncated importance sampling: pi_old / pi_behaviour over the tokens the loss takes before
+  // the off-policy masks (not truncated with mask_truncated, inside the replayed filter): the
+  // mean of the raw weight (1 on-policy; below 1 when the actor's filter is not replayed) and
+  // the share above trainer.tis_cap.
+  double tis_weight_mean = 0;
+  double tis_capped_fraction = 0;
+  // Left out of the loss: tokens by the IcePop token mask (token_mask_low / high) in responses
+  // the sequence mask kept; responses by the sequence mask (sequence_mask_low / high);
+  // responses cut at max_new_tokens (mask_truncated); tokens pi_old's replayed top-k / top-p
+  // drops (possible only when the weights moved since sampling: their weight is 0).
+  int64_t masked_tokens = 0;
+  int64_t masked_sequences = 0;
+  int64_t truncated_masked = 0;
+  int64_t out_of_filter_tokens = 0;
+  // DAPO overlong penalty (trainer.overlong_buffer > 0): responses it penalised, and its mean
+  // over the batch's responses (<= 0, added to their rewards).
+  int64_t overlong_penalized = 0;
+  double overlong_penalty_mean = 0;
   // One entry per rollout that carried an actor summary, with credit.summary_agreement on.
   std::vector<SummaryAgreement> agreement;
   double seconds = 0;

@@ -1,6 +1,8 @@
 #include "learner/trainer.h"
 
 #include <chrono>
+#include <filesystem>
+#include <tuple>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -11,6 +13,8 @@
 #include "common/credit/advantages.h"
 #include "common/credit/policy_loss.h"
 #include "common/credit/token_credit.h"
+#include "common/model/hf_checkpoint.h"
+#include "common/rollout/sampler.h"
 #include "common/rollout/summary_codec.h"
 #include "common/status.h"
 #include "common/torch_status.h"
@@ -28,6 +32,10 @@ struct Trainer::Sequence {
   int64_t response_len = 0;
   int64_t staleness = 0;       // version before the step - the rollout's oldest version
   std::vector<float> entropy;  // [T] the sampling entropy the actor reported
+  size_t group = 0;            // index of its group in the batch
+  double reward = 0;           // verifier reward + overlong penalty (before the reward KL)
+  bool truncated = false;      // finish_reason length
+  double ref_kl_sum = 0;       // sum over its tokens of KL(pi_old || pi_ref) (kl_coef > 0)
   at::Tensor advantage;        // [1] the group advantage
   // The learner's summary under pi_old, filled by OldLogprobsAndSummaries when wanted.
   bool wants_learner_summary = false;
@@ -36,6 +44,9 @@ struct Trainer::Sequence {
   at::Tensor behaviour;        // float [T]
   at::Tensor preplan, anchor;  // float [T] masks
   at::Tensor old_logprobs;     // float [T], filled before the updates
+  at::Tensor ref_logprobs;     // float [T], the reference's (kl_coef > 0, kl_placement loss)
+  at::Tensor in_filter;        // float [T]: 1 where pi_old's replayed filter keeps the token
+  at::Tensor loss_mask;        // float [T]: 1 on the tokens the loss takes
 };
 
 namespace {
@@ -88,26 +99,54 @@ at::Tensor Stack(const std::vector<Sequence*>& seqs, at::Tensor Sequence::*field
   return at::stack(rows);
 }
 
-// log pi(token) for every response position, and the policy entropy there: [n, Tmax] each,
-// from a forward's logits [n, L, V].
-std::pair<at::Tensor, at::Tensor> ResponseLogprobs(at::Tensor logits, const MicroBatch& mb,
-                                                   bool want_entropy, double temperature) {
+// The log-probs of one forward's response positions, all [n, Tmax].
+struct TokenLogprobs {
+  at::Tensor logp;       // log pi(token) under the sampler's distribution (filter replayed)
+  at::Tensor raw;        // log pi(token) at the temperature, unfiltered (want_raw; = logp
+                         // when nothing is filtered)
+  at::Tensor entropy;    // entropy of the unfiltered distribution (want_entropy)
+  at::Tensor in_filter;  // float: 1 where the filter keeps the token (filtering only)
+};
+
+bool Filters(const ActorSettings& a, double temperature) {
+  return temperature > 0 && (a.top_k > 0 || a.top_p < 1.0);
+}
+
+// From a forward's logits [n, L, V]. With the actors' top-k / top-p, the sampler's own filter
+// (common/rollout/sampler.h FilterLogits) picks the kept set, without gradient (the set is
+// piecewise constant in the logits); the token itself is always kept, so a token pi's filter
+// would drop (only possible when the weights moved since sampling) gets a finite log-prob and
+// in_filter = 0 instead of -inf.
+TokenLogprobs ResponseLogprobs(at::Tensor logits, const MicroBatch& mb, bool want_entropy,
+                               bool want_raw, double temperature, const ActorSettings& filter) {
   if (temperature > 0 && temperature != 1.0) logits = logits / temperature;
   const int64_t v = logits.size(-1);
   const at::Tensor picked =
       logits.gather(1, mb.positions.unsqueeze(-1).expand({-1, -1, v}));  // [n, Tmax, V]
-  const at::Tensor logp = at::log_softmax(picked, -1);
-  const at::Tensor token_logp = logp.gather(-1, mb.targets.unsqueeze(-1)).squeeze(-1);
-  at::Tensor entropy;
-  if (want_entropy) entropy = -(logp.exp() * logp).sum(-1);
-  return {token_logp, entropy};
-}
-
-std::pair<at::Tensor, at::Tensor> ResponseLogprobs(const common::model::Transformer& model,
-                                                   const MicroBatch& mb, bool want_entropy,
-                                                   double temperature) {
-  at::Tensor logits = model.Forward(mb.ids, mb.mask).value().logits;  // [n, L, V]
-  return ResponseLogprobs(std::move(logits), mb, want_entropy, temperature);
+  const at::Tensor target = mb.targets.unsqueeze(-1);
+  TokenLogprobs out;
+  at::Tensor logp;
+  if (Filters(filter, temperature)) {
+    at::Tensor removed;
+    {
+      at::NoGradGuard no_grad;
+      removed = at::isinf(
+          common::rollout::FilterLogits(picked.detach(), filter.top_k, filter.top_p));
+      out.in_filter = at::logical_not(removed.gather(-1, target).squeeze(-1)).to(at::kFloat);
+      removed = removed.scatter(-1, target, false);
+    }
+    const at::Tensor kept_logp = at::log_softmax(
+        picked.masked_fill(removed, -std::numeric_limits<double>::infinity()), -1);
+    out.logp = kept_logp.gather(-1, target).squeeze(-1);
+    if (want_raw || want_entropy) logp = at::log_softmax(picked, -1);
+    if (want_raw) out.raw = logp.gather(-1, target).squeeze(-1);
+  } else {
+    logp = at::log_softmax(picked, -1);
+    out.logp = logp.gather(-1, target).squeeze(-1);
+    out.raw = out.logp;
+  }
+  if (want_entropy) out.entropy = -(logp.exp() * logp).sum(-1);
+  return out;
 }
 
 // max_t |a_t - l_t| / (2^-11 |l_t| + 1e-5) over the tokens both define; +inf where exactly
@@ -150,22 +189,135 @@ absl::StatusOr<credit::TokenCredit> CreditFrom(const std::vector<float>& waad,
 
 }  // namespace
 
+ActorSettings ActorSettings::FromConfig(const v1::GenerationConfig& generation) {
+  ActorSettings a;
+  a.top_k = generation.top_k();
+  a.top_p = generation.top_p();
+  a.max_new_tokens = generation.max_new_tokens();
+  return a;
+}
+
+namespace {
+
+// A mask's bounds: each 0 (off) or on the right side of 1, and low below high.
+absl::Status CheckMaskBounds(const char* low_name, double low, const char* high_name,
+                             double high) {
+  if (low > 0 && low >= 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "trainer.", low_name, " = ", low, ": a low bound must be below 1 (or 0 = off), or it "
+        "masks on-policy tokens, whose pi_old / pi_behaviour is 1"));
+  }
+  if (high > 0 && high <= 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "trainer.", high_name, " = ", high, ": a high bound must be above 1 (or 0 = off), or it "
+        "masks on-policy tokens, whose pi_old / pi_behaviour is 1"));
+  }
+  if (low > 0 && high > 0 && low >= high) {
+    return absl::InvalidArgumentError(absl::StrCat("trainer.", low_name, " = ", low,
+                                                   " is not below trainer.", high_name, " = ",
+                                                   high));
+  }
+  return absl::OkStatus();
+}
+
+// The frozen reference: trainer.reference_path, or a copy of `model` as it is now.
+absl::StatusOr<std::unique_ptr<common::model::Transformer>> MakeReference(
+    const common::model::Transformer& model, const std::string& path) {
+  std::unique_ptr<common::model::Transformer> ref;
+  if (path.empty()) {
+    common::model::CheckpointTensors copy;
+    RHYTHM_RETURN_IF_ERROR(common::TorchCall("reference copy", [&]() {
+      at::NoGradGuard no_grad;
+      for (const auto& [name, t] : model.NamedParameters()) copy.tensors[name] = t.detach();
+    }));
+    RHYTHM_ASSIGN_OR_RETURN(ref, common::model::Transformer::FromTensors(
+                                     model.config(), copy, model.dtype(), model.device()));
+    ref->SetRequiresGrad(false);
+    return ref;
+  }
+  const std::string where = absl::StrCat("trainer.reference_path = ", path, ": ");
+  std::error_code ec;
+  if (!std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(where, "no such directory"));
+  }
+  absl::StatusOr<std::unique_ptr<common::model::Transformer>> loaded =
+      common::model::LoadHfModel(path, model.dtype(), model.device());
+  if (!loaded.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, loaded.status().message()));
+  }
+  ref = *std::move(loaded);
+  const common::model::ModelConfig& a = model.config();
+  const common::model::ModelConfig& b = ref->config();
+  const std::string file = absl::StrCat(path, "/config.json");
+  if (a.architecture != b.architecture) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, file, " is ", common::model::ArchitectureName(b.architecture),
+                     ", the policy ", common::model::ArchitectureName(a.architecture)));
+  }
+  for (const auto& [field, pa, pb] : std::vector<std::tuple<const char*, int64_t, int64_t>>{
+           {"vocab_size", a.vocab_size, b.vocab_size},
+           {"hidden_size", a.hidden_size, b.hidden_size},
+           {"num_hidden_layers", a.num_layers, b.num_layers},
+           {"num_attention_heads", a.num_heads, b.num_heads},
+           {"num_key_value_heads", a.num_kv_heads, b.num_kv_heads},
+           {"head_dim", a.head_dim, b.head_dim},
+           {"intermediate_size", a.intermediate_size, b.intermediate_size}}) {
+    if (pa != pb) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, file, " has ", field, " ", pb, ", the policy ", pa));
+    }
+  }
+  ref->SetRequiresGrad(false);
+  return ref;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(common::model::Transformer& model,
                                                          const v1::TrainerConfig& trainer,
                                                          const v1::CreditConfig& credit,
                                                          uint64_t seed, int64_t version,
                                                          double sampling_temperature,
-                                                         const common::rollout::TapOptions& tap) {
-  if (trainer.kl_coef() > 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "trainer.kl_coef = ", trainer.kl_coef(),
-        ": a KL penalty needs a reference policy, which the learner does not keep yet"));
-  }
+                                                         const common::rollout::TapOptions& tap,
+                                                         const ActorSettings& actor) {
   if (credit.summary_source() != v1::SUMMARY_SOURCE_ACTOR &&
       credit.summary_source() != v1::SUMMARY_SOURCE_LEARNER) {
     return absl::InvalidArgumentError(
         absl::StrCat("credit.summary_source = ", v1::SummarySource_Name(credit.summary_source()),
                      " (", static_cast<int>(credit.summary_source()), "): want actor or learner"));
+  }
+  if (trainer.kl_estimator() == v1::KL_ESTIMATOR_UNSPECIFIED) {
+    return absl::InvalidArgumentError("trainer.kl_estimator = KL_ESTIMATOR_UNSPECIFIED: want k1, k2 or k3");
+  }
+  if (trainer.kl_placement() == v1::KL_PLACEMENT_UNSPECIFIED) {
+    return absl::InvalidArgumentError(
+        "trainer.kl_placement = KL_PLACEMENT_UNSPECIFIED: want loss or reward");
+  }
+  if (trainer.ratio_level() == v1::RATIO_LEVEL_UNSPECIFIED) {
+    return absl::InvalidArgumentError(
+        "trainer.ratio_level = RATIO_LEVEL_UNSPECIFIED: want token or sequence");
+  }
+  RHYTHM_RETURN_IF_ERROR(CheckMaskBounds("token_mask_low", trainer.token_mask_low(),
+                                         "token_mask_high", trainer.token_mask_high()));
+  RHYTHM_RETURN_IF_ERROR(CheckMaskBounds("sequence_mask_low", trainer.sequence_mask_low(),
+                                         "sequence_mask_high", trainer.sequence_mask_high()));
+  if (trainer.overlong_buffer() > 0 && actor.max_new_tokens <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "trainer.overlong_buffer = ", trainer.overlong_buffer(),
+        ": the overlong penalty needs generation.max_new_tokens, which the trainer was not given"));
+  }
+  if (trainer.overlong_buffer() > actor.max_new_tokens && trainer.overlong_buffer() > 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "trainer.overlong_buffer = ", trainer.overlong_buffer(),
+        " exceeds generation.max_new_tokens = ", actor.max_new_tokens));
+  }
+  if (actor.top_k < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("generation.top_k = ", actor.top_k,
+                                                   ": want >= 0 (0 = off)"));
+  }
+  if (!(actor.top_p > 0 && actor.top_p <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("generation.top_p = ", actor.top_p, ": want a value in (0, 1] (1 = off)"));
   }
   common::rollout::TapOptions resolved = tap;
   if (credit.summary_source() == v1::SUMMARY_SOURCE_LEARNER || credit.summary_agreement()) {
@@ -181,20 +333,28 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(common::model::Transfor
     }
     resolved = *std::move(r);
   }
+  std::unique_ptr<common::model::Transformer> reference;
+  if (trainer.kl_coef() > 0) {
+    RHYTHM_ASSIGN_OR_RETURN(reference, MakeReference(model, trainer.reference_path()));
+  }
   model.SetRequiresGrad(true);
   return std::unique_ptr<Trainer>(new Trainer(model, trainer, credit, seed, version,
-                                              sampling_temperature, std::move(resolved)));
+                                              sampling_temperature, std::move(resolved), actor,
+                                              std::move(reference)));
 }
 
 Trainer::Trainer(common::model::Transformer& model, const v1::TrainerConfig& trainer,
                  const v1::CreditConfig& credit, uint64_t seed, int64_t version, double temperature,
-                 common::rollout::TapOptions tap)
+                 common::rollout::TapOptions tap, ActorSettings actor,
+                 std::unique_ptr<common::model::Transformer> reference)
     : model_(model),
       config_(trainer),
       credit_(credit),
       seed_(seed),
       temperature_(temperature),
       tap_(std::move(tap)),
+      actor_(actor),
+      reference_(std::move(reference)),
       version_(version),
       optimizer_(model.NamedParameters(),
                  {trainer.adam_beta1(), trainer.adam_beta2(), 1e-8, trainer.weight_decay()}) {}
@@ -205,11 +365,14 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
   std::vector<Sequence> seqs;
   // 1. Advantages per group, one sequence per response.
   RHYTHM_RETURN_IF_ERROR(BuildSequences(batch, seqs, stats));
-  // 2. Old log-probs under the weights that start this step (and the learner's summaries).
-  RHYTHM_RETURN_IF_ERROR(OldLogprobsAndSummaries(seqs));
-  // 3. Gamma and shaped advantages per response.
+  // 2. Old log-probs under the weights that start this step (the reference's, the learner's
+  //    summaries).
+  RHYTHM_RETURN_IF_ERROR(OldLogprobsAndSummaries(seqs, stats));
+  // 3. Advantages per group (after the reward KL) and the loss masks.
+  RHYTHM_RETURN_IF_ERROR(AdvantagesAndMasks(seqs, batch.size(), stats));
+  // 4. Gamma and shaped advantages per response.
   RHYTHM_RETURN_IF_ERROR(CreditPerResponse(seqs, stats));
-  // 4. Mini-batch updates.
+  // 5. Mini-batch updates.
   RHYTHM_RETURN_IF_ERROR(Update(seqs, stats));
   ++version_;
   stats.version = version_;
@@ -223,14 +386,9 @@ absl::Status Trainer::BuildSequences(const std::vector<Group>& batch, std::vecto
   int64_t entropy_tokens = 0;
   const bool agreement = credit_.summary_agreement();
   const bool learner_source = credit_.summary_source() == v1::SUMMARY_SOURCE_LEARNER;
-  for (const Group& g : batch) {
-    std::vector<double> rewards;
-    for (const v1::Rollout& r : g) rewards.push_back(r.verifier().reward());
-    credit::GroupAdvantageOptions adv_opts{credit_.advantage(), credit_.advantage_eps()};
-    RHYTHM_ASSIGN_OR_RETURN(
-        credit::GroupAdvantages adv,
-        credit::ComputeGroupAdvantages(
-            at::tensor(rewards, at::kDouble).view({1, static_cast<int64_t>(g.size())}), adv_opts));
+  double penalty_sum = 0;
+  for (size_t gi = 0; gi < batch.size(); ++gi) {
+    const Group& g = batch[gi];
     staleness += static_cast<double>(version_ - BatchAssembler::OldestVersion(g));
     for (size_t i = 0; i < g.size(); ++i) {
       const v1::Rollout& r = g[i];
@@ -243,7 +401,14 @@ absl::Status Trainer::BuildSequences(const std::vector<Group>& batch, std::vecto
       s.entropy.assign(r.entropy().begin(), r.entropy().end());
       s.behaviour = at::tensor(
           std::vector<float>(r.behaviour_logprobs().begin(), r.behaviour_logprobs().end()));
-      s.advantage = adv.advantages[0][i].view({1});
+      s.group = gi;
+      const double penalty =
+          credit::OverlongPenalty(s.response_len, actor_.max_new_tokens, config_.overlong_buffer(),
+                                  config_.overlong_penalty());
+      s.reward = r.verifier().reward() + penalty;
+      penalty_sum += penalty;
+      stats.overlong_penalized += penalty < 0 ? 1 : 0;
+      s.truncated = r.finish_reason() == v1::FINISH_REASON_LENGTH;
       s.staleness = std::max<int64_t>(0, version_ - BatchAssembler::OldestVersion({r}));
       s.wants_learner_summary = learner_source || (agreement && r.has_summary());
       reward_sum += r.verifier().reward();
@@ -261,11 +426,15 @@ absl::Status Trainer::BuildSequences(const std::vector<Group>& batch, std::vecto
   stats.entropy_mean = entropy_tokens > 0 ? entropy_sum / entropy_tokens : 0;
   stats.response_length_mean = static_cast<double>(stats.tokens) / stats.sequences;
   stats.staleness_mean = staleness / batch.size();
+  stats.overlong_penalty_mean = penalty_sum / stats.sequences;
   return absl::OkStatus();
 }
 
-absl::Status Trainer::OldLogprobsAndSummaries(std::vector<Sequence>& seqs) const {
+absl::Status Trainer::OldLogprobsAndSummaries(std::vector<Sequence>& seqs,
+                                              StepStats& stats) const {
   const size_t micro = static_cast<size_t>(std::max<int64_t>(1, config_.micro_batch_size()));
+  double ref_kl_sum = 0;
+  int64_t ref_kl_tokens = 0;
   absl::Status inner;  // an error a summary returned (not threw): kept as it is
   absl::Status status = common::TorchCall("training step", [&]() {
     at::NoGradGuard no_grad;
@@ -281,10 +450,30 @@ absl::Status Trainer::OldLogprobsAndSummaries(std::vector<Sequence>& seqs) const
       // tapped layers' [n, heads, L, L] alive until the chunk's summaries are taken.
       common::model::ForwardOutput out =
           model_.Forward(mb.ids, mb.mask, capture ? tap_.layers : std::vector<int64_t>{}).value();
-      const at::Tensor old = ResponseLogprobs(std::move(out.logits), mb, false, temperature_).first;
+      const bool kl = reference_ != nullptr;
+      const TokenLogprobs old =
+          ResponseLogprobs(std::move(out.logits), mb, false, kl, temperature_, actor_);
+      // The reference in the same micro-batch, at the temperature, unfiltered: the KL
+      // regularises the model, not the sampler (a token outside the reference's own top-k would
+      // otherwise have probability 0 under it).
+      at::Tensor ref, kl_tokens;
+      if (kl) {
+        ref = ResponseLogprobs(reference_->Forward(mb.ids, mb.mask).value().logits, mb, false,
+                               false, temperature_, ActorSettings{})
+                  .logp;
+        kl_tokens = credit::KlPerToken(ref, old.raw, config_.kl_estimator()) * mb.response_mask;
+        ref_kl_sum += kl_tokens.sum().item<double>();
+        ref_kl_tokens += static_cast<int64_t>(mb.response_mask.sum().item<double>());
+      }
       for (size_t j = 0; j < chunk.size(); ++j) {
         Sequence& s = *chunk[j];
-        s.old_logprobs = old[j].narrow(0, 0, s.response_len).clone();
+        s.old_logprobs = old.logp[j].narrow(0, 0, s.response_len).clone();
+        s.in_filter = old.in_filter.defined() ? old.in_filter[j].narrow(0, 0, s.response_len).clone()
+                                              : at::ones({s.response_len});
+        if (kl) {
+          s.ref_logprobs = ref[j].narrow(0, 0, s.response_len).clone();
+          s.ref_kl_sum = kl_tokens[j].sum().item<double>();
+        }
         if (!s.wants_learner_summary) continue;
         std::vector<at::Tensor> maps;
         for (const at::Tensor& layer : out.attention) {
@@ -303,7 +492,62 @@ absl::Status Trainer::OldLogprobsAndSummaries(std::vector<Sequence>& seqs) const
     }
   });
   RHYTHM_RETURN_IF_ERROR(status);
+  stats.ref_kl = ref_kl_tokens > 0 ? ref_kl_sum / ref_kl_tokens : 0;
   return inner;
+}
+
+absl::Status Trainer::AdvantagesAndMasks(std::vector<Sequence>& seqs, size_t groups,
+                                         StepStats& stats) const {
+  // Rewards per group, less kl_coef * the response's summed KL with kl_placement reward.
+  const bool reward_kl = reference_ != nullptr && config_.kl_placement() == v1::KL_PLACEMENT_REWARD;
+  std::vector<std::vector<Sequence*>> by_group(groups);
+  for (Sequence& s : seqs) by_group[s.group].push_back(&s);
+  const credit::GroupAdvantageOptions adv_opts{credit_.advantage(), credit_.advantage_eps()};
+  for (const std::vector<Sequence*>& g : by_group) {
+    std::vector<double> rewards;
+    for (const Sequence* s : g) {
+      rewards.push_back(s->reward - (reward_kl ? config_.kl_coef() * s->ref_kl_sum : 0.0));
+    }
+    RHYTHM_ASSIGN_OR_RETURN(
+        credit::GroupAdvantages adv,
+        credit::ComputeGroupAdvantages(
+            at::tensor(rewards, at::kDouble).view({1, static_cast<int64_t>(g.size())}), adv_opts));
+    for (size_t i = 0; i < g.size(); ++i) g[i]->advantage = adv.advantages[0][i].view({1});
+  }
+  // Loss masks: truncated responses, tokens outside pi_old's replayed filter, then the
+  // off-policy masks on what is left.
+  credit::OffPolicyMaskOptions mo;
+  mo.token_low = config_.token_mask_low();
+  mo.token_high = config_.token_mask_high();
+  mo.sequence_low = config_.sequence_mask_low();
+  mo.sequence_high = config_.sequence_mask_high();
+  mo.tis_cap = config_.tis_cap();
+  double weight_sum = 0;
+  int64_t weighed = 0, capped = 0;
+  for (Sequence& s : seqs) {
+    at::Tensor mask = s.in_filter.to(at::kFloat);
+    stats.out_of_filter_tokens +=
+        s.response_len - static_cast<int64_t>(std::llround(mask.sum().item<double>()));
+    if (config_.mask_truncated() && s.truncated) {
+      ++stats.truncated_masked;
+      mask = at::zeros_like(mask);
+    }
+    absl::StatusOr<credit::OffPolicyMask> m = credit::ComputeOffPolicyMask(
+        s.old_logprobs.unsqueeze(0), s.behaviour.unsqueeze(0), mask.unsqueeze(0), mo);
+    if (!m.ok()) {
+      return absl::Status(m.status().code(), absl::StrCat("rollout ", s.rollout->rollout_id(),
+                                                          ": ", m.status().message()));
+    }
+    s.loss_mask = m->keep[0];
+    stats.masked_tokens += m->masked_tokens;
+    stats.masked_sequences += m->masked_sequences;
+    weight_sum += m->weight_sum;
+    weighed += m->tokens;
+    capped += m->capped_tokens;
+  }
+  stats.tis_weight_mean = weighed > 0 ? weight_sum / weighed : 0;
+  stats.tis_capped_fraction = weighed > 0 ? static_cast<double>(capped) / weighed : 0;
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::CreditPerResponse(std::vector<Sequence>& seqs, StepStats& stats) const {
@@ -377,35 +621,55 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
     const int64_t micro = std::max<int64_t>(1, config_.micro_batch_size());
     const int64_t n = static_cast<int64_t>(seqs.size());
     const int64_t chunks = std::min<int64_t>(n, std::max(1, config_.mini_batches()));
+    const bool token_mean = config_.loss_aggregation() == v1::LOSS_AGGREGATION_TOKEN_MEAN;
+    const bool kl_loss =
+        reference_ != nullptr && config_.kl_placement() == v1::KL_PLACEMENT_LOSS;
+    const bool filters = Filters(actor_, temperature_);
     credit::PolicyLossOptions loss_opts;
     loss_opts.clip_eps_low = config_.clip_eps_low();
     loss_opts.clip_eps_high = config_.clip_eps_high();
     loss_opts.tis_cap = config_.tis_cap();
     loss_opts.aggregation = config_.loss_aggregation();
     loss_opts.entropy_coef = config_.entropy_coef();
+    loss_opts.kl_coef = kl_loss ? config_.kl_coef() : 0.0;
+    loss_opts.kl_estimator = config_.kl_estimator();
+    loss_opts.ratio_level = config_.ratio_level();
+    std::vector<double> kept(seqs.size());
+    for (size_t i = 0; i < seqs.size(); ++i) kept[i] = seqs[i].loss_mask.sum().item<double>();
     double weight_total = 0;
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t begin = n * c / chunks, end = n * (c + 1) / chunks;
-      int64_t chunk_tokens = 0;
-      for (int64_t i = begin; i < end; ++i) chunk_tokens += seqs[i].response_len;
+      // The chunk's aggregate divides by its kept tokens or responses: every micro-batch
+      // divides by that, so their gradients add up to the chunk's.
+      double chunk_tokens = 0, chunk_responses = 0;
+      for (int64_t i = begin; i < end; ++i) {
+        chunk_tokens += kept[i];
+        chunk_responses += kept[i] > 0 ? 1 : 0;
+      }
+      loss_opts.loss_denominator = std::max(1.0, token_mean ? chunk_tokens : chunk_responses);
       optimizer_.ZeroGrad();
       for (int64_t i = begin; i < end; i += micro) {
         std::vector<Sequence*> mbs;
-        int64_t mb_tokens = 0;
+        double mb_tokens = 0;
         for (int64_t j = i; j < std::min(end, i + micro); ++j) {
           mbs.push_back(&seqs[j]);
-          mb_tokens += seqs[j].response_len;
+          mb_tokens += kept[j];
         }
         const MicroBatch mb = Pack(mbs);
-        auto [logp, entropy] =
-            ResponseLogprobs(model_, mb, config_.entropy_coef() > 0, temperature_);
+        const TokenLogprobs lp =
+            ResponseLogprobs(model_.Forward(mb.ids, mb.mask).value().logits, mb,
+                             config_.entropy_coef() > 0, kl_loss && filters, temperature_, actor_);
         credit::PolicyLossInputs in;
-        in.logprobs = logp;
+        in.logprobs = lp.logp;
+        if (kl_loss) {
+          in.ref_logprobs = Stack(mbs, &Sequence::ref_logprobs, mb.tmax);
+          in.kl_logprobs = lp.raw;
+        }
         in.old_logprobs = Stack(mbs, &Sequence::old_logprobs, mb.tmax);
         in.advantages = Stack(mbs, &Sequence::shaped, mb.tmax);
         in.behaviour_logprobs = Stack(mbs, &Sequence::behaviour, mb.tmax);
-        in.mask = mb.response_mask;
-        in.entropy = entropy;
+        in.mask = Stack(mbs, &Sequence::loss_mask, mb.tmax);
+        in.entropy = lp.entropy;
         in.preplan_mask = Stack(mbs, &Sequence::preplan, mb.tmax);
         in.anchor_mask = Stack(mbs, &Sequence::anchor, mb.tmax);
         absl::StatusOr<credit::PolicyLossResult> loss = credit::ComputePolicyLoss(in, loss_opts);
@@ -414,21 +678,16 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
           return;
         }
         credit::PolicyLossResult& r = *loss;
-        // Weight each micro-batch so the accumulated gradient is the chunk's aggregate.
-        const double w = config_.loss_aggregation() == v1::LOSS_AGGREGATION_TOKEN_MEAN
-                             ? static_cast<double>(mb_tokens) / chunk_tokens
-                             : static_cast<double>(mbs.size()) / (end - begin);
-        (r.loss * w).backward();
-        const double tw = static_cast<double>(mb_tokens);
-        weight_total += tw;
-        stats.loss += r.loss.item<double>() * tw;
-        stats.clip_fraction += r.clip_fraction * tw;
-        stats.mean_ratio += r.mean_ratio * tw;
-        stats.approx_kl += r.approx_kl * tw;
-        stats.preplan_token_fraction += r.preplan_token_fraction * tw;
-        stats.anchor_token_fraction += r.anchor_token_fraction * tw;
-        stats.preplan_credit_fraction += r.preplan_credit_fraction * tw;
-        stats.anchor_credit_fraction += r.anchor_credit_fraction * tw;
+        r.loss.backward();
+        stats.loss += r.loss.item<double>() / chunks;
+        weight_total += mb_tokens;
+        stats.clip_fraction += r.clip_fraction * mb_tokens;
+        stats.mean_ratio += r.mean_ratio * mb_tokens;
+        stats.approx_kl += r.approx_kl * mb_tokens;
+        stats.preplan_token_fraction += r.preplan_token_fraction * mb_tokens;
+        stats.anchor_token_fraction += r.anchor_token_fraction * mb_tokens;
+        stats.preplan_credit_fraction += r.preplan_credit_fraction * mb_tokens;
+        stats.anchor_credit_fraction += r.anchor_credit_fraction * mb_tokens;
       }
       // Global-norm clipping, then AdamW with linear warm-up.
       stats.grad_norm = optimizer_.GradNorm();
@@ -442,7 +701,7 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
       stats.lr = config_.lr() * warm;
       optimizer_.Step(stats.lr);
     }
-    for (double* v : {&stats.loss, &stats.clip_fraction, &stats.mean_ratio, &stats.approx_kl,
+    for (double* v : {&stats.clip_fraction, &stats.mean_ratio, &stats.approx_kl,
                       &stats.preplan_token_fraction, &stats.anchor_token_fraction,
                       &stats.preplan_credit_fraction, &stats.anchor_credit_fraction}) {
       *v /= std::max(weight_total, 1.0);

@@ -1,10 +1,15 @@
 // Trainer: one policy-gradient step per batch of complete groups, with the paper's token-level
 // credit (docs/method.md §7-§9).
 //
-//   groups ─ rewards ─ group advantages (GRPO / Dr.GRPO / RLOO)         (BuildSequences)
+//   groups ─ rewards (+ DAPO overlong penalty)                           (BuildSequences)
 //          ─ old log-probs: the current weights, recomputed once, no grad  (OldLogprobs)
+//            ├ with the actors' top-k / top-p: the same filter replayed on the learner's logits
+//            ├ with kl_coef > 0: the frozen reference's log-probs, same micro-batches, no grad
 //            └ with learner summaries: the tapped layers' maps of that pass ─ WAAD, FAI under
 //              pi_old, per sequence (common/rollout/attention_summary.h SummaryFromMaps)
+//          ─ rewards (- KL to the reference, kl_placement reward) ─ group advantages
+//            (GRPO / Dr.GRPO / RLOO); loss masks: truncated responses, tokens outside the
+//            replayed filter, IcePop token and sequence masks          (AdvantagesAndMasks)
 //          ─ summaries (actor's or learner's: credit.summary_source), entropy
 //            ─ gamma per token (strategy) ─ shaped advantages A~ = gamma * A  (CreditPerResponse)
 //            └ with credit.summary_agreement: actor vs learner summary per rollout
@@ -19,6 +24,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -31,19 +37,45 @@
 
 namespace rhythm::learner {
 
+// What the trainer takes from the actors' generation config besides the temperature and taps.
+struct ActorSettings {
+  // The sampler's filter (generation.top_k, top_p): replayed on the learner's logits for the
+  // old and the trained log-probs, so pi_old / pi_behaviour compares like with like. 0 and 1
+  // replay nothing (as greedy sampling, temperature 0, does not filter).
+  int64_t top_k = 0;
+  double top_p = 1.0;
+  // generation.max_new_tokens: L_max of the overlong penalty (trainer.overlong_buffer > 0 needs
+  // it); 0 = unknown.
+  int64_t max_new_tokens = 0;
+
+  static ActorSettings FromConfig(const v1::GenerationConfig& generation);
+};
+
 class Trainer {
  public:
   // `model` must outlive the trainer; the trainer sets requires_grad on its parameters.
   // `tap` is the actors' tap settings (GenerationOptionsFromConfig(generation).tap): the
   // learner's summaries (credit.summary_source = learner, or credit.summary_agreement) are
-  // computed with them, so both sources follow one definition. INVALID_ARGUMENT for settings
-  // it cannot honour: kl_coef > 0 (needs a reference policy, not implemented yet), an
-  // unspecified summary_source, tap settings that do not fit the model (only checked when
-  // learner summaries are needed).
+  // computed with them, so both sources follow one definition. `actor`: the sampler's filter
+  // and length limit (ActorSettings::FromConfig(generation)).
+  //
+  // With kl_coef > 0 the trainer keeps a frozen reference policy: trainer.reference_path (a
+  // Hugging Face directory of the same architecture and shape, loaded in the model's dtype and
+  // device), or else a copy of `model` as it is now (the warm start or the resumed checkpoint).
+  // It costs one more copy of the weights and one more forward per step (no grad).
+  //
+  // INVALID_ARGUMENT, naming the field and its value, for settings it cannot honour: an
+  // unspecified summary_source, kl_estimator, kl_placement or ratio_level; mask bounds that
+  // cross or would mask on-policy tokens (a low bound >= 1, a high bound <= 1); overlong_buffer
+  // > 0 without max_new_tokens or above it; top_k < 0 or top_p outside (0, 1]; a
+  // reference_path that does not load or whose model differs from `model`'s shape (the error
+  // names the file); tap settings that do not fit the model (only checked when learner
+  // summaries are needed).
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(
       common::model::Transformer& model, const v1::TrainerConfig& trainer,
       const v1::CreditConfig& credit, uint64_t seed, int64_t version,
-      double sampling_temperature = 1.0, const common::rollout::TapOptions& tap = {});
+      double sampling_temperature = 1.0, const common::rollout::TapOptions& tap = {},
+      const ActorSettings& actor = {});
 
   // One step on `batch`. INVALID_ARGUMENT for an empty batch or inputs the credit or loss
   // reject (a summary that does not fit its response); torch errors as TorchCall maps them.
@@ -64,16 +96,24 @@ class Trainer {
  private:
   Trainer(common::model::Transformer& model, const v1::TrainerConfig& trainer,
           const v1::CreditConfig& credit, uint64_t seed, int64_t version, double temperature,
-          common::rollout::TapOptions tap);
+          common::rollout::TapOptions tap, ActorSettings actor,
+          std::unique_ptr<common::model::Transformer> reference);
 
-  // Group advantages and one Sequence per rollout (ids, behaviour log-probs, staleness);
-  // the batch's reward, accuracy, entropy and staleness figures into `stats`.
+  // One Sequence per rollout (ids, behaviour log-probs, staleness, reward with the overlong
+  // penalty); the batch's reward, accuracy, entropy, staleness and overlong figures into
+  // `stats`.
   absl::Status BuildSequences(const std::vector<Group>& batch, std::vector<Sequence>& seqs,
                               StepStats& stats) const;
-  // Old log-probs under the weights that start the step, micro-batch by micro-batch, no grad;
-  // with learner summaries the same pass captures the tapped layers and summarises each
-  // sequence that needs one.
-  absl::Status OldLogprobsAndSummaries(std::vector<Sequence>& seqs) const;
+  // Old log-probs under the weights that start the step, micro-batch by micro-batch, no grad
+  // (with the sampler's filter replayed); the reference's log-probs in the same micro-batches
+  // and each response's summed KL to it; with learner summaries the same pass captures the
+  // tapped layers and summarises each sequence that needs one.
+  absl::Status OldLogprobsAndSummaries(std::vector<Sequence>& seqs, StepStats& stats) const;
+  // Group advantages from the final rewards (less the reference KL with kl_placement reward),
+  // and every sequence's loss mask (truncated, outside the filter, IcePop and sequence masks)
+  // with their counts and the TIS weight figures.
+  absl::Status AdvantagesAndMasks(std::vector<Sequence>& seqs, size_t groups,
+                                  StepStats& stats) const;
   // Gamma, the preplan / anchor masks and the shaped advantages of every sequence, from the
   // configured source's summary; with summary_agreement, the agreement of the two sources.
   absl::Status CreditPerResponse(std::vector<Sequence>& seqs, StepStats& stats) const;
@@ -84,11 +124,14 @@ class Trainer {
   const v1::TrainerConfig config_;
   const v1::CreditConfig credit_;
   const uint64_t seed_;
-  // The actors' sampling temperature: log-probs are taken at it, so importance ratios compare
-  // like with like (top-k / top-p filtering is not replayed).
+  // The actors' sampling temperature: log-probs are taken at it (and the filter in actor_
+  // replayed), so importance ratios compare like with like.
   const double temperature_;
   // Resolved against the model when learner summaries are needed; unused otherwise.
   const common::rollout::TapOptions tap_;
+  const ActorSettings actor_;
+  // The frozen reference policy (kl_coef > 0), never trained; null otherwise.
+  const std::unique_ptr<common::model::Transformer> reference_;
   int64_t version_;
   common::model::AdamW optimizer_;
 };

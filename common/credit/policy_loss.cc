@@ -97,6 +97,9 @@ absl::StatusOr<PolicyLossResult> ComputePolicyLoss(const PolicyLossInputs& in,
     RHYTHM_RETURN_IF_ERROR(CheckShape(in.behaviour_logprobs, "behaviour_logprobs", shape));
   }
   if (options.kl_coef > 0) RHYTHM_RETURN_IF_ERROR(CheckShape(in.ref_logprobs, "ref_logprobs", shape));
+  if (options.kl_coef > 0 && in.kl_logprobs.defined()) {
+    RHYTHM_RETURN_IF_ERROR(CheckShape(in.kl_logprobs, "kl_logprobs", shape));
+  }
   if (options.entropy_coef > 0) RHYTHM_RETURN_IF_ERROR(CheckShape(in.entropy, "entropy", shape));
   if (in.preplan_mask.defined()) {
     RHYTHM_RETURN_IF_ERROR(CheckShape(in.preplan_mask, "preplan_mask", shape));
@@ -134,8 +137,10 @@ absl::StatusOr<PolicyLossResult> ComputePolicyLoss(const PolicyLossInputs& in,
     const double count = Item(mask.sum());
     result.tokens = count;
     if (options.kl_coef > 0) {
-      const at::Tensor kl =
-          KlPerToken(in.ref_logprobs.to(dtype).detach(), in.logprobs, options.kl_estimator);
+      const at::Tensor kl = KlPerToken(in.ref_logprobs.to(dtype).detach(),
+                                       in.kl_logprobs.defined() ? in.kl_logprobs.to(dtype)
+                                                                : in.logprobs,
+                                       options.kl_estimator);
       token_loss = token_loss + options.kl_coef * kl;
       result.ref_kl = MaskedMean(kl.detach(), mask, count);
     }

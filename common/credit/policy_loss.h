@@ -90,6 +90,9 @@ struct PolicyLossInputs {
   at::Tensor mask;                // 1 on response tokens, 0 on padding
   at::Tensor behaviour_logprobs;  // the actor's sampling log-probs; needed when tis_cap > 0
   at::Tensor ref_logprobs;        // reference policy; needed when kl_coef > 0
+  at::Tensor kl_logprobs;         // log pi_theta for the KL term when it differs from logprobs
+                                  // (the learner's unfiltered log-probs while logprobs replay
+                                  // the sampler's top-k / top-p); undefined = logprobs
   at::Tensor entropy;             // H_t of pi_theta, differentiable; needed when entropy_coef > 0
   // Optional, for statistics only:
   at::Tensor preplan_mask;        // 1 on preplan tokens (T_loc)

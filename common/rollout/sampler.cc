@@ -6,9 +6,27 @@
 
 namespace rhythm::common::rollout {
 
+at::Tensor FilterLogits(const at::Tensor& scaled_logits, int64_t top_k, double top_p) {
+  const int64_t vocab = scaled_logits.size(-1);
+  const double neg_inf = -std::numeric_limits<double>::infinity();
+  at::Tensor scaled = scaled_logits;
+  if (top_k > 0 && top_k < vocab) {
+    const at::Tensor kth = std::get<0>(scaled.topk(top_k, -1)).narrow(-1, top_k - 1, 1);
+    scaled = scaled.masked_fill(scaled < kth, neg_inf);
+  }
+  if (top_p < 1.0) {
+    auto [sorted, order] = scaled.sort(-1, /*descending=*/true);
+    const at::Tensor probs = at::softmax(sorted, -1);
+    // Drop a token when the mass of the tokens before it already reaches top_p; the first
+    // token is always kept.
+    const at::Tensor drop = (probs.cumsum(-1) - probs) >= top_p;
+    scaled = scaled.scatter(-1, order, sorted.masked_fill(drop, neg_inf));
+  }
+  return scaled;
+}
+
 SampledTokens SampleNext(const at::Tensor& logits, const SamplingOptions& options,
                          at::Generator& generator) {
-  const int64_t vocab = logits.size(-1);
   SampledTokens out;
   if (options.temperature <= 0) {
     const at::Tensor logp = at::log_softmax(logits, -1);
@@ -17,20 +35,9 @@ SampledTokens SampleNext(const at::Tensor& logits, const SamplingOptions& option
     out.entropy = -(logp.exp() * logp).sum(-1);
     return out;
   }
-  at::Tensor scaled = options.temperature == 1.0 ? logits : logits / options.temperature;
-  const double neg_inf = -std::numeric_limits<double>::infinity();
-  if (options.top_k > 0 && options.top_k < vocab) {
-    const at::Tensor kth = std::get<0>(scaled.topk(options.top_k, -1)).narrow(-1, options.top_k - 1, 1);
-    scaled = scaled.masked_fill(scaled < kth, neg_inf);
-  }
-  if (options.top_p < 1.0) {
-    auto [sorted, order] = scaled.sort(-1, /*descending=*/true);
-    const at::Tensor probs = at::softmax(sorted, -1);
-    // Drop a token when the mass of the tokens before it already reaches top_p; the first
-    // token is always kept.
-    const at::Tensor drop = (probs.cumsum(-1) - probs) >= options.top_p;
-    scaled = scaled.scatter(-1, order, sorted.masked_fill(drop, neg_inf));
-  }
+  const at::Tensor scaled = FilterLogits(
+      options.temperature == 1.0 ? logits : logits / options.temperature, options.top_k,
+      options.top_p);
   const at::Tensor logp = at::log_softmax(scaled, -1);
   const at::Tensor p = logp.exp();
   out.ids = at::multinomial(p, 1, /*replacement=*/true, generator).squeeze(-1);

@@ -24,6 +24,14 @@ struct SampledTokens {
   at::Tensor entropy;   // float [B]: entropy (nats) of that distribution
 };
 
+// The top-k / top-p filter the sampler applies, for any [..., V] logits already divided by the
+// temperature: entries outside the k most likely, then outside the smallest set of most likely
+// tokens whose mass (renormalised over the top k) reaches top_p, become -inf (the first token
+// is always kept). top_k 0 and top_p 1 disable each. The learner replays it on its own logits
+// (learner/trainer.cc) so that its log-probs come from the distribution the actor sampled from:
+// one function, so the two cannot drift apart.
+at::Tensor FilterLogits(const at::Tensor& scaled_logits, int64_t top_k, double top_p);
+
 // logits: float [B, V]. Greedy takes the argmax and reports the log-prob and entropy of the
 // unmodified model distribution (temperature 1, no filtering): a point mass would say nothing.
 SampledTokens SampleNext(const at::Tensor& logits, const SamplingOptions& options,
