@@ -24,6 +24,7 @@
 #include "common/rollout/engine.h"
 #include "common/runtime.h"
 #include "common/status.h"
+#include "common/tasks/prompt_format.h"
 #include "common/torch_status.h"
 #include "nlohmann/json.hpp"
 
@@ -172,9 +173,13 @@ absl::StatusOr<json> Analyze(const common::model::Transformer& model,
 
   std::vector<std::vector<int32_t>> prompts;
   std::vector<common::tasks::Problem> problems;
+  // Prompts as the model sees them in training (task.prompt_format).
+  RHYTHM_ASSIGN_OR_RETURN(const common::tasks::PromptFormatter format,
+                          common::tasks::PromptFormatter::Create(config.task(), tokenizer));
   for (int64_t i = 0; i < n; ++i) {
     problems.push_back(task.HeldOutProblem(static_cast<uint64_t>(i)));
-    RHYTHM_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tokenizer.Encode(problems.back().prompt));
+    RHYTHM_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
+                            format.Encode(tokenizer, problems.back().prompt));
     prompts.push_back(std::move(ids));
   }
   RHYTHM_ASSIGN_OR_RETURN(std::vector<rollout::GeneratedSample> samples,
