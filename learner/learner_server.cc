@@ -151,7 +151,8 @@ absl::Status LearnerServer::Init() {
   RHYTHM_ASSIGN_OR_RETURN(
       trainer_, Trainer::Create(*model_, c.trainer(), c.credit(), c.runtime().seed(), version,
                                 c.generation().temperature(),
-                                common::rollout::GenerationOptionsFromConfig(c.generation()).tap));
+                                common::rollout::GenerationOptionsFromConfig(c.generation()).tap,
+                                ActorSettings::FromConfig(c.generation())));
   if (!optimizer.empty()) {
     RHYTHM_RETURN_IF_ERROR(trainer_->RestoreOptimizerState(optimizer, optimizer_steps, version));
   }
