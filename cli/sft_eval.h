@@ -14,6 +14,7 @@
 #include "common/model/transformer.h"
 #include "common/tasks/task.h"
 #include "common/tokenizer/tokenizer.h"
+#include "learner/evaluator.h"
 #include "nlohmann/json_fwd.hpp"
 #include "rhythm/v1/config.pb.h"
 
@@ -36,16 +37,12 @@ struct SftEvalFlags {
 // --out come from the generate flags.
 void RegisterSftEvalFlags(common::FlagParser& parser, SftEvalFlags& flags);
 
-struct EvalResult {
-  int64_t problems = 0;
-  double pass1 = 0;  // greedy
-  double passk = 0;  // at least one of k samples correct (k = 1: same as pass1)
-  // Mean accuracy of the k samples (pass@1 at the sampling temperature; k = 1: same as pass1).
-  double sampled = 0;
-  // Per problem, in held-out order: greedy answer correct; correct samples out of k.
-  std::vector<bool> greedy_correct;
-  std::vector<int32_t> samples_correct;
-};
+// The evaluation itself lives in learner/evaluator.h (one implementation for rhythm eval,
+// rhythm train and the learner's learner.eval_every); these are the same names here.
+using learner::EvalResult;
+using learner::EvaluateHeldOut;
+using learner::EvaluateProblems;
+using learner::Prefix;
 
 // --task T: task.kind = T, where "countdown-steps" is countdown with format steps (the
 // reasoning regime). INVALID_ARGUMENT naming the value for anything else.
@@ -58,26 +55,6 @@ nlohmann::json EvalResultToJson(const EvalResult& r);
 absl::StatusOr<EvalResult> EvalResultFromJson(const nlohmann::json& j);
 absl::StatusOr<EvalResult> ReadEvalResult(const std::string& path);
 absl::Status WriteEvalResult(const EvalResult& r, const std::string& path);
-
-// The same figures over the first `m` problems of `r` (m <= r.problems); `k` as evaluated.
-// Batches of 32 get their own sampling seed, so for m a multiple of 32 this equals evaluating
-// n = m directly.
-EvalResult Prefix(const EvalResult& r, int64_t m, int64_t k);
-
-// Greedy (and, for k > 1, sampled) generation on held-out problems [0, n) in batches of 32.
-absl::StatusOr<EvalResult> EvaluateHeldOut(const common::model::Transformer& model,
-                                           const common::Tokenizer& tokenizer,
-                                           const common::tasks::Task& task, int64_t n, int64_t k,
-                                           const v1::RhythmConfig& config);
-
-// Greedy (and, for k > 1, sampled) accuracy on problems problem(0) .. problem(n-1), as
-// EvaluateHeldOut computes it; EvaluateHeldOut is this on the held-out split. Prompts are
-// rendered by config.task()'s prompt format (common/tasks/prompt_format.h): INVALID_ARGUMENT
-// when it does not fit `tokenizer` (e.g. prompt_format chat with the character tokenizer).
-absl::StatusOr<EvalResult> EvaluateProblems(
-    const common::model::Transformer& model, const common::Tokenizer& tokenizer,
-    const common::tasks::Task& task, const std::function<common::tasks::Problem(uint64_t)>& problem,
-    int64_t n, int64_t k, const v1::RhythmConfig& config);
 
 // The warm start's validation problems are training problems from this index on: the warm
 // start trains on indices [0, steps * batch), far below it, and RL leases from index 0 too, so

@@ -162,6 +162,10 @@ absl::Status LearnerServer::Init() {
   hooks.checkpoint = [this] { return WriteCheckpointNow(); };
   hooks.fail = [this](const absl::Status& s) { Fail(s); };
   hooks.finished = [this] { done_ = true; };
+  if (c.learner().eval_every() > 0) {
+    RHYTHM_RETURN_IF_ERROR(InitEvaluator());
+    hooks.evaluate = [this](int64_t v) { OfferEvaluation(v); };
+  }
   train_loop_ = std::make_unique<TrainLoop>(
       TrainLoop::Options{c, options_.dump_rollouts_dir, restored_steps}, *assembler_, *trainer_,
       *metrics_, version_, std::move(hooks));
@@ -170,6 +174,57 @@ absl::Status LearnerServer::Init() {
   metrics_->policy_version.Set(static_cast<double>(version));
   lock.Release();  // PublishWeights takes it
   return PublishWeights(version);
+}
+
+absl::Status LearnerServer::InitEvaluator() {
+  const v1::RhythmConfig& c = options_.config;
+  if (!options_.task || !options_.tokenizer) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("config: learner.eval_every = ", c.learner().eval_every(),
+                     " needs the task and tokenizer (LearnerServerOptions.task, .tokenizer)"));
+  }
+  RHYTHM_ASSIGN_OR_RETURN(std::unique_ptr<EvalSet> set, EvalSet::Create(c, *options_.task));
+  for (const std::string& w : set->warnings()) RHYTHM_LOG(Warning) << "learner: eval: " << w;
+  RHYTHM_LOG(Info) << "learner: evaluating every " << c.learner().eval_every() << " steps on "
+                   << set->description() << ", avg@" << c.learner().eval_k()
+                   << " at temperature " << c.generation().temperature();
+  BackgroundEvaluator::Options o;
+  o.config = c;
+  o.tokenizer = options_.tokenizer;
+  o.problems = std::move(set);
+  o.on_report = [this](const BackgroundEvaluator::Report& r) {
+    if (!r.result.ok()) {
+      metrics_->eval_failures.Increment();
+      RHYTHM_LOG(Warning) << "learner: evaluation of version " << r.version
+                          << " failed: " << r.result.status();
+      return;
+    }
+    metrics_->eval_pass1.Set(r.result->pass1);
+    metrics_->eval_avg_at_k.Set(r.result->sampled);
+    metrics_->eval_pass_at_k.Set(r.result->passk);
+    metrics_->eval_problems.Set(static_cast<double>(r.result->problems));
+    metrics_->eval_seconds.Observe(r.seconds);
+    metrics_->eval_version.Set(static_cast<double>(r.version));  // last: the figures are in
+    const int64_t k = options_.config.learner().eval_k();
+    RHYTHM_LOG(Info) << absl::StrFormat(
+        "learner: eval version %d pass@1 %.3f avg@%d %.3f pass@%d %.3f (%d problems, %.2f s)",
+        r.version, r.result->pass1, k, r.result->sampled, k, r.result->passk,
+        r.result->problems, r.seconds);
+  };
+  RHYTHM_ASSIGN_OR_RETURN(evaluator_, BackgroundEvaluator::Create(*model_, std::move(o)));
+  return absl::OkStatus();
+}
+
+void LearnerServer::OfferEvaluation(int64_t version) {
+  absl::StatusOr<bool> started = evaluator_->Offer(version, *model_);
+  if (!started.ok()) {
+    metrics_->eval_failures.Increment();
+    RHYTHM_LOG(Warning) << "learner: evaluation of version " << version << ": "
+                        << started.status();
+  } else if (!*started) {
+    RHYTHM_LOG(Info) << "learner: evaluation of version " << version
+                     << " skipped: the previous one is still running";
+  }
 }
 
 absl::Status LearnerServer::InitWeightTransport() {
@@ -237,6 +292,8 @@ absl::Status LearnerServer::Start() {
     return absl::UnavailableError(absl::StrCat("learner: cannot listen on '", lc.address(), "'"));
   }
   if (group_) group_->Start();
+  // The starting weights' figures, before the training thread touches the model.
+  if (evaluator_) OfferEvaluation(version_.load());
   threads_.emplace_back([this] { IngestLoop(); });
   threads_.emplace_back([this] { train_loop_->Run(stopping_); });
   threads_.emplace_back([this] { HousekeepingLoop(); });
@@ -263,6 +320,7 @@ absl::Status LearnerServer::Shutdown() {
   if (assembler_) assembler_->Close();
   for (std::thread& t : threads_) t.join();
   threads_.clear();
+  evaluator_.reset();  // cancels a running evaluation between two batches of prompts
   // After a failure the in-memory state may be ahead of what is durable: no checkpoint.
   absl::Status s = server_ && !failed_.load() ? WriteCheckpointNow() : absl::OkStatus();
   if (server_) server_->Wait();

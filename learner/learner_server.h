@@ -10,6 +10,8 @@
 //                   version (flat weights) ─ checkpoint every N steps (LearnerState.Snapshot;
 //                   then trim the journal)
 //   housekeeping thread: lease expiry (hard deadlines, silent actors), gauges
+//   evaluator thread (learner.eval_every > 0, learner/evaluator.h): the starting weights and
+//                   every eval_every-th step's, on a copy, beside training
 //   gRPC: Register, Heartbeat (names the leases to renew), LeasePrompts, StreamRollouts; and
 //   the Weights service (common/weights: gRPC chunks, or a Gloo/NCCL broadcast group)
 //
@@ -43,6 +45,7 @@
 #include "common/weights/weight_metrics.h"
 #include "common/weights/weight_service.h"
 #include "learner/batch_assembler.h"
+#include "learner/evaluator.h"
 #include "learner/learner_metrics.h"
 #include "learner/learner_state.h"
 #include "learner/prompt_source.h"
@@ -71,6 +74,12 @@ struct LearnerServerOptions {
   std::function<absl::Status(const std::string&)> write_tokenizer;
   common::Clock* clock = nullptr;  // default: the real clock
   std::shared_ptr<prometheus::Registry> registry;
+  // For learner.eval_every > 0 (learner/evaluator.h): the training task (its held-out split
+  // and verifier, unless learner.eval_dataset names a file) and the tokenizer. Not owned; they
+  // must outlive the server. Create fails with FAILED_PRECONDITION when eval_every > 0 and
+  // either is missing.
+  const common::tasks::Task* task = nullptr;
+  const common::Tokenizer* tokenizer = nullptr;
 };
 
 class LearnerServer final : public v1::Learner::Service {
@@ -114,6 +123,11 @@ class LearnerServer final : public v1::Learner::Service {
   explicit LearnerServer(LearnerServerOptions options);
   absl::Status Init();
   absl::Status InitWeightTransport();
+  // learner.eval_every > 0: the evaluation set and the evaluator thread (learner/evaluator.h).
+  absl::Status InitEvaluator();
+  // Hands the model's current weights to the evaluator as `version` (skipped while it is busy).
+  // On the thread that owns the model: before Start's threads, then the training thread.
+  void OfferEvaluation(int64_t version);
   void IngestLoop();
   void HousekeepingLoop();
   // Validates and queues one rollout for durability; `done` is called with its ack.
@@ -160,6 +174,9 @@ class LearnerServer final : public v1::Learner::Service {
   std::atomic<bool> failed_{false};
   const std::string session_;
   std::unique_ptr<TrainLoop> train_loop_;
+  // learner.eval_every > 0: evaluates published versions on its own thread (it has its own
+  // copy of the weights); offered by the training thread, reset after it has joined.
+  std::unique_ptr<BackgroundEvaluator> evaluator_;
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::thread> threads_;

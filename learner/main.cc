@@ -91,6 +91,8 @@ int main(int argc, char** argv) {
       options.model->config().max_position_embeddings - config.generation().max_new_tokens());
   options.write_tokenizer = [tok](const std::string& dir) { return tok->Save(dir); };
   options.registry = std::make_shared<prometheus::Registry>();
+  options.task = task->get();  // learner.eval_every: the held-out split and verifier
+  options.tokenizer = tok;
 
   std::unique_ptr<common::MetricsServer> metrics;
   if (!config.learner().metrics_address().empty()) {
