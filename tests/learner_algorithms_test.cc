@@ -11,7 +11,9 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "tests/fault_audit.h"
 #include "tests/loop_procs.h"
 
 namespace rhythm::testing {
@@ -64,6 +66,41 @@ TEST(DynamicSamplingProcesses, FullBatchesWhenMostGroupsCarryNoSignal) {
   EXPECT_EQ(learner.p.Stop(SIGTERM, 60), 0);
   std::cerr << "measured: " << steps << " steps, " << rounds_sum << " extra rounds in "
             << rounds_count << " batches, last filtered share " << filtered << "\n";
+}
+
+TEST(DynamicSamplingProcesses, KilledAndResumedNothingAckedIsLostOrRejected) {
+  const std::string run = ::testing::TempDir() + "/dynamic_sampling_crash";
+  std::filesystem::remove_all(run);
+  const int port = FreePort();
+  Proc first, actor;
+  StartLearner(first, run, port, false, run + ".learner1.log", MostlyZeroVariance("1000"));
+  StartActor(actor, port, "actor-a", run + ".actor.log", kBusyActor);
+  ASSERT_TRUE(
+      WaitFor([&] { return Metric(first.metrics_port, "rhythm_learner_steps_total") >= 3; }, 240))
+      << "see " << run << ".learner1.log";
+  const double version_at_kill = Metric(first.metrics_port, "rhythm_learner_policy_version");
+  EXPECT_EQ(first.p.Stop(SIGKILL, 10), 128 + SIGKILL);
+  absl::SleepFor(absl::Milliseconds(500));
+  Proc second;
+  StartLearner(second, run, port, true, run + ".learner2.log", MostlyZeroVariance("1000"));
+  const int m = second.metrics_port;
+  ASSERT_TRUE(WaitFor([&] { return Metric(m, "rhythm_learner_steps_total") >= 3; }, 240))
+      << "the run continues; see " << run << ".learner2.log";
+  EXPECT_GE(Metric(m, "rhythm_learner_policy_version"), version_at_kill + 3);
+  EXPECT_EQ(Metric(m, "rhythm_learner_short_batches_total"), 0);
+  EXPECT_GT(Metric(m, "rhythm_learner_groups_dropped_total{reason=\"zero_variance\"}"), 0);
+  const ActorReport r = StopActor(actor);
+  EXPECT_EQ(r.rejected, 0);
+  EXPECT_EQ(r.acked, r.sent) << "every rollout, dropped group or not, acked";
+  EXPECT_EQ(second.p.Stop(SIGTERM, 60), 0);
+  // The exactly-once ledger holds every acked rollout once, those of dropped groups included.
+  absl::StatusOr<v1::LearnerCheckpoint> ck = ReadLatestCheckpoint(run);
+  ASSERT_TRUE(ck.ok()) << ck.status();
+  int64_t in_ledger = 0;
+  for (const v1::LedgerRun& lr : ck->durable().ledger().runs()) {
+    in_ledger += static_cast<int64_t>(lr.watermark()) + lr.above_size();
+  }
+  EXPECT_EQ(in_ledger, r.acked);
 }
 
 TEST(DynamicSamplingProcesses, ZeroExtraRoundsTrainShortBatches) {
