@@ -128,8 +128,7 @@ void BM_TrainerStepWithVsWithout(benchmark::State& state) {
   double temperature = 1.0;
   if (state.range(0) <= 1) {
     with_tc.set_kl_coef(0.01);
-    with_tc.set_kl_placement(state.range(0) == 0 ? v1::KL_PLACEMENT_LOSS
-                                                 : v1::KL_PLACEMENT_REWARD);
+    with_tc.set_kl_placement(state.range(0) == 0 ? v1::KL_PLACEMENT_LOSS : v1::KL_PLACEMENT_REWARD);
   } else {
     actor.top_k = 20;
     actor.top_p = 0.95;
@@ -153,8 +152,7 @@ void BM_TrainerStepWithVsWithout(benchmark::State& state) {
       mb[which] = PeakGrowthMb([&] {
         const auto start = std::chrono::steady_clock::now();
         s = trainer.Step(batch);
-        t[which] =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        t[which] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       });
       if (!s.ok()) {
         state.SkipWithError(std::string(s.status().message()).c_str());

@@ -96,17 +96,16 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
                                  "[trainer.sequence_mask_low, sequence_mask_high]), truncated "
                                  "(cut at generation.max_new_tokens, trainer.mask_truncated)")
                            .Register(r)),
-      ref_kl(common::AddGauge(
-          r, "rhythm_learner_ref_kl",
-          "Mean per-token KL(pi_old || pi_ref) to the frozen reference policy "
-          "(trainer.kl_estimator), last step; 0 without trainer.kl_coef")),
+      ref_kl(common::AddGauge(r, "rhythm_learner_ref_kl",
+                              "Mean per-token KL(pi_old || pi_ref) to the frozen reference policy "
+                              "(trainer.kl_estimator), last step; 0 without trainer.kl_coef")),
       overlong_penalized(common::AddCounter(
           r, "rhythm_learner_overlong_penalized_responses_total",
           "Responses whose reward the DAPO overlong penalty lowered (longer than "
           "generation.max_new_tokens - trainer.overlong_buffer)")),
-      overlong_penalty_mean(common::AddGauge(
-          r, "rhythm_learner_overlong_penalty_mean",
-          "Mean overlong penalty added to the last batch's rewards (<= 0)")),
+      overlong_penalty_mean(
+          common::AddGauge(r, "rhythm_learner_overlong_penalty_mean",
+                           "Mean overlong penalty added to the last batch's rewards (<= 0)")),
       summary_agreement(
           prometheus::BuildHistogram()
               .Name("rhythm_learner_summary_agreement")
@@ -199,7 +198,9 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
   for (const char* reason : {"stale", "zero_variance", "expired"}) {
     groups_dropped.Add({{"reason", reason}});
   }
-  for (const char* reason : {"token_mask", "out_of_filter"}) masked_tokens.Add({{"reason", reason}});
+  for (const char* reason : {"token_mask", "out_of_filter"}) {
+    masked_tokens.Add({{"reason", reason}});
+  }
   for (const char* reason : {"sequence_mask", "truncated"}) {
     masked_responses.Add({{"reason", reason}});
   }
@@ -257,7 +258,8 @@ void LearnerMetrics::RecordStep(const StepStats& s) {
       .Increment(static_cast<double>(s.out_of_filter_tokens));
   masked_responses.Add({{"reason", "sequence_mask"}})
       .Increment(static_cast<double>(s.masked_sequences));
-  masked_responses.Add({{"reason", "truncated"}}).Increment(static_cast<double>(s.truncated_masked));
+  masked_responses.Add({{"reason", "truncated"}})
+      .Increment(static_cast<double>(s.truncated_masked));
   ref_kl.Set(s.ref_kl);
   overlong_penalized.Increment(static_cast<double>(s.overlong_penalized));
   overlong_penalty_mean.Set(s.overlong_penalty_mean);

@@ -1,11 +1,11 @@
 #include "learner/trainer.h"
 
 #include <chrono>
-#include <filesystem>
-#include <tuple>
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <optional>
+#include <tuple>
 
 #include "ATen/ATen.h"
 #include "absl/strings/str_cat.h"
@@ -130,13 +130,13 @@ TokenLogprobs ResponseLogprobs(at::Tensor logits, const MicroBatch& mb, bool wan
     at::Tensor removed;
     {
       at::NoGradGuard no_grad;
-      removed = at::isinf(
-          common::rollout::FilterLogits(picked.detach(), filter.top_k, filter.top_p));
+      removed =
+          at::isinf(common::rollout::FilterLogits(picked.detach(), filter.top_k, filter.top_p));
       out.in_filter = at::logical_not(removed.gather(-1, target).squeeze(-1)).to(at::kFloat);
       removed = removed.scatter(-1, target, false);
     }
-    const at::Tensor kept_logp = at::log_softmax(
-        picked.masked_fill(removed, -std::numeric_limits<double>::infinity()), -1);
+    const at::Tensor kept_logp =
+        at::log_softmax(picked.masked_fill(removed, -std::numeric_limits<double>::infinity()), -1);
     out.logp = kept_logp.gather(-1, target).squeeze(-1);
     if (want_raw || want_entropy) logp = at::log_softmax(picked, -1);
     if (want_raw) out.raw = logp.gather(-1, target).squeeze(-1);
@@ -200,22 +200,22 @@ ActorSettings ActorSettings::FromConfig(const v1::GenerationConfig& generation) 
 namespace {
 
 // A mask's bounds: each 0 (off) or on the right side of 1, and low below high.
-absl::Status CheckMaskBounds(const char* low_name, double low, const char* high_name,
-                             double high) {
+absl::Status CheckMaskBounds(const char* low_name, double low, const char* high_name, double high) {
   if (low > 0 && low >= 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "trainer.", low_name, " = ", low, ": a low bound must be below 1 (or 0 = off), or it "
-        "masks on-policy tokens, whose pi_old / pi_behaviour is 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("trainer.", low_name, " = ", low,
+                     ": a low bound must be below 1 (or 0 = off), or it "
+                     "masks on-policy tokens, whose pi_old / pi_behaviour is 1"));
   }
   if (high > 0 && high <= 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "trainer.", high_name, " = ", high, ": a high bound must be above 1 (or 0 = off), or it "
-        "masks on-policy tokens, whose pi_old / pi_behaviour is 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("trainer.", high_name, " = ", high,
+                     ": a high bound must be above 1 (or 0 = off), or it "
+                     "masks on-policy tokens, whose pi_old / pi_behaviour is 1"));
   }
   if (low > 0 && high > 0 && low >= high) {
-    return absl::InvalidArgumentError(absl::StrCat("trainer.", low_name, " = ", low,
-                                                   " is not below trainer.", high_name, " = ",
-                                                   high));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "trainer.", low_name, " = ", low, " is not below trainer.", high_name, " = ", high));
   }
   return absl::OkStatus();
 }
@@ -273,13 +273,10 @@ absl::StatusOr<std::unique_ptr<common::model::Transformer>> MakeReference(
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(common::model::Transformer& model,
-                                                         const v1::TrainerConfig& trainer,
-                                                         const v1::CreditConfig& credit,
-                                                         uint64_t seed, int64_t version,
-                                                         double sampling_temperature,
-                                                         const common::rollout::TapOptions& tap,
-                                                         const ActorSettings& actor) {
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
+    common::model::Transformer& model, const v1::TrainerConfig& trainer,
+    const v1::CreditConfig& credit, uint64_t seed, int64_t version, double sampling_temperature,
+    const common::rollout::TapOptions& tap, const ActorSettings& actor) {
   if (credit.summary_source() != v1::SUMMARY_SOURCE_ACTOR &&
       credit.summary_source() != v1::SUMMARY_SOURCE_LEARNER) {
     return absl::InvalidArgumentError(
@@ -287,7 +284,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(common::model::Transfor
                      " (", static_cast<int>(credit.summary_source()), "): want actor or learner"));
   }
   if (trainer.kl_estimator() == v1::KL_ESTIMATOR_UNSPECIFIED) {
-    return absl::InvalidArgumentError("trainer.kl_estimator = KL_ESTIMATOR_UNSPECIFIED: want k1, k2 or k3");
+    return absl::InvalidArgumentError(
+        "trainer.kl_estimator = KL_ESTIMATOR_UNSPECIFIED: want k1, k2 or k3");
   }
   if (trainer.kl_placement() == v1::KL_PLACEMENT_UNSPECIFIED) {
     return absl::InvalidArgumentError(
@@ -307,13 +305,13 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(common::model::Transfor
         ": the overlong penalty needs generation.max_new_tokens, which the trainer was not given"));
   }
   if (trainer.overlong_buffer() > actor.max_new_tokens && trainer.overlong_buffer() > 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "trainer.overlong_buffer = ", trainer.overlong_buffer(),
-        " exceeds generation.max_new_tokens = ", actor.max_new_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat("trainer.overlong_buffer = ", trainer.overlong_buffer(),
+                     " exceeds generation.max_new_tokens = ", actor.max_new_tokens));
   }
   if (actor.top_k < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("generation.top_k = ", actor.top_k,
-                                                   ": want >= 0 (0 = off)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("generation.top_k = ", actor.top_k, ": want >= 0 (0 = off)"));
   }
   if (!(actor.top_p > 0 && actor.top_p <= 1)) {
     return absl::InvalidArgumentError(
@@ -430,8 +428,7 @@ absl::Status Trainer::BuildSequences(const std::vector<Group>& batch, std::vecto
   return absl::OkStatus();
 }
 
-absl::Status Trainer::OldLogprobsAndSummaries(std::vector<Sequence>& seqs,
-                                              StepStats& stats) const {
+absl::Status Trainer::OldLogprobsAndSummaries(std::vector<Sequence>& seqs, StepStats& stats) const {
   const size_t micro = static_cast<size_t>(std::max<int64_t>(1, config_.micro_batch_size()));
   double ref_kl_sum = 0;
   int64_t ref_kl_tokens = 0;
@@ -468,8 +465,9 @@ absl::Status Trainer::OldLogprobsAndSummaries(std::vector<Sequence>& seqs,
       for (size_t j = 0; j < chunk.size(); ++j) {
         Sequence& s = *chunk[j];
         s.old_logprobs = old.logp[j].narrow(0, 0, s.response_len).clone();
-        s.in_filter = old.in_filter.defined() ? old.in_filter[j].narrow(0, 0, s.response_len).clone()
-                                              : at::ones({s.response_len});
+        s.in_filter = old.in_filter.defined()
+                          ? old.in_filter[j].narrow(0, 0, s.response_len).clone()
+                          : at::ones({s.response_len});
         if (kl) {
           s.ref_logprobs = ref[j].narrow(0, 0, s.response_len).clone();
           s.ref_kl_sum = kl_tokens[j].sum().item<double>();
@@ -535,8 +533,8 @@ absl::Status Trainer::AdvantagesAndMasks(std::vector<Sequence>& seqs, size_t gro
     absl::StatusOr<credit::OffPolicyMask> m = credit::ComputeOffPolicyMask(
         s.old_logprobs.unsqueeze(0), s.behaviour.unsqueeze(0), mask.unsqueeze(0), mo);
     if (!m.ok()) {
-      return absl::Status(m.status().code(), absl::StrCat("rollout ", s.rollout->rollout_id(),
-                                                          ": ", m.status().message()));
+      return absl::Status(m.status().code(), absl::StrCat("rollout ", s.rollout->rollout_id(), ": ",
+                                                          m.status().message()));
     }
     s.loss_mask = m->keep[0];
     stats.masked_tokens += m->masked_tokens;
@@ -622,8 +620,7 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
     const int64_t n = static_cast<int64_t>(seqs.size());
     const int64_t chunks = std::min<int64_t>(n, std::max(1, config_.mini_batches()));
     const bool token_mean = config_.loss_aggregation() == v1::LOSS_AGGREGATION_TOKEN_MEAN;
-    const bool kl_loss =
-        reference_ != nullptr && config_.kl_placement() == v1::KL_PLACEMENT_LOSS;
+    const bool kl_loss = reference_ != nullptr && config_.kl_placement() == v1::KL_PLACEMENT_LOSS;
     const bool filters = Filters(actor_, temperature_);
     credit::PolicyLossOptions loss_opts;
     loss_opts.clip_eps_low = config_.clip_eps_low();

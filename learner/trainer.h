@@ -87,8 +87,8 @@ class Trainer {
 
   // AdamW moments by "<param>.exp_avg" / "<param>.exp_avg_sq", for checkpoints.
   common::model::TensorMap OptimizerState() const;
-  absl::Status RestoreOptimizerState(const common::model::TensorMap& state,
-                                     int64_t optimizer_steps, int64_t version);
+  absl::Status RestoreOptimizerState(const common::model::TensorMap& state, int64_t optimizer_steps,
+                                     int64_t version);
 
   // One response, ready for the loss: defined and used in trainer.cc only.
   struct Sequence;

@@ -443,10 +443,10 @@ TEST(TrainerFilterReplay, TisWeightIsOneAtStalenessZeroWithFiltering) {
     absl::StatusOr<StepStats> n = without->Step(batch);
     ASSERT_TRUE(r.ok()) << r.status();
     ASSERT_TRUE(n.ok()) << n.status();
-    std::printf("temperature %.1f, top_k 6, top_p 0.8, %lld tokens: mean pi_old/pi_behaviour "
-                "%.7f with the replay, %.7f without\n",
-                temperature, static_cast<long long>(r->tokens), r->tis_weight_mean,
-                n->tis_weight_mean);
+    std::printf(
+        "temperature %.1f, top_k 6, top_p 0.8, %lld tokens: mean pi_old/pi_behaviour "
+        "%.7f with the replay, %.7f without\n",
+        temperature, static_cast<long long>(r->tokens), r->tis_weight_mean, n->tis_weight_mean);
     EXPECT_NEAR(r->tis_weight_mean, 1.0, 1e-4);
     EXPECT_EQ(r->out_of_filter_tokens, 0);
     EXPECT_LT(n->tis_weight_mean, 0.95) << "the unreplayed filter biases the weight below 1";
@@ -488,9 +488,7 @@ TEST(TrainerConfig, BadCombinationsNameTheFieldAndValue) {
          c.set_kl_placement(v1::KL_PLACEMENT_UNSPECIFIED);
        },
        "trainer.kl_placement = KL_PLACEMENT_UNSPECIFIED"},
-      {[](v1::TrainerConfig& c, ActorSettings&) {
-         c.set_ratio_level(v1::RATIO_LEVEL_UNSPECIFIED);
-       },
+      {[](v1::TrainerConfig& c, ActorSettings&) { c.set_ratio_level(v1::RATIO_LEVEL_UNSPECIFIED); },
        "trainer.ratio_level = RATIO_LEVEL_UNSPECIFIED"},
       {[](v1::TrainerConfig&, ActorSettings& a) { a.top_p = 0; }, "generation.top_p = 0"},
       {[](v1::TrainerConfig& c, ActorSettings&) {

@@ -56,8 +56,8 @@ TEST(GroupAdvantages, MatchBruteForceForEveryEstimator) {
       std::vector<double> flat(groups * g);
       for (double& x : flat) x = (rng() % 3 == 0) ? 1.0 : (rng() % 5) * 0.25 - 0.5;
       if (trial % 7 == 0) std::fill(flat.begin(), flat.begin() + g, 0.75);  // zero variance
-      GroupAdvantages got = *ComputeGroupAdvantages(
-          at::tensor(flat, at::kDouble).view({groups, g}), {e, 1e-6});
+      GroupAdvantages got =
+          *ComputeGroupAdvantages(at::tensor(flat, at::kDouble).view({groups, g}), {e, 1e-6});
       for (int b = 0; b < groups; ++b) {
         std::vector<double> r(flat.begin() + b * g, flat.begin() + (b + 1) * g);
         const std::vector<double> want = RefAdvantages(r, e, 1e-6);

@@ -20,8 +20,7 @@ absl::Status CheckShape(const at::Tensor& t, const char* name, const at::IntArra
   if (!t.defined()) return absl::InvalidArgumentError(absl::StrCat(name, ": missing"));
   if (t.sizes() != shape) {
     return absl::InvalidArgumentError(absl::StrCat(name, ": shape ", ShapeText(t.sizes()),
-                                                   " differs from logprobs' ",
-                                                   ShapeText(shape)));
+                                                   " differs from logprobs' ", ShapeText(shape)));
   }
   return absl::OkStatus();
 }
@@ -71,10 +70,10 @@ absl::StatusOr<OffPolicyMask> ComputeOffPolicyMask(const at::Tensor& old,
     OffPolicyMask out;
     out.keep = (token_keep * seq_keep.unsqueeze(1)).to(mask.scalar_type());
     out.tokens = static_cast<int64_t>(std::llround(Item(m.sum())));
-    out.masked_sequences =
-        static_cast<int64_t>(std::llround(Item(((seq_tokens > 0).to(at::kDouble) - seq_keep).sum())));
-    out.masked_tokens = static_cast<int64_t>(std::llround(
-        Item(((m - token_keep) * seq_keep.unsqueeze(1)).sum())));
+    out.masked_sequences = static_cast<int64_t>(
+        std::llround(Item(((seq_tokens > 0).to(at::kDouble) - seq_keep).sum())));
+    out.masked_tokens =
+        static_cast<int64_t>(std::llround(Item(((m - token_keep) * seq_keep.unsqueeze(1)).sum())));
     out.weight_sum = Item((w * m).sum());
     if (o.tis_cap > 0) {
       out.capped_tokens =
@@ -96,7 +95,8 @@ absl::StatusOr<PolicyLossResult> ComputePolicyLoss(const PolicyLossInputs& in,
   if (options.tis_cap > 0) {
     RHYTHM_RETURN_IF_ERROR(CheckShape(in.behaviour_logprobs, "behaviour_logprobs", shape));
   }
-  if (options.kl_coef > 0) RHYTHM_RETURN_IF_ERROR(CheckShape(in.ref_logprobs, "ref_logprobs", shape));
+  if (options.kl_coef > 0)
+    RHYTHM_RETURN_IF_ERROR(CheckShape(in.ref_logprobs, "ref_logprobs", shape));
   if (options.kl_coef > 0 && in.kl_logprobs.defined()) {
     RHYTHM_RETURN_IF_ERROR(CheckShape(in.kl_logprobs, "kl_logprobs", shape));
   }
@@ -137,10 +137,9 @@ absl::StatusOr<PolicyLossResult> ComputePolicyLoss(const PolicyLossInputs& in,
     const double count = Item(mask.sum());
     result.tokens = count;
     if (options.kl_coef > 0) {
-      const at::Tensor kl = KlPerToken(in.ref_logprobs.to(dtype).detach(),
-                                       in.kl_logprobs.defined() ? in.kl_logprobs.to(dtype)
-                                                                : in.logprobs,
-                                       options.kl_estimator);
+      const at::Tensor kl = KlPerToken(
+          in.ref_logprobs.to(dtype).detach(),
+          in.kl_logprobs.defined() ? in.kl_logprobs.to(dtype) : in.logprobs, options.kl_estimator);
       token_loss = token_loss + options.kl_coef * kl;
       result.ref_kl = MaskedMean(kl.detach(), mask, count);
     }
@@ -150,15 +149,15 @@ absl::StatusOr<PolicyLossResult> ComputePolicyLoss(const PolicyLossInputs& in,
     token_loss = token_loss * mask;
     if (options.aggregation == v1::LOSS_AGGREGATION_TOKEN_MEAN) {
       result.loss = token_loss.sum() / (options.loss_denominator > 0 ? options.loss_denominator
-                                                                      : std::max(count, 1.0));
+                                                                     : std::max(count, 1.0));
     } else {
       const at::Tensor per_seq_tokens = mask.sum(1);
       const at::Tensor has_tokens = per_seq_tokens > 0;
       const at::Tensor seq_loss = token_loss.sum(1) / at::clamp_min(per_seq_tokens, 1.0);
       const double sequences = Item(has_tokens.sum());
-      result.loss = (seq_loss * has_tokens.to(dtype)).sum() /
-                    (options.loss_denominator > 0 ? options.loss_denominator
-                                                  : std::max(sequences, 1.0));
+      result.loss =
+          (seq_loss * has_tokens.to(dtype)).sum() /
+          (options.loss_denominator > 0 ? options.loss_denominator : std::max(sequences, 1.0));
     }
 
     // Statistics, without gradient.

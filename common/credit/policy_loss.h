@@ -65,13 +65,13 @@ struct OffPolicyMaskOptions {
 };
 
 struct OffPolicyMask {
-  at::Tensor keep;              // float [B, T]: mask with the excluded tokens set to 0
-  int64_t masked_tokens = 0;    // tokens the token mask removed (of responses the sequence
-                                // mask kept)
-  int64_t masked_sequences = 0; // responses (>= 1 token) the sequence mask removed
-  int64_t tokens = 0;           // tokens of `mask`
-  double weight_sum = 0;        // sum of the raw w_t over `mask` (mean = weight_sum / tokens)
-  int64_t capped_tokens = 0;    // tokens with w_t > tis_cap (tis_cap > 0)
+  at::Tensor keep;               // float [B, T]: mask with the excluded tokens set to 0
+  int64_t masked_tokens = 0;     // tokens the token mask removed (of responses the sequence
+                                 // mask kept)
+  int64_t masked_sequences = 0;  // responses (>= 1 token) the sequence mask removed
+  int64_t tokens = 0;            // tokens of `mask`
+  double weight_sum = 0;         // sum of the raw w_t over `mask` (mean = weight_sum / tokens)
+  int64_t capped_tokens = 0;     // tokens with w_t > tis_cap (tis_cap > 0)
 };
 
 // old, behaviour, mask: [B, T] alike (mask 1 on response tokens). INVALID_ARGUMENT naming the
@@ -95,18 +95,18 @@ struct PolicyLossInputs {
                                   // the sampler's top-k / top-p); undefined = logprobs
   at::Tensor entropy;             // H_t of pi_theta, differentiable; needed when entropy_coef > 0
   // Optional, for statistics only:
-  at::Tensor preplan_mask;        // 1 on preplan tokens (T_loc)
-  at::Tensor anchor_mask;         // 1 on anchor tokens (T_glob)
+  at::Tensor preplan_mask;  // 1 on preplan tokens (T_loc)
+  at::Tensor anchor_mask;   // 1 on anchor tokens (T_glob)
 };
 
 struct PolicyLossResult {
-  at::Tensor loss;  // scalar, differentiable with respect to logprobs (and entropy)
+  at::Tensor loss;           // scalar, differentiable with respect to logprobs (and entropy)
   double clip_fraction = 0;  // of tokens; with ratio_level sequence, s_i decides for each token
   double mean_ratio = 0;     // token ratios r_t, whatever the ratio level
   double approx_kl = 0;
-  double ref_kl = 0;                  // mean kl_estimator KL to the reference (0 when not
-                                      // computed)
-  double tokens = 0;                  // masked tokens
+  double ref_kl = 0;  // mean kl_estimator KL to the reference (0 when not
+                      // computed)
+  double tokens = 0;  // masked tokens
   double preplan_token_fraction = 0;
   double anchor_token_fraction = 0;
   double preplan_credit_fraction = 0;

@@ -205,9 +205,9 @@ TEST(PolicyLoss, SequenceRatioIsGspo) {
     EXPECT_NEAR(r.loss.item<double>(), -sum / responses, 1e-9);
     // The token-level ratio gives another loss (equal only where every response has one token).
     o.ratio_level = v1::RATIO_LEVEL_TOKEN;
-    token_level_differs += std::abs(
-        ComputePolicyLoss(Inputs(x, Tensor2D(x.logp, x.b, x.t)), o)->loss.item<double>() +
-        sum / responses);
+    token_level_differs +=
+        std::abs(ComputePolicyLoss(Inputs(x, Tensor2D(x.logp, x.b, x.t)), o)->loss.item<double>() +
+                 sum / responses);
   }
   EXPECT_GT(clipped_responses, 5) << "the sequence clip binds in some of these cases";
   EXPECT_GT(token_level_differs, 0.1);
@@ -241,7 +241,8 @@ TEST(PolicyLoss, GspoTokenGradient) {
         const int64_t k = i * x.t + t;
         double want = 0;
         const double a = x.adv[k];
-        const bool binds = (a > 0 && s_i > 1 + o.clip_eps_high) || (a < 0 && s_i < 1 - o.clip_eps_low);
+        const bool binds =
+            (a > 0 && s_i > 1 + o.clip_eps_high) || (a < 0 && s_i < 1 - o.clip_eps_low);
         if (x.mask[k] > 0 && !binds) {
           const double w = std::min(std::exp(x.old[k] - x.behaviour[k]), o.tis_cap);
           want = -w * a * s_i / (agg == v1::LOSS_AGGREGATION_TOKEN_MEAN ? tokens : n * responses);
@@ -260,8 +261,8 @@ TEST(PolicyLoss, MicroBatchesWithTheMiniBatchDenominatorAddUp) {
     Batch x = RandomBatch(rng, 6, 5);
     PolicyLossOptions o;
     o.aggregation = agg;
-    const double whole = ComputePolicyLoss(Inputs(x, Tensor2D(x.logp, x.b, x.t)), o)
-                             ->loss.item<double>();
+    const double whole =
+        ComputePolicyLoss(Inputs(x, Tensor2D(x.logp, x.b, x.t)), o)->loss.item<double>();
     double tokens = 0, responses = 0;
     for (int64_t i = 0; i < x.b; ++i) {
       double n = 0;
@@ -276,9 +277,11 @@ TEST(PolicyLoss, MicroBatchesWithTheMiniBatchDenominatorAddUp) {
       const int64_t len = begin == 0 ? 2 : 4;
       PolicyLossInputs in;
       for (auto [dst, src] : std::vector<std::pair<at::Tensor*, at::Tensor*>>{
-               {&in.logprobs, &all.logprobs}, {&in.old_logprobs, &all.old_logprobs},
+               {&in.logprobs, &all.logprobs},
+               {&in.old_logprobs, &all.old_logprobs},
                {&in.behaviour_logprobs, &all.behaviour_logprobs},
-               {&in.advantages, &all.advantages}, {&in.mask, &all.mask}}) {
+               {&in.advantages, &all.advantages},
+               {&in.mask, &all.mask}}) {
         *dst = src->narrow(0, begin, len);
       }
       parts += ComputePolicyLoss(in, o)->loss.item<double>();
@@ -290,15 +293,20 @@ TEST(PolicyLoss, MicroBatchesWithTheMiniBatchDenominatorAddUp) {
 // The masks against a token-by-token loop.
 TEST(OffPolicyMask, MatchesTokenLoop) {
   std::mt19937 rng(21);
-  std::vector<OffPolicyMaskOptions> grid = {
-      {}, {0.8, 0, 0, 0, 2.0}, {0, 1.2, 0, 0, 0}, {0.8, 1.25, 0, 0, 1.1},
-      {0, 0, 0.9, 1.1, 0}, {0, 0, 0, 1.05, 0}, {0.7, 1.4, 0.95, 1.05, 1.5}};
+  std::vector<OffPolicyMaskOptions> grid = {{},
+                                            {0.8, 0, 0, 0, 2.0},
+                                            {0, 1.2, 0, 0, 0},
+                                            {0.8, 1.25, 0, 0, 1.1},
+                                            {0, 0, 0.9, 1.1, 0},
+                                            {0, 0, 0, 1.05, 0},
+                                            {0.7, 1.4, 0.95, 1.05, 1.5}};
   int64_t masked_tokens = 0, masked_sequences = 0;
   for (const OffPolicyMaskOptions& o : grid) {
     for (int trial = 0; trial < 10; ++trial) {
       Batch x = RandomBatch(rng, 1 + rng() % 6, 1 + rng() % 10);
-      const OffPolicyMask got = *ComputeOffPolicyMask(
-          Tensor2D(x.old, x.b, x.t), Tensor2D(x.behaviour, x.b, x.t), Tensor2D(x.mask, x.b, x.t), o);
+      const OffPolicyMask got =
+          *ComputeOffPolicyMask(Tensor2D(x.old, x.b, x.t), Tensor2D(x.behaviour, x.b, x.t),
+                                Tensor2D(x.mask, x.b, x.t), o);
       int64_t want_tokens = 0, want_seqs = 0, tokens = 0, capped = 0;
       double weight_sum = 0;
       for (int64_t s = 0; s < x.b; ++s) {
@@ -316,8 +324,8 @@ TEST(OffPolicyMask, MatchesTokenLoop) {
         for (int64_t i = 0; i < x.t; ++i) {
           const int64_t k = s * x.t + i;
           const double w = std::exp(x.old[k] - x.behaviour[k]);
-          const bool tok_out = (o.token_low > 0 && w < o.token_low) ||
-                               (o.token_high > 0 && w > o.token_high);
+          const bool tok_out =
+              (o.token_low > 0 && w < o.token_low) || (o.token_high > 0 && w > o.token_high);
           const bool keep = x.mask[k] > 0 && !seq_out && !tok_out;
           EXPECT_EQ(got.keep[s][i].item<double>(), keep ? 1.0 : 0.0) << s << "," << i;
           if (x.mask[k] == 0) continue;
@@ -338,8 +346,8 @@ TEST(OffPolicyMask, MatchesTokenLoop) {
   }
   EXPECT_GT(masked_tokens, 20) << "the bounds bind in these cases";
   EXPECT_GT(masked_sequences, 5);
-  absl::StatusOr<OffPolicyMask> bad = ComputeOffPolicyMask(at::zeros({2, 3}), at::zeros({2, 2}),
-                                                           at::ones({2, 3}), {});
+  absl::StatusOr<OffPolicyMask> bad =
+      ComputeOffPolicyMask(at::zeros({2, 3}), at::zeros({2, 2}), at::ones({2, 3}), {});
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("behaviour_logprobs: shape [2, 2]"), std::string::npos);
 }

@@ -35,9 +35,9 @@ SampledTokens SampleNext(const at::Tensor& logits, const SamplingOptions& option
     out.entropy = -(logp.exp() * logp).sum(-1);
     return out;
   }
-  const at::Tensor scaled = FilterLogits(
-      options.temperature == 1.0 ? logits : logits / options.temperature, options.top_k,
-      options.top_p);
+  const at::Tensor scaled =
+      FilterLogits(options.temperature == 1.0 ? logits : logits / options.temperature,
+                   options.top_k, options.top_p);
   const at::Tensor logp = at::log_softmax(scaled, -1);
   const at::Tensor p = logp.exp();
   out.ids = at::multinomial(p, 1, /*replacement=*/true, generator).squeeze(-1);
