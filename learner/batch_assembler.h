@@ -7,10 +7,10 @@
 // all equal (no learning signal). Everything queued can be snapshotted for a checkpoint.
 // Thread-safe; NextBatch blocks until a batch is ready or Close() is called.
 //
-// Filtering and dynamic sampling (DAPO). Every complete group is examined once for the batch
-// being assembled when it completes (the waiting NextBatch wakes on each completion, so a
-// dropped group frees its queue room, and with it room for more leases, at once; groups that
-// complete while the trainer steps are examined when the next NextBatch starts). A batch's
+// Filtering and dynamic sampling (DAPO). Every complete group is examined once, for the batch
+// being assembled: as it completes while NextBatch waits (it wakes on each completion, so a
+// dropped group frees its queue room, and with it room for more leases, at once), or, if it
+// completed while the trainer stepped, when the next NextBatch starts. A batch's
 // "examined" groups are the zero-variance groups dropped for it plus the groups it trains on;
 // a round is batch_groups examined groups, and every round past the first is an extra round.
 //   - dynamic_sampling off (today's behaviour): NextBatch waits, without bound, until
@@ -21,7 +21,7 @@
 //     (a step of nothing would publish a version that learned nothing).
 // Dropped groups leave without a journal record, as trained batches do: their rollouts were
 // acked and are in the ledger; after a crash replay queues them again and they are dropped
-// again (the rule depends only on their rewards).
+// again (the rule depends only on their rewards; the new process counts them again).
 #pragma once
 
 #include <cstdint>
