@@ -1,6 +1,8 @@
 // The three binaries as a user runs them: --help is complete, --version answers, a bad config
 // is one line naming the key with a non-zero exit, and `rhythm selfcheck` passes.
+#include <csignal>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <sstream>
 
@@ -279,6 +281,64 @@ TEST(RhythmTool, AnalyzeWritesTheStatisticsAndThePage) {
   ProcessResult none = RunProcess({BinaryPath("rhythm"), "analyze"});
   EXPECT_EQ(none.exit_code, 2);
   EXPECT_NE(none.err.find("--model DIR is required"), std::string::npos) << none.err;
+}
+
+// Issue 17: three malformed model directories used to abort rhythm-learner at start-up
+// (SIGABRT, exit 134). Each is now one line on stderr naming the file and the field, with a
+// non-zero exit.
+TEST(RhythmLearner, MalformedModelDirectoriesAreOneLineErrors) {
+  const std::string base = ::testing::TempDir() + "/malformed_models";
+  std::filesystem::remove_all(base);
+  struct Case {
+    std::string name;
+    std::function<void(const std::string& dir)> corrupt;
+    std::vector<std::string> want;
+  } cases[] = {
+      {"rope_scaling",
+       [](const std::string& dir) {
+         std::ifstream in(dir + "/config.json");
+         nlohmann::json j = nlohmann::json::parse(in);
+         j["rope_scaling"] = 5;
+         std::ofstream(dir + "/config.json") << j.dump();
+       },
+       {"config.json", "rope_scaling: 5 is not supported"}},
+      {"layers",
+       [](const std::string& dir) {
+         std::ifstream in(dir + "/config.json");
+         nlohmann::json j = nlohmann::json::parse(in);
+         j["num_hidden_layers"] = 1000000000;
+         std::ofstream(dir + "/config.json") << j.dump();
+       },
+       {"config.json", "num_hidden_layers: 1000000000 exceeds"}},
+      {"safetensors",
+       [](const std::string& dir) {
+         for (const auto& e : std::filesystem::directory_iterator(dir)) {
+           if (e.path().extension() == ".safetensors") std::filesystem::remove(e.path());
+         }
+         const std::string header =
+             R"({"model.embed_tokens.weight":{"dtype":"F32","shape":[4294967296,4294967296],)"
+             R"("data_offsets":[0,0]}})";
+         std::ofstream out(dir + "/model.safetensors", std::ios::binary);
+         for (int i = 0; i < 8; ++i) out.put(static_cast<char>((header.size() >> (8 * i)) & 0xff));
+         out << header;
+       },
+       {"model.safetensors", "model.embed_tokens.weight", "overflows"}},
+  };
+  for (const Case& c : cases) {
+    const std::string dir = base + "/" + c.name;
+    ASSERT_EQ(RunProcess({BinaryPath("rhythm"), "init-model", "--out", dir}).exit_code, 0);
+    c.corrupt(dir);
+    ProcessResult r = RunProcess({BinaryPath("rhythm-learner"), "--set", "model.path=" + dir,
+                                  "--set", "learner.run_dir=" + base + "/run_" + c.name, "--set",
+                                  "learner.address=127.0.0.1:0", "--set",
+                                  "learner.metrics_address="});
+    EXPECT_NE(r.exit_code, 0) << c.name << ": " << r.err;
+    EXPECT_NE(r.exit_code, 128 + SIGABRT) << c.name << " aborted: " << r.err;
+    EXPECT_EQ(CountLines(r.err), 1) << c.name << ": " << r.err;
+    for (const std::string& w : c.want) {
+      EXPECT_NE(r.err.find(w), std::string::npos) << c.name << " lacks '" << w << "': " << r.err;
+    }
+  }
 }
 
 TEST(RhythmTool, UnknownCommandIsAnError) {
