@@ -1,12 +1,13 @@
 // Issue 20 in the real loop (a rhythm-learner and rhythm-actor processes): DAPO dynamic
 // sampling keeps batches full when most groups carry no signal, and its bound gives short
-// batches; the learner evaluates its own weights every learner.eval_every steps and exports
-// the figures.
+// batches; reference KL, dynamic sampling and overlong shaping act together in one run; the
+// learner evaluates its own weights every learner.eval_every steps and exports the figures.
 //
 // The mostly-zero-variance task: one-digit additions answered with one token by a random tiny
 // model sampling at temperature 1 over the ~100-character vocabulary: a sample is right about
 // 1 time in 100, so a group of 8 has a right sample in ~4% of groups (none when the sum has two
 // digits) and every other group's rewards are all 0.
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -138,6 +139,46 @@ TEST(DynamicSamplingProcesses, WithoutFilteringTheSwitchIsAConfigError) {
   EXPECT_NE(p.err.find("trainer.dynamic_sampling = true needs credit.drop_zero_variance_groups"),
             std::string::npos)
       << p.err;
+}
+
+// The issue's integration run: reference KL, dynamic sampling and overlong shaping switched on
+// together in one real loop; it trains, and each one's metric shows it acting. With one-token
+// answers and overlong_buffer 1 every response lies in the buffer (penalty overlong_penalty
+// each), so the counter counts every trained response.
+TEST(AlgorithmSwitchesProcesses, ReferenceKlDynamicSamplingAndOverlongActInOneRun) {
+  const std::string run = ::testing::TempDir() + "/algorithm_switches";
+  std::filesystem::remove_all(run);
+  std::vector<std::string> sets = MostlyZeroVariance("1000");
+  for (const char* s : {"trainer.kl_coef=0.1", "trainer.kl_estimator=k3", "trainer.lr=0.001",
+                        "trainer.overlong_buffer=1", "trainer.overlong_penalty=0.5"}) {
+    sets.push_back("--set");
+    sets.push_back(s);
+  }
+  const int port = FreePort();
+  Proc learner, actor;
+  StartLearner(learner, run, port, false, run + ".learner.log", sets);
+  StartActor(actor, port, "actor-a", run + ".actor.log", kBusyActor);
+  const int m = learner.metrics_port;
+  ASSERT_TRUE(WaitFor([&] { return Metric(m, "rhythm_learner_steps_total") >= 3; }, 240))
+      << "the learner trains; see " << run << ".learner.log";
+  const double steps = Metric(m, "rhythm_learner_steps_total");
+  // Reference KL: the policy has moved away from the frozen start, and the loss saw it.
+  EXPECT_GT(Metric(m, "rhythm_learner_ref_kl"), 0) << "KL to the reference after 3 updates";
+  // Dynamic sampling: full batches although most groups carry no signal.
+  EXPECT_EQ(Metric(m, "rhythm_learner_short_batches_total"), 0);
+  EXPECT_EQ(Metric(m, "rhythm_learner_batch_groups"), 2);
+  EXPECT_GT(Metric(m, "rhythm_learner_groups_filtered_ratio"), 0);
+  // Overlong shaping: every trained response was penalised, by overlong_penalty.
+  EXPECT_GE(Metric(m, "rhythm_learner_overlong_penalized_responses_total"), steps * 2 * 8);
+  EXPECT_NEAR(Metric(m, "rhythm_learner_overlong_penalty_mean"), -0.5, 1e-6);
+  // And it stays a sane run: finite loss, nothing rejected.
+  EXPECT_TRUE(std::isfinite(Metric(m, "rhythm_learner_loss")));
+  std::cerr << "measured: " << steps << " steps, ref KL " << Metric(m, "rhythm_learner_ref_kl")
+            << ", filtered share " << Metric(m, "rhythm_learner_groups_filtered_ratio") << "\n";
+  ActorReport r = StopActor(actor);
+  EXPECT_GT(r.acked, 0);
+  EXPECT_EQ(r.rejected, 0);
+  EXPECT_EQ(learner.p.Stop(SIGTERM, 60), 0);
 }
 
 TEST(LearnerEvalProcesses, TheLearnerExportsAvgAtKEveryEvalEverySteps) {
