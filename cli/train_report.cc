@@ -70,6 +70,21 @@ Series DefinedSeries(const std::vector<TrainRow>& rows, double TrainRow::*field,
   return s;
 }
 
+// The learner's evaluations (learner.eval_every) over the version they scored, each once.
+std::vector<Series> LearnerEvalSeries(const std::vector<TrainRow>& rows, int64_t k) {
+  Series pass1{"learner greedy pass@1", "#16a34a", {}, {}},
+      avg{absl::StrFormat("learner avg@%d", k), "#9333ea", {}, {}};
+  int64_t last = -1;
+  for (const TrainRow& r : rows) {
+    if (r.eval_version < 0 || r.eval_version == last) continue;
+    last = r.eval_version;
+    pass1.points.emplace_back(static_cast<double>(r.eval_version), r.eval_pass1);
+    avg.points.emplace_back(static_cast<double>(r.eval_version), r.eval_avg_at_k);
+  }
+  if (pass1.points.empty()) return {};
+  return k > 1 ? std::vector<Series>{pass1, avg} : std::vector<Series>{pass1};
+}
+
 // The mean of the last `window` points at each point: batch rewards are noisy.
 Series MovingAverage(const Series& in, size_t window, const char* label, const char* colour) {
   Series s{label, colour, {}, {}};
@@ -117,6 +132,11 @@ TrainRow RowFromScrape(const std::map<std::string, double>& m, int64_t version, 
   r.anchor = Get(m, "rhythm_learner_anchor_credit_fraction_ratio");
   r.fai_defined = Get(m, "rhythm_learner_fai_defined_ratio");
   r.amplified = Get(m, "rhythm_learner_amplified_token_fraction_ratio");
+  if (auto it = m.find("rhythm_learner_eval_version"); it != m.end() && it->second >= 0) {
+    r.eval_version = static_cast<int64_t>(it->second);
+    r.eval_pass1 = Get(m, "rhythm_learner_eval_pass1_ratio");
+    r.eval_avg_at_k = Get(m, "rhythm_learner_eval_avg_at_k_ratio");
+  }
   return r;
 }
 
@@ -347,6 +367,16 @@ void WriteTrainReport(const std::string& path, const std::vector<TrainRow>& rows
                     {DefinedSeries(rows, &TrainRow::agree_waad, "WAAD Spearman", kBlue),
                      DefinedSeries(rows, &TrainRow::agree_fai, "FAI Spearman", "#f97316"),
                      DefinedSeries(rows, &TrainRow::agree_jaccard, "selection Jaccard", "#16a34a")})
+              : "")
+      << (config.learner().eval_every() > 0
+              ? Chart(absl::StrFormat("the learner's own evaluation (learner.eval_every = %d, "
+                                      "first %d problems of %s)",
+                                      config.learner().eval_every(), config.learner().eval_n(),
+                                      config.learner().eval_dataset().empty()
+                                          ? "the held-out split"
+                                          : Escape(config.learner().eval_dataset())),
+                      LearnerEvalSeries(rows, config.learner().eval_k()), Scale::kPercent,
+                      /*markers=*/true)
               : "")
       << Chart("entropy (nats per token)", {RowSeries(rows, &TrainRow::entropy, "entropy", kBlue)})
       << Chart("tokens / s (learner)",

@@ -34,6 +34,10 @@ struct TrainRow {
   // credit.summary_agreement: the mean agreement of the rollouts trained since the previous
   // row, all staleness buckets pooled (NaN: none observed). Not in metrics.csv.
   double agree_waad = std::nan(""), agree_fai = std::nan(""), agree_jaccard = std::nan("");
+  // learner.eval_every: the learner's latest evaluation of its own weights (eval_version -1:
+  // none yet). Not in metrics.csv.
+  int64_t eval_version = -1;
+  double eval_pass1 = std::nan(""), eval_avg_at_k = std::nan("");
 };
 
 // One held-out measurement of a checkpoint (version 0: the warm-started model) on the first
@@ -96,7 +100,7 @@ std::string RenderRollouts(const std::string& dump_dir, const common::Tokenizer&
                            const v1::RhythmConfig& config);
 
 // report.html: the held-out table and curve, the training curves, the credit and agreement
-// charts, and `rollouts_html`.
+// charts, the learner's own evaluations (learner.eval_every), and `rollouts_html`.
 void WriteTrainReport(const std::string& path, const std::vector<TrainRow>& rows,
                       const std::vector<HeldOutPoint>& heldout, const TrainSummary& summary,
                       const std::string& rollouts_html, const v1::RhythmConfig& config);

@@ -45,7 +45,11 @@ class TrainTest : public ::testing::Test {
                             "--set",       "trainer.batch_groups=2",
                             "--set",       "learner.checkpoint_every=3",
                             // Several updates per batch, as the reasoning regime's default.
-                            "--set",       "trainer.mini_batches=4"}) {
+                            "--set",       "trainer.mini_batches=4",
+                            // The learner scores its own weights too, and the report shows it.
+                            "--set",       "learner.eval_every=2",
+                            "--set",       "learner.eval_n=16",
+                            "--set",       "learner.eval_k=2"}) {
       args.push_back(arg);
     }
     result_ = new ProcessResult(RunProcess(args, 400));
@@ -127,6 +131,9 @@ TEST_F(TrainTest, WritesTheRunDirectoryAndEvaluatesCheckpoints) {
   const std::string html = ReadFile(*out_ + "/report.html");
   EXPECT_NE(html.find("class='tok"), std::string::npos) << "rollouts rendered by token";
   EXPECT_NE(html.find("clip fraction"), std::string::npos);
+  EXPECT_NE(html.find("the learner's own evaluation"), std::string::npos);
+  EXPECT_NE(html.find("data-label='learner avg@2'"), std::string::npos)
+      << "learner.eval_every's curve";
   EXPECT_EQ(html.find("<script"), std::string::npos) << "the report is static";
 }
 
@@ -245,7 +252,7 @@ TEST_F(TrainTest, ReportRendersItsPlotsInHeadlessChromium) {
   const std::regex chart(R"(<svg class="chart")");
   EXPECT_EQ(std::distance(std::sregex_iterator(dom.out.begin(), dom.out.end(), chart),
                           std::sregex_iterator()),
-            9)
+            10)  // nine, and the learner's own evaluation (learner.eval_every)
       << dom.out.substr(0, 2000);
   // Polylines with at least two points, by series.
   std::map<std::string, int> points_by_series;
@@ -262,6 +269,7 @@ TEST_F(TrainTest, ReportRendersItsPlotsInHeadlessChromium) {
   }
   EXPECT_GE(points_by_series["greedy pass@1"], 3) << "warm start, a checkpoint, final model";
   EXPECT_GE(points_by_series["sampled pass@1"], 3);
+  EXPECT_GE(points_by_series["learner avg@2"], 2) << "versions 0 and 2 at least";
 
   // The pixels: the plot lines are drawn in their colours.
   const std::string png = ::testing::TempDir() + "/train_report.png";
