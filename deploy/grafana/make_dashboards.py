@@ -277,6 +277,41 @@ def credit():
            desc="Largest per-token |actor - learner| / (2^-11 |learner| + 1e-5): <= 1 means the "
                 "two differ by no more than the wire's fp16 rounding, as they should at "
                 "staleness 0; above, the policy moved between the two."),
+        row("Algorithm switches (trainer.*: porting a recipe)"),
+        ts("KL to the reference policy", [("rhythm_learner_ref_kl", "mean per token")],
+           desc="trainer.kl_coef > 0: the estimator (trainer.kl_estimator) against the frozen "
+                "reference (the starting weights, or trainer.reference_path)."),
+        ts("Importance weights pi_old / pi_behaviour", [
+            ("rhythm_learner_tis_weight_mean", "mean weight"),
+            ("rhythm_learner_tis_capped_fraction_ratio", "capped at trainer.tis_cap")],
+           desc="1 at staleness 0 (top-k / top-p are replayed on the learner); below 1 as "
+                "actors fall behind."),
+        ts("Masked out of the loss", [
+            ("sum by (reason) (rate(rhythm_learner_masked_tokens_total[$__rate_interval]))",
+             "tokens: {{reason}}"),
+            ("sum by (reason) (rate(rhythm_learner_masked_responses_total[$__rate_interval]))",
+             "responses: {{reason}}")], unit="ops",
+           desc="trainer.token_mask_* (IcePop), sequence_mask_*, mask_truncated, and sampled "
+                "tokens pi_old's own top-k/top-p filter drops."),
+        ts("Overlong shaping", [
+            ("rate(rhythm_learner_overlong_penalized_responses_total[$__rate_interval])",
+             "penalised responses / s"),
+            ("rhythm_learner_overlong_penalty_mean", "mean penalty (last batch)")],
+           desc="trainer.overlong_buffer: DAPO's soft punishment of responses near "
+                "generation.max_new_tokens."),
+        ts("Dynamic sampling", [
+            ("rhythm_learner_groups_filtered_ratio", "filtered share (last batch)"),
+            ("rhythm_learner_batch_groups", "groups in the last batch"),
+            ("increase(rhythm_learner_short_batches_total[$__rate_interval])", "short batches"),
+            (hist("rhythm_learner_sampling_extra_rounds", 0.9), "extra rounds p90")],
+           desc="Zero-variance groups dropped while a batch fills; trainer.dynamic_sampling "
+                "bounds the extra rounds, then trains a short batch."),
+        ts("The learner's own evaluation (learner.eval_every)", [
+            ("rhythm_learner_eval_pass1_ratio", "greedy pass@1"),
+            ("rhythm_learner_eval_avg_at_k_ratio", "avg@k"),
+            ("rhythm_learner_eval_pass_at_k_ratio", "pass@k")], unit="percentunit", minv=0,
+           maxv=1, desc="On the first learner.eval_n problems of learner.eval_dataset (or the "
+                        "held-out split), at version rhythm_learner_eval_version."),
     ])
 
 
