@@ -46,6 +46,11 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
                           .Help("Dataset prompts never lent: unencodable or too long, by reason")
                           .Register(r)),
       steps(common::AddCounter(r, "rhythm_learner_steps_total", "Training steps taken")),
+      steps_skipped(prometheus::BuildCounter()
+                        .Name("rhythm_learner_steps_skipped_total")
+                        .Help("Training steps abandoned because a loss or gradient norm was not "
+                              "finite (weights restored, nothing published), by reason")
+                        .Register(r)),
       step_seconds(common::AddHistogram(r, "rhythm_learner_step_seconds",
                                         "Seconds per training step",
                                         {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120})),
@@ -203,6 +208,9 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
   }
   for (const char* reason : {"sequence_mask", "truncated"}) {
     masked_responses.Add({{"reason", reason}});
+  }
+  for (const char* reason : {"non_finite_loss", "non_finite_grad_norm"}) {
+    steps_skipped.Add({{"reason", reason}});
   }
   for (int r = v1::RejectReason_MIN + 1; r <= v1::RejectReason_MAX; ++r) {
     Rejected(static_cast<v1::RejectReason>(r));

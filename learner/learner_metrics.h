@@ -37,6 +37,10 @@ struct LearnerMetrics {
   prometheus::Family<prometheus::Counter>& groups_dropped;   // label reason
   prometheus::Family<prometheus::Counter>& prompts_skipped;  // label reason
   prometheus::Counter& steps;
+  // Steps the trainer's guard abandoned (nothing trained, nothing published), label reason:
+  // non_finite_loss, non_finite_grad_norm (StepStats::skipped_reason). Both series exist from
+  // the start, at 0.
+  prometheus::Family<prometheus::Counter>& steps_skipped;
   prometheus::Histogram& step_seconds;
   prometheus::Gauge& tokens_per_second;
   prometheus::Gauge& loss;

@@ -423,8 +423,9 @@ void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::Rol
       return answer(d);
     }
   }
-  ValidationResult v = ValidateRollout(rollout, {model_->config().vocab_size, version_.load(),
-                                                 options_.config.learner().max_message_bytes()});
+  ValidationResult v = ValidateRollout(
+      rollout, ValidationLimits::FromConfig(options_.config.learner(), model_->config().vocab_size,
+                                            version_.load()));
   if (!v.ok()) return reject(v.reason, std::string(v.status.message()));
   {
     absl::ReleasableMutexLock lock(&state_mu_);

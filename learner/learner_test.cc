@@ -96,6 +96,31 @@ TEST(Validation, EveryBadCaseNamesFieldValueAndReason) {
        "response_token_ids is empty"},
       {[](v1::Rollout& r) { r.set_actor_id(""); }, v1::REJECT_REASON_MALFORMED,
        "actor_id and run_id must be set"},
+      // Issue 17: finite values outside their range, a negative version, a wrapping span.
+      {[](v1::Rollout& r) { r.mutable_verifier()->set_reward(1e308); },
+       v1::REJECT_REASON_OUT_OF_RANGE,
+       "verifier.reward = 1e+308 exceeds |reward| <= 1e+06 (learner.max_abs_reward)"},
+      {[](v1::Rollout& r) { r.mutable_verifier()->set_reward(-2e6); },
+       v1::REJECT_REASON_OUT_OF_RANGE, "verifier.reward = -2e+06 exceeds"},
+      {[](v1::Rollout& r) { r.set_behaviour_logprobs(1, -1e5f); }, v1::REJECT_REASON_OUT_OF_RANGE,
+       "behaviour_logprobs[1] = -100000 is below -10000 (learner.min_behaviour_logprob)"},
+      {[](v1::Rollout& r) { r.set_behaviour_logprobs(1, 1e-3f); }, v1::REJECT_REASON_NON_FINITE,
+       "behaviour_logprobs[1] = 0.001 must be finite and <= 0"},
+      {[](v1::Rollout& r) { r.mutable_version_spans(0)->set_version(-1); },
+       v1::REJECT_REASON_MALFORMED, "version_spans[0].version = -1 is negative"},
+      {[](v1::Rollout& r) {
+         auto* s = r.add_version_spans();
+         s->set_begin(2147483648u);
+         s->set_version(0);
+       },
+       v1::REJECT_REASON_MALFORMED,
+       "version_spans[1].begin = 2147483648 is past the response (3 tokens)"},
+      {[](v1::Rollout& r) {
+         auto* s = r.add_version_spans();
+         s->set_begin(4294967295u);
+         s->set_version(0);
+       },
+       v1::REJECT_REASON_MALFORMED, "version_spans[1].begin = 4294967295 is past the response"},
   };
   for (const Case& c : cases) {
     v1::Rollout r = ValidRollout(42);
@@ -113,6 +138,28 @@ TEST(Validation, EveryBadCaseNamesFieldValueAndReason) {
       << zero.status;
   ValidationResult big = ValidateRollout(ValidRollout(), {100, 3, 10});
   EXPECT_EQ(big.reason, v1::REJECT_REASON_OVERSIZED);
+}
+
+TEST(Validation, RangeBoundsComeFromTheConfigAndZeroDisablesTheRewardBound) {
+  v1::LearnerConfig learner;
+  EXPECT_EQ(learner.max_abs_reward(), 1e6) << "the documented default";
+  EXPECT_EQ(learner.min_behaviour_logprob(), -1e4) << "the documented default";
+  v1::Rollout r = ValidRollout(7);
+  r.mutable_verifier()->set_reward(1e6);  // the bound itself is allowed
+  r.set_behaviour_logprobs(0, -1e4f);
+  EXPECT_TRUE(ValidateRollout(r, ValidationLimits::FromConfig(learner, 100, 3)).ok());
+  r.mutable_verifier()->set_reward(1.7e308);
+  EXPECT_EQ(ValidateRollout(r, ValidationLimits::FromConfig(learner, 100, 3)).reason,
+            v1::REJECT_REASON_OUT_OF_RANGE);
+  learner.set_max_abs_reward(0);
+  EXPECT_TRUE(ValidateRollout(r, ValidationLimits::FromConfig(learner, 100, 3)).ok())
+      << "0 disables the reward bound";
+  learner.set_min_behaviour_logprob(-10);
+  ValidationResult low = ValidateRollout(r, ValidationLimits::FromConfig(learner, 100, 3));
+  EXPECT_EQ(low.reason, v1::REJECT_REASON_OUT_OF_RANGE) << low.status;
+  learner.set_max_message_bytes(10);
+  EXPECT_EQ(ValidateRollout(r, ValidationLimits::FromConfig(learner, 100, 3)).reason,
+            v1::REJECT_REASON_OVERSIZED);
 }
 
 TEST(BatchAssembler, CompleteGroupsOnlyStalenessAndZeroVariance) {

@@ -15,6 +15,17 @@ ValidationResult Reject(v1::RejectReason reason, const std::string& message) {
 
 }  // namespace
 
+ValidationLimits ValidationLimits::FromConfig(const v1::LearnerConfig& learner,
+                                              int64_t vocab_size, int64_t current_version) {
+  ValidationLimits l;
+  l.vocab_size = vocab_size;
+  l.current_version = current_version;
+  l.max_bytes = learner.max_message_bytes();
+  l.max_abs_reward = learner.max_abs_reward();
+  l.min_behaviour_logprob = learner.min_behaviour_logprob();
+  return l;
+}
+
 ValidationResult ValidateRollout(const v1::Rollout& r, const ValidationLimits& limits) {
   const int64_t bytes = static_cast<int64_t>(r.ByteSizeLong());
   if (bytes > limits.max_bytes) {
@@ -66,6 +77,12 @@ ValidationResult ValidateRollout(const v1::Rollout& r, const ValidationLimits& l
                     absl::StrCat(id, "behaviour_logprobs[", i, "] = ", lp,
                                  " must be finite and <= 0"));
     }
+    if (lp < limits.min_behaviour_logprob) {
+      return Reject(v1::REJECT_REASON_OUT_OF_RANGE,
+                    absl::StrCat(id, "behaviour_logprobs[", i, "] = ", lp, " is below ",
+                                 limits.min_behaviour_logprob,
+                                 " (learner.min_behaviour_logprob)"));
+    }
     if (!std::isfinite(r.entropy(i)) || r.entropy(i) < -1e-4f) {
       return Reject(v1::REJECT_REASON_NON_FINITE,
                     absl::StrCat(id, "entropy[", i, "] = ", r.entropy(i),
@@ -75,6 +92,12 @@ ValidationResult ValidateRollout(const v1::Rollout& r, const ValidationLimits& l
   if (!std::isfinite(r.verifier().reward())) {
     return Reject(v1::REJECT_REASON_NON_FINITE,
                   absl::StrCat(id, "verifier.reward = ", r.verifier().reward(), " is not finite"));
+  }
+  if (limits.max_abs_reward > 0 && std::abs(r.verifier().reward()) > limits.max_abs_reward) {
+    return Reject(v1::REJECT_REASON_OUT_OF_RANGE,
+                  absl::StrCat(id, "verifier.reward = ", r.verifier().reward(),
+                               " exceeds |reward| <= ", limits.max_abs_reward,
+                               " (learner.max_abs_reward)"));
   }
   if (r.version_spans_size() == 0 || r.version_spans(0).begin() != 0) {
     return Reject(v1::REJECT_REASON_MALFORMED, id + "version_spans must start at token 0");
@@ -86,12 +109,18 @@ ValidationResult ValidateRollout(const v1::Rollout& r, const ValidationLimits& l
                     absl::StrCat(id, "version_spans[", i, "].begin = ", s.begin(),
                                  " does not increase"));
     }
-    if (static_cast<int>(s.begin()) >= n) {
+    // Compared as 64-bit: an int cast would wrap a begin of 2^31 negative and pass it.
+    if (static_cast<int64_t>(s.begin()) >= n) {
       return Reject(v1::REJECT_REASON_MALFORMED,
                     absl::StrCat(id, "version_spans[", i, "].begin = ", s.begin(),
                                  " is past the response (", n, " tokens)"));
     }
-    if (s.version() > limits.current_version || s.version() < 0) {
+    if (s.version() < 0) {
+      return Reject(v1::REJECT_REASON_MALFORMED,
+                    absl::StrCat(id, "version_spans[", i, "].version = ", s.version(),
+                                 " is negative"));
+    }
+    if (s.version() > limits.current_version) {
       return Reject(v1::REJECT_REASON_FUTURE_VERSION,
                     absl::StrCat(id, "version_spans[", i, "].version = ", s.version(),
                                  " but the newest version is ", limits.current_version));

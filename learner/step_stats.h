@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
 namespace rhythm::learner {
@@ -86,6 +87,15 @@ struct StepStats {
   // One entry per rollout that carried an actor summary, with credit.summary_agreement on.
   std::vector<SummaryAgreement> agreement;
   double seconds = 0;
+  // The trainer's guard: set when a mini-batch's loss ("non_finite_loss") or gradient norm
+  // ("non_finite_grad_norm") was not finite, so the step was abandoned before it could write
+  // NaN into the weights or the AdamW moments: both are as they were before the step, and the
+  // version did not advance (`version` is the unchanged one). Empty for a step that trained.
+  std::string skipped_reason;
+  // With skipped_reason: the rollouts behind it, those of the failing mini-batch whose reward,
+  // advantage or log-probs are not finite (all of that mini-batch's when none is).
+  std::vector<uint64_t> offending_rollout_ids;
+  bool skipped() const { return !skipped_reason.empty(); }
 };
 
 }  // namespace rhythm::learner

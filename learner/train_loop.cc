@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "learner/rollout_dump.h"
 #include "learner/trainer.h"
@@ -48,6 +49,18 @@ void TrainLoop::Run(const std::atomic<bool>& stop) {
       hooks_.fail(
           absl::InternalError(absl::StrCat("training step failed: ", s.status().message())));
       return;
+    }
+    if (s->skipped()) {
+      // The guard abandoned the step: the weights are as before, nothing is published, and
+      // the batch is dropped (training on it again would poison the step again).
+      metrics_.steps_skipped.Add({{"reason", s->skipped_reason}}).Increment();
+      RHYTHM_LOG(Warning) << absl::StrFormat(
+          "learner: step skipped (%s) at version %d: nothing trained or published; %d of the "
+          "batch's %d rollouts have non-finite inputs or sit in the failing mini-batch: "
+          "rollout ids %s",
+          s->skipped_reason, s->version, s->offending_rollout_ids.size(), s->sequences,
+          absl::StrJoin(s->offending_rollout_ids, ","));
+      continue;
     }
     version_ = s->version;
     if (absl::Status ps = hooks_.publish(s->version); !ps.ok()) {

@@ -53,6 +53,24 @@ namespace {
 
 using Sequence = Trainer::Sequence;
 
+bool AllFinite(const at::Tensor& t) { return !t.defined() || t.isfinite().all().item<bool>(); }
+
+// The trainer guard's culprits among `mbs` (one failing mini-batch or mini-batch chunk): the
+// rollouts whose reward, advantage, shaped advantages or log-probs are not finite; all of them
+// when none is (the overflow happened inside the model or the loss).
+std::vector<uint64_t> OffendingRollouts(const std::vector<const Sequence*>& mbs) {
+  std::vector<uint64_t> bad, all;
+  for (const Sequence* s : mbs) {
+    const uint64_t id = s->rollout != nullptr ? s->rollout->rollout_id() : 0;
+    all.push_back(id);
+    if (!std::isfinite(s->reward) || !AllFinite(s->advantage) || !AllFinite(s->shaped) ||
+        !AllFinite(s->old_logprobs) || !AllFinite(s->behaviour) || !AllFinite(s->ref_logprobs)) {
+      bad.push_back(id);
+    }
+  }
+  return bad.empty() ? all : bad;
+}
+
 // Padded [n, L] ids and mask, and [n, Tmax] gather indices for the response tokens.
 struct MicroBatch {
   at::Tensor ids, mask, positions, targets, response_mask;
@@ -372,6 +390,11 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
   RHYTHM_RETURN_IF_ERROR(CreditPerResponse(seqs, stats));
   // 5. Mini-batch updates.
   RHYTHM_RETURN_IF_ERROR(Update(seqs, stats));
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (stats.skipped()) {  // the guard abandoned it: nothing trained, the version stays
+    stats.version = version_;
+    return stats;
+  }
   ++version_;
   stats.version = version_;
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -634,6 +657,28 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
     std::vector<double> kept(seqs.size());
     for (size_t i = 0; i < seqs.size(); ++i) kept[i] = seqs[i].loss_mask.sum().item<double>();
     double weight_total = 0;
+    // The guard (see Step): with several mini-batches, the earlier ones' AdamW steps are undone
+    // from this copy when a later one turns out non-finite. One mini-batch needs no copy: the
+    // check comes before its only optimizer step.
+    std::vector<std::pair<at::Tensor, at::Tensor>> saved_params;  // (parameter, copy)
+    common::model::TensorMap saved_moments;
+    const int64_t saved_steps = optimizer_.steps();
+    if (chunks > 1) {
+      at::NoGradGuard no_grad;
+      for (const auto& [name, p] : model_.NamedParameters()) saved_params.push_back({p, p.clone()});
+      for (const auto& [name, t] : optimizer_.State()) saved_moments[name] = t.clone();
+    }
+    int64_t stepped = 0;  // optimizer steps this call has taken
+    auto abandon = [&](const char* reason, std::vector<uint64_t> ids) {
+      optimizer_.ZeroGrad();
+      if (stepped > 0) {
+        at::NoGradGuard no_grad;
+        for (auto& [p, copy] : saved_params) p.copy_(copy);
+        inner = optimizer_.Restore(saved_moments, saved_steps);
+      }
+      stats.skipped_reason = reason;
+      stats.offending_rollout_ids = std::move(ids);
+    };
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t begin = n * c / chunks, end = n * (c + 1) / chunks;
       // The chunk's aggregate divides by its kept tokens or responses: every micro-batch
@@ -675,8 +720,13 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
           return;
         }
         credit::PolicyLossResult& r = *loss;
+        const double loss_value = r.loss.item<double>();
+        if (!std::isfinite(loss_value)) {
+          return abandon("non_finite_loss",
+                         OffendingRollouts(std::vector<const Sequence*>(mbs.begin(), mbs.end())));
+        }
         r.loss.backward();
-        stats.loss += r.loss.item<double>() / chunks;
+        stats.loss += loss_value / chunks;
         weight_total += mb_tokens;
         stats.clip_fraction += r.clip_fraction * mb_tokens;
         stats.mean_ratio += r.mean_ratio * mb_tokens;
@@ -688,6 +738,11 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
       }
       // Global-norm clipping, then AdamW with linear warm-up.
       stats.grad_norm = optimizer_.GradNorm();
+      if (!std::isfinite(stats.grad_norm)) {
+        std::vector<const Sequence*> chunk;
+        for (int64_t i = begin; i < end; ++i) chunk.push_back(&seqs[i]);
+        return abandon("non_finite_grad_norm", OffendingRollouts(chunk));
+      }
       if (config_.grad_clip() > 0 && stats.grad_norm > config_.grad_clip()) {
         optimizer_.ScaleGrads(config_.grad_clip() / (stats.grad_norm + 1e-12));
       }
@@ -697,6 +752,7 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
               : 1.0;
       stats.lr = config_.lr() * warm;
       optimizer_.Step(stats.lr);
+      ++stepped;
     }
     for (double* v : {&stats.clip_fraction, &stats.mean_ratio, &stats.approx_kl,
                       &stats.preplan_token_fraction, &stats.anchor_token_fraction,

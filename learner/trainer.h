@@ -80,6 +80,11 @@ class Trainer {
   // One step on `batch`. INVALID_ARGUMENT for an empty batch or inputs the credit or loss
   // reject (a summary that does not fit its response); torch errors as TorchCall maps them.
   // On error the weights may have been partly updated (not the version).
+  // A step whose loss or gradient norm is not finite in any mini-batch (a reward of 1e308
+  // overflows the group's statistics to inf) is not an error: it returns OK with
+  // StepStats::skipped_reason set, the weights, the AdamW moments and step count as they were
+  // before the step, and the version unchanged. The mini-batches before the failing one are
+  // undone from a copy taken at the step's start (only with trainer.mini_batches > 1).
   absl::StatusOr<StepStats> Step(const std::vector<Group>& batch);
 
   int64_t version() const { return version_; }
