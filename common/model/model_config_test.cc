@@ -77,6 +77,18 @@ TEST(ModelConfig, UnsupportedValuesNameFileFieldAndValue) {
       {"\"vocab_size\": 151936", "\"vocab_size\": 0", "vocab_size: 0 must be positive"},
       {"\"rope_scaling\": null", "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4}",
        "rope_scaling: {\"factor\":4,\"type\":\"yarn\"} is not supported"},
+      // Issue 17's start-up aborts: a non-object rope_scaling threw inside nlohmann::json,
+      // 1e9 layers ended in std::bad_alloc while the model was built.
+      {"\"rope_scaling\": null", "\"rope_scaling\": 5",
+       "cfg.json: rope_scaling: 5 is not supported"},
+      {"\"rope_scaling\": null", "\"rope_scaling\": [1, 2]",
+       "rope_scaling: [1,2] is not supported"},
+      {"\"num_hidden_layers\": 24", "\"num_hidden_layers\": 1000000000",
+       "cfg.json: num_hidden_layers: 1000000000 exceeds the largest supported value, 4096"},
+      {"\"vocab_size\": 151936", "\"vocab_size\": 9000000000000",
+       "vocab_size: 9000000000000 exceeds"},
+      {"\"intermediate_size\": 4864", "\"intermediate_size\": 100000000",
+       "intermediate_size: 100000000 exceeds"},
   };
   for (const Case& c : cases) {
     std::string text = kQwen25;

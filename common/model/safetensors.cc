@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <vector>
 
@@ -140,13 +141,21 @@ absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path) {
                                       " is not supported (F32, BF16, F16)"));
     }
     if (!e.contains("shape") || !e["shape"].is_array()) return TensorError(path, name, "missing shape");
-    uint64_t numel = 1;
+    // The byte size is multiplied with overflow checks: [2^32, 2^32] would wrap to 0 and pass
+    // the data_offsets check below with [0, 0], then abort in at::empty.
+    uint64_t need = at::elementSize(entry.dtype);
     for (const json& d : e["shape"]) {
       if (!d.is_number_integer() || d.get<int64_t>() < 0) {
         return TensorError(path, name, absl::StrCat("bad shape ", e["shape"].dump()));
       }
       entry.shape.push_back(d.get<int64_t>());
-      numel *= d.get<uint64_t>();
+      if (__builtin_mul_overflow(need, d.get<uint64_t>(), &need) ||
+          need > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+        return TensorError(path, name,
+                           absl::StrCat("shape ", e["shape"].dump(), " of ",
+                                        e["dtype"].get<std::string>(),
+                                        " overflows 64-bit byte counts"));
+      }
     }
     const json& off = e.contains("data_offsets") ? e["data_offsets"] : json();
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
@@ -155,7 +164,6 @@ absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path) {
     }
     entry.begin = off[0].get<uint64_t>();
     entry.end = off[1].get<uint64_t>();
-    const uint64_t need = numel * at::elementSize(entry.dtype);
     if (entry.end < entry.begin || entry.end - entry.begin != need) {
       return TensorError(path, name,
                          absl::StrCat("data_offsets ", off.dump(), " hold ",

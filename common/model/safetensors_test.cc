@@ -85,6 +85,12 @@ TEST(Safetensors, BadFilesNameTheFileAndTheTensor) {
        Floats({1.f, 2.f}), 0, "tensor 'v': data overlaps tensor 'w'"},
       {R"({"w":{"dtype":"F32","shape":[2]}})", Floats({1.f, 2.f}), 0,
        "tensor 'w': data_offsets must be [begin, end]"},
+      // Issue 17: 2^32 * 2^32 elements wrapped the byte count to 0, so [0, 0] passed and
+      // at::empty aborted the process.
+      {R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", "", 0,
+       "tensor 'w': shape [4294967296,4294967296] of F32 overflows 64-bit byte counts"},
+      {R"({"w":{"dtype":"BF16","shape":[4611686018427387904],"data_offsets":[0,0]}})", "", 0,
+       "tensor 'w': shape [4611686018427387904] of BF16 overflows"},
   };
   int i = 0;
   for (const Case& c : cases) {
