@@ -331,7 +331,8 @@ TEST(RhythmLearner, MalformedModelDirectoriesAreOneLineErrors) {
     ProcessResult r = RunProcess({BinaryPath("rhythm-learner"), "--set", "model.path=" + dir,
                                   "--set", "learner.run_dir=" + base + "/run_" + c.name, "--set",
                                   "learner.address=127.0.0.1:0", "--set",
-                                  "learner.metrics_address="});
+                                  "learner.metrics_address=", "--set",
+                                  "runtime.log_level=error"});  // no start-up info lines
     EXPECT_NE(r.exit_code, 0) << c.name << ": " << r.err;
     EXPECT_NE(r.exit_code, 128 + SIGABRT) << c.name << " aborted: " << r.err;
     EXPECT_EQ(CountLines(r.err), 1) << c.name << ": " << r.err;
