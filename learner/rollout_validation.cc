@@ -15,8 +15,8 @@ ValidationResult Reject(v1::RejectReason reason, const std::string& message) {
 
 }  // namespace
 
-ValidationLimits ValidationLimits::FromConfig(const v1::LearnerConfig& learner,
-                                              int64_t vocab_size, int64_t current_version) {
+ValidationLimits ValidationLimits::FromConfig(const v1::LearnerConfig& learner, int64_t vocab_size,
+                                              int64_t current_version) {
   ValidationLimits l;
   l.vocab_size = vocab_size;
   l.current_version = current_version;
@@ -80,8 +80,7 @@ ValidationResult ValidateRollout(const v1::Rollout& r, const ValidationLimits& l
     if (lp < limits.min_behaviour_logprob) {
       return Reject(v1::REJECT_REASON_OUT_OF_RANGE,
                     absl::StrCat(id, "behaviour_logprobs[", i, "] = ", lp, " is below ",
-                                 limits.min_behaviour_logprob,
-                                 " (learner.min_behaviour_logprob)"));
+                                 limits.min_behaviour_logprob, " (learner.min_behaviour_logprob)"));
     }
     if (!std::isfinite(r.entropy(i)) || r.entropy(i) < -1e-4f) {
       return Reject(v1::REJECT_REASON_NON_FINITE,
@@ -94,10 +93,10 @@ ValidationResult ValidateRollout(const v1::Rollout& r, const ValidationLimits& l
                   absl::StrCat(id, "verifier.reward = ", r.verifier().reward(), " is not finite"));
   }
   if (limits.max_abs_reward > 0 && std::abs(r.verifier().reward()) > limits.max_abs_reward) {
-    return Reject(v1::REJECT_REASON_OUT_OF_RANGE,
-                  absl::StrCat(id, "verifier.reward = ", r.verifier().reward(),
-                               " exceeds |reward| <= ", limits.max_abs_reward,
-                               " (learner.max_abs_reward)"));
+    return Reject(
+        v1::REJECT_REASON_OUT_OF_RANGE,
+        absl::StrCat(id, "verifier.reward = ", r.verifier().reward(),
+                     " exceeds |reward| <= ", limits.max_abs_reward, " (learner.max_abs_reward)"));
   }
   if (r.version_spans_size() == 0 || r.version_spans(0).begin() != 0) {
     return Reject(v1::REJECT_REASON_MALFORMED, id + "version_spans must start at token 0");
@@ -116,9 +115,9 @@ ValidationResult ValidateRollout(const v1::Rollout& r, const ValidationLimits& l
                                  " is past the response (", n, " tokens)"));
     }
     if (s.version() < 0) {
-      return Reject(v1::REJECT_REASON_MALFORMED,
-                    absl::StrCat(id, "version_spans[", i, "].version = ", s.version(),
-                                 " is negative"));
+      return Reject(
+          v1::REJECT_REASON_MALFORMED,
+          absl::StrCat(id, "version_spans[", i, "].version = ", s.version(), " is negative"));
     }
     if (s.version() > limits.current_version) {
       return Reject(v1::REJECT_REASON_FUTURE_VERSION,

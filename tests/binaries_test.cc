@@ -2,8 +2,8 @@
 // is one line naming the key with a non-zero exit, and `rhythm selfcheck` passes.
 #include <csignal>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "gtest/gtest.h"
@@ -328,11 +328,11 @@ TEST(RhythmLearner, MalformedModelDirectoriesAreOneLineErrors) {
     const std::string dir = base + "/" + c.name;
     ASSERT_EQ(RunProcess({BinaryPath("rhythm"), "init-model", "--out", dir}).exit_code, 0);
     c.corrupt(dir);
-    ProcessResult r = RunProcess({BinaryPath("rhythm-learner"), "--set", "model.path=" + dir,
-                                  "--set", "learner.run_dir=" + base + "/run_" + c.name, "--set",
-                                  "learner.address=127.0.0.1:0", "--set",
-                                  "learner.metrics_address=", "--set",
-                                  "runtime.log_level=error"});  // no start-up info lines
+    ProcessResult r =
+        RunProcess({BinaryPath("rhythm-learner"), "--set", "model.path=" + dir, "--set",
+                    "learner.run_dir=" + base + "/run_" + c.name, "--set",
+                    "learner.address=127.0.0.1:0", "--set", "learner.metrics_address=", "--set",
+                    "runtime.log_level=error"});  // no start-up info lines
     EXPECT_NE(r.exit_code, 0) << c.name << ": " << r.err;
     EXPECT_NE(r.exit_code, 128 + SIGABRT) << c.name << " aborted: " << r.err;
     EXPECT_EQ(CountLines(r.err), 1) << c.name << ": " << r.err;

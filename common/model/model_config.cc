@@ -91,18 +91,18 @@ absl::Status ValidateModelConfig(const ModelConfig& c, absl::string_view source)
   // every published model (the largest: 256k vocabulary, hidden 16384, 126 layers, 128 heads,
   // head_dim 256, intermediate 53248, 10M positions).
   const std::pair<const char*, int64_t> bounded[] = {
-      {"vocab_size", 1 << 24},          {"hidden_size", 1 << 17},
-      {"num_hidden_layers", 4096},      {"num_attention_heads", 4096},
-      {"num_key_value_heads", 4096},    {"head_dim", 1 << 14},
-      {"intermediate_size", 1 << 20},   {"max_position_embeddings", int64_t{1} << 30}};
-  const int64_t values[] = {c.vocab_size, c.hidden_size, c.num_layers, c.num_heads,
-                            c.num_kv_heads, c.head_dim, c.intermediate_size,
-                            c.max_position_embeddings};
+      {"vocab_size", 1 << 24},        {"hidden_size", 1 << 17},
+      {"num_hidden_layers", 4096},    {"num_attention_heads", 4096},
+      {"num_key_value_heads", 4096},  {"head_dim", 1 << 14},
+      {"intermediate_size", 1 << 20}, {"max_position_embeddings", int64_t{1} << 30}};
+  const int64_t values[] = {
+      c.vocab_size,   c.hidden_size, c.num_layers,        c.num_heads,
+      c.num_kv_heads, c.head_dim,    c.intermediate_size, c.max_position_embeddings};
   for (size_t i = 0; i < std::size(bounded); ++i) {
     if (values[i] > bounded[i].second) {
-      return FieldError(source, bounded[i].first,
-                        absl::StrCat(values[i], " exceeds the largest supported value, ",
-                                     bounded[i].second));
+      return FieldError(
+          source, bounded[i].first,
+          absl::StrCat(values[i], " exceeds the largest supported value, ", bounded[i].second));
     }
   }
   if (c.num_heads % c.num_kv_heads != 0) {
@@ -183,7 +183,7 @@ absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view text, absl::string_v
   c.qk_norm = c.architecture == Architecture::kQwen3;
   if (auto rs = j.find("rope_scaling"); rs != j.end() && !rs->is_null()) {
     // A non-object (5, "x", [..]) is checked before value(), which throws on one.
-    const json type = !rs->is_object()             ? json()
+    const json type = !rs->is_object()            ? json()
                       : rs->contains("rope_type") ? (*rs)["rope_type"]
                                                   : rs->value("type", json());
     if (!rs->is_object() || type != "llama3") {

@@ -151,10 +151,10 @@ absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path) {
       entry.shape.push_back(d.get<int64_t>());
       if (__builtin_mul_overflow(need, d.get<uint64_t>(), &need) ||
           need > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        return TensorError(path, name,
-                           absl::StrCat("shape ", e["shape"].dump(), " of ",
-                                        e["dtype"].get<std::string>(),
-                                        " overflows 64-bit byte counts"));
+        return TensorError(
+            path, name,
+            absl::StrCat("shape ", e["shape"].dump(), " of ", e["dtype"].get<std::string>(),
+                         " overflows 64-bit byte counts"));
       }
     }
     const json& off = e.contains("data_offsets") ? e["data_offsets"] : json();
