@@ -8,7 +8,7 @@
 #include "common/logging.h"
 #include "common/model/flat_weights.h"
 #include "common/rollout/engine.h"
-#include "common/rollout/summary_codec.h"
+#include "common/rollout/rollout_proto.h"
 #include "common/status.h"
 
 namespace rhythm::actor {
@@ -16,18 +16,6 @@ namespace {
 
 double Since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-
-v1::FinishReason ToProto(common::rollout::FinishReason f) {
-  switch (f) {
-    case common::rollout::FinishReason::kEos:
-      return v1::FINISH_REASON_EOS;
-    case common::rollout::FinishReason::kStopString:
-      return v1::FINISH_REASON_STOP_STRING;
-    case common::rollout::FinishReason::kLength:
-      break;
-  }
-  return v1::FINISH_REASON_LENGTH;
 }
 
 }  // namespace
@@ -164,15 +152,7 @@ absl::StatusOr<std::vector<std::vector<v1::Rollout>>> RolloutProducer::Generate(
     v1::VersionSpan* span = r.add_version_spans();
     span->set_begin(0);
     span->set_version(version);
-    for (int32_t t : s.prompt_ids) r.add_prompt_token_ids(static_cast<uint32_t>(t));
-    for (int32_t t : s.response_ids) r.add_response_token_ids(static_cast<uint32_t>(t));
-    for (float lp : s.logprobs) r.add_behaviour_logprobs(lp);
-    for (float e : s.entropy) r.add_entropy(e);
-    r.set_finish_reason(ToProto(s.finish));
-    if (s.summary) {
-      *r.mutable_summary() =
-          common::rollout::EncodeSummary(common::rollout::ToSummaryFields(*s.summary, o.tap));
-    }
+    common::rollout::FillFromSample(s, o.tap, r);
     r.set_generation_seconds(gen_seconds);
     metrics_.response_length.Observe(static_cast<double>(s.response_ids.size()));
     groups[static_cast<size_t>(s.prompt_index)].push_back(std::move(r));
