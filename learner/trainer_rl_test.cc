@@ -12,34 +12,21 @@
 #include "common/rollout/engine.h"
 #include "gtest/gtest.h"
 #include "learner/trainer.h"
+#include "learner/trainer_testing.h"
 
 namespace rhythm::learner {
 namespace {
 
 using common::model::Transformer;
 
-common::model::ModelConfig TinyModel(int64_t hidden = 32) {
-  common::model::ModelConfig c;
-  c.architecture = common::model::Architecture::kQwen2;
-  c.vocab_size = 16;
-  c.hidden_size = hidden;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = hidden / 4;
-  c.intermediate_size = 64;
-  c.max_position_embeddings = 64;
-  c.qkv_bias = true;
-  c.tie_word_embeddings = true;
-  return c;
-}
+using testing::TinyModel;
 
 std::unique_ptr<Transformer> Model(uint64_t seed, int64_t hidden = 32) {
   return *Transformer::RandomInit(TinyModel(hidden), seed);
 }
 
-// Rollouts of `m` by the rollout engine, `groups` prompts x g samples; reward 1 when the
-// response contains token 7.
+// Rollouts of `m` by the rollout engine, `groups` prompts x g samples, without taps, ending
+// at token 15 or `max_new_tokens`; reward 1 when the response contains token 7.
 std::vector<Group> Rollouts(const Transformer& m, int groups, int g, uint64_t seed,
                             common::rollout::SamplingOptions sampling = {},
                             int max_new_tokens = 8) {
@@ -50,34 +37,7 @@ std::vector<Group> Rollouts(const Transformer& m, int groups, int g, uint64_t se
   o.seed = seed;
   o.taps = false;
   o.stop_token_ids = {15};
-  std::vector<std::vector<int32_t>> prompts;
-  for (int i = 0; i < groups; ++i) prompts.push_back({1 + i, 2, 3 + i});
-  std::vector<common::rollout::GeneratedSample> out =
-      *common::rollout::GenerationEngine(m).Generate(prompts, o);
-  std::vector<Group> batch(groups);
-  for (size_t i = 0; i < out.size(); ++i) {
-    const auto& s = out[i];
-    v1::Rollout r;
-    r.set_rollout_id(i + 1);
-    r.set_actor_id("a");
-    r.set_run_id("r");
-    r.set_group_id(s.prompt_index);
-    r.set_sample_index(s.sample_index);
-    r.set_group_size(g);
-    r.add_version_spans()->set_version(0);
-    for (int32_t t : s.prompt_ids) r.add_prompt_token_ids(t);
-    for (int32_t t : s.response_ids) r.add_response_token_ids(t);
-    for (float lp : s.logprobs) r.add_behaviour_logprobs(lp);
-    for (float e : s.entropy) r.add_entropy(e);
-    bool has7 = false;
-    for (int32_t t : s.response_ids) has7 = has7 || t == 7;
-    r.mutable_verifier()->set_reward(has7 ? 1.0 : 0.0);
-    r.set_finish_reason(s.finish == common::rollout::FinishReason::kLength
-                            ? v1::FINISH_REASON_LENGTH
-                            : v1::FINISH_REASON_EOS);
-    batch[s.prompt_index].push_back(std::move(r));
-  }
-  return batch;
+  return testing::EngineBatch(m, testing::SimplePrompts(groups), o);
 }
 
 // Rewards with signal in every group (a fixed pattern), so no group is all-equal.

@@ -13,26 +13,13 @@
 #include "learner/learner_metrics.h"
 #include "learner/rollout_validation.h"
 #include "learner/trainer.h"
+#include "learner/trainer_testing.h"
 #include "prometheus/registry.h"
 
 namespace rhythm::learner {
 namespace {
 
-common::model::ModelConfig TinyModel() {
-  common::model::ModelConfig c;
-  c.architecture = common::model::Architecture::kQwen2;
-  c.vocab_size = 16;
-  c.hidden_size = 32;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 8;
-  c.intermediate_size = 64;
-  c.max_position_embeddings = 64;
-  c.qkv_bias = true;
-  c.tie_word_embeddings = true;
-  return c;
-}
+using testing::TinyModel;
 
 // A band small enough for FAI to be defined on most tokens of these short responses.
 common::rollout::TapOptions SmallBand() {
@@ -57,31 +44,7 @@ std::vector<Group> Generate(const common::model::Transformer& m, int groups, int
   o.tap = SmallBand();
   std::vector<std::vector<int32_t>> prompts;
   for (int i = 0; i < groups; ++i) prompts.push_back({1 + i, 2, 4 + i, 5});
-  std::vector<common::rollout::GeneratedSample> out =
-      *common::rollout::GenerationEngine(m).Generate(prompts, o);
-  std::vector<Group> batch(groups);
-  for (size_t i = 0; i < out.size(); ++i) {
-    const auto& s = out[i];
-    v1::Rollout r;
-    r.set_rollout_id(i + 1);
-    r.set_actor_id("a");
-    r.set_run_id("r");
-    r.set_group_id(s.prompt_index);
-    r.set_sample_index(s.sample_index);
-    r.set_group_size(g);
-    r.add_version_spans()->set_version(version);
-    for (int32_t t : s.prompt_ids) r.add_prompt_token_ids(t);
-    for (int32_t t : s.response_ids) r.add_response_token_ids(t);
-    for (float lp : s.logprobs) r.add_behaviour_logprobs(lp);
-    for (float e : s.entropy) r.add_entropy(e);
-    bool has7 = false;
-    for (int32_t t : s.response_ids) has7 = has7 || t == 7;
-    r.mutable_verifier()->set_reward(has7 ? 1.0 : 0.0);
-    *r.mutable_summary() =
-        common::rollout::EncodeSummary(common::rollout::ToSummaryFields(*s.summary, o.tap));
-    batch[s.prompt_index].push_back(std::move(r));
-  }
-  return batch;
+  return testing::EngineBatch(m, prompts, o, version);
 }
 
 v1::TrainerConfig Config() {
