@@ -121,7 +121,12 @@ int RunGenerate(const GenerateFlags& f, v1::RhythmConfig config) {
       common::model::LoadHfModel(f.model, at::kFloat, *device);
   if (!model.ok()) return Fail(std::string(model.status().message()), 1);
   std::unique_ptr<common::Tokenizer> tokenizer;
-  if (auto t = common::LoadTokenizer(f.model); t.ok()) tokenizer = *std::move(t);
+  if (auto t = common::LoadTokenizer(f.model); t.ok()) {
+    tokenizer = *std::move(t);
+  } else if (t.status().code() != absl::StatusCode::kNotFound) {
+    // A tokenizer file that is there but malformed: its own error, not "has no tokenizer".
+    return Fail("generate: " + std::string(t.status().message()), 1);
+  }
   std::vector<int32_t> prompt;
   if (!f.prompt.empty()) {
     if (!tokenizer)

@@ -191,6 +191,16 @@ TEST(RhythmTool, GenerateRejectsBadArguments) {
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_NE(missing.err.find("/nonexistent/config.json: cannot read"), std::string::npos)
       << missing.err;
+  // A tokenizer file that is there but malformed is reported with its own error, not as "has
+  // no tokenizer".
+  std::ofstream(dir + "/rhythm_tokenizer.json") << "{\"not\": json";
+  ProcessResult bad_tokenizer =
+      RunProcess({BinaryPath("rhythm"), "generate", "--model", dir, "--prompt", "1"});
+  EXPECT_EQ(bad_tokenizer.exit_code, 1);
+  EXPECT_NE(bad_tokenizer.err.find("rhythm_tokenizer.json: (document): not valid JSON"),
+            std::string::npos)
+      << bad_tokenizer.err;
+  EXPECT_EQ(bad_tokenizer.err.find("has no tokenizer"), std::string::npos) << bad_tokenizer.err;
 }
 
 TEST(RhythmTool, SftLowersTheLossThenEvalScoresTheHeldOutSet) {
