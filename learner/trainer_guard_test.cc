@@ -8,6 +8,7 @@
 #include "common/rollout/engine.h"
 #include "gtest/gtest.h"
 #include "learner/trainer.h"
+#include "learner/trainer_testing.h"
 
 namespace rhythm::learner {
 namespace {
@@ -15,22 +16,10 @@ namespace {
 using common::model::Transformer;
 
 std::unique_ptr<Transformer> Model(uint64_t seed) {
-  common::model::ModelConfig c;
-  c.architecture = common::model::Architecture::kQwen2;
-  c.vocab_size = 16;
-  c.hidden_size = 32;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 8;
-  c.intermediate_size = 64;
-  c.max_position_embeddings = 64;
-  c.qkv_bias = true;
-  c.tie_word_embeddings = true;
-  return *Transformer::RandomInit(c, seed);
+  return *Transformer::RandomInit(testing::TinyModel(), seed);
 }
 
-// `groups` prompts x 2 samples of `m`, rollout ids from `first_id`, rewards 0 and 1.
+// `groups` prompts x 2 samples of `m`, rollout ids from `first_id`, rewards 1 and 0.
 std::vector<Group> Rollouts(const Transformer& m, int groups, uint64_t seed, uint64_t first_id) {
   common::rollout::GenerationOptions o;
   o.samples_per_prompt = 2;
@@ -38,27 +27,10 @@ std::vector<Group> Rollouts(const Transformer& m, int groups, uint64_t seed, uin
   o.seed = seed;
   o.taps = false;
   o.stop_token_ids = {15};
-  std::vector<std::vector<int32_t>> prompts;
-  for (int i = 0; i < groups; ++i) prompts.push_back({1 + i, 2, 3 + i});
-  std::vector<common::rollout::GeneratedSample> out =
-      *common::rollout::GenerationEngine(m).Generate(prompts, o);
-  std::vector<Group> batch(groups);
-  for (size_t i = 0; i < out.size(); ++i) {
-    const auto& s = out[i];
-    v1::Rollout r;
-    r.set_rollout_id(first_id + i);
-    r.set_actor_id("a");
-    r.set_run_id("r");
-    r.set_group_id(s.prompt_index);
-    r.set_sample_index(s.sample_index);
-    r.set_group_size(2);
-    r.add_version_spans()->set_version(0);
-    for (int32_t t : s.prompt_ids) r.add_prompt_token_ids(t);
-    for (int32_t t : s.response_ids) r.add_response_token_ids(t);
-    for (float lp : s.logprobs) r.add_behaviour_logprobs(lp);
-    for (float e : s.entropy) r.add_entropy(e);
-    r.mutable_verifier()->set_reward(s.sample_index == 0 ? 1.0 : 0.0);
-    batch[s.prompt_index].push_back(std::move(r));
+  std::vector<Group> batch =
+      testing::EngineBatch(m, testing::SimplePrompts(groups), o, 0, first_id);
+  for (Group& g : batch) {
+    for (v1::Rollout& r : g) r.mutable_verifier()->set_reward(r.sample_index() == 0 ? 1.0 : 0.0);
   }
   return batch;
 }
