@@ -21,19 +21,13 @@
 #include "rhythm/v1/learner_service.grpc.pb.h"
 #include "rhythm/v1/weights.grpc.pb.h"
 #include "tests/scripted_rollout.h"
+#include "tests/learner_client.h"
 #include "tests/subprocess.h"
 
 namespace rhythm::testing {
 namespace {
 
-struct Learner {
-  ChildProcess process;
-  int port = 0;
-  int metrics_port = 0;
-  std::string log;
-  std::unique_ptr<v1::Learner::Stub> stub;
-  std::unique_ptr<v1::Weights::Stub> weights;
-};
+using Learner = LearnerUnderTest;
 
 std::string TempRunDir(const std::string& name) {
   const std::string dir = ::testing::TempDir() + "/learner_guard_" + name;
@@ -57,25 +51,10 @@ void StartLearner(Learner& l, const std::string& run, std::vector<std::string> e
                                    "--set", "model.tiny.num_kv_heads=1",
                                    "--set", "model.tiny.intermediate_size=64"};
   args.insert(args.end(), extra.begin(), extra.end());
-  l.log = run + ".log";
-  ASSERT_TRUE(l.process.Start(args, l.log));
-  const std::string line = l.process.ReadLine(60);
-  std::vector<std::string> parts = absl::StrSplit(line, ' ');
-  ASSERT_EQ(parts.size(), 6u) << "unexpected first line: '" << line << "'";
-  l.port = std::stoi(parts[3]);
-  l.metrics_port = std::stoi(parts[5]);
-  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", l.port),
-                                     grpc::InsecureChannelCredentials());
-  l.stub = v1::Learner::NewStub(channel);
-  l.weights = v1::Weights::NewStub(channel);
+  StartLearnerProcess(l, args, run + ".log");
 }
 
-std::unique_ptr<grpc::ClientContext> Context(double seconds = 30) {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
-  return ctx;
-}
+std::unique_ptr<grpc::ClientContext> Context(double seconds = 30) { return Deadline(seconds); }
 
 void Register(Learner& l) {
   v1::RegisterRequest req;

@@ -15,18 +15,13 @@
 #include "rhythm/v1/learner_service.grpc.pb.h"
 #include "rhythm/v1/weights.grpc.pb.h"
 #include "tests/scripted_rollout.h"
+#include "tests/learner_client.h"
 #include "tests/subprocess.h"
 
 namespace rhythm::testing {
 namespace {
 
-struct Learner {
-  ChildProcess process;
-  int port = 0;
-  int metrics_port = 0;
-  std::unique_ptr<v1::Learner::Stub> stub;
-  std::unique_ptr<v1::Weights::Stub> weights;
-};
+using Learner = LearnerUnderTest;
 
 std::vector<std::string> LearnerArgs(const std::string& run_dir) {
   return {BinaryPath("rhythm-learner"),
@@ -47,24 +42,10 @@ std::vector<std::string> LearnerArgs(const std::string& run_dir) {
 }
 
 void StartLearner(Learner& l, std::vector<std::string> args, const std::string& log) {
-  ASSERT_TRUE(l.process.Start(args, log));
-  const std::string line = l.process.ReadLine(60);
-  std::vector<std::string> parts = absl::StrSplit(line, ' ');
-  ASSERT_EQ(parts.size(), 6u) << "unexpected first line: '" << line << "'";
-  l.port = std::stoi(parts[3]);
-  l.metrics_port = std::stoi(parts[5]);
-  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", l.port),
-                                     grpc::InsecureChannelCredentials());
-  l.stub = v1::Learner::NewStub(channel);
-  l.weights = v1::Weights::NewStub(channel);
+  StartLearnerProcess(l, args, log);
 }
 
-std::unique_ptr<grpc::ClientContext> Context(double seconds = 30) {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
-  return ctx;
-}
+std::unique_ptr<grpc::ClientContext> Context(double seconds = 30) { return Deadline(seconds); }
 
 v1::RegisterResponse Register(Learner& l, const std::string& actor, const std::string& run) {
   v1::RegisterRequest req;
