@@ -193,6 +193,11 @@ void FaultProxy::Serve(std::shared_ptr<Conn> conn) {
     }
     pollfd p[2] = {{conn->client_fd, POLLIN, 0}, {conn->server_fd, POLLIN, 0}};
     if (poll(p, 2, 50) <= 0) continue;
+    {
+      // A blackhole that began while this thread was polling holds the bytes that woke it.
+      absl::MutexLock lock(&mu_);
+      if (absl::Now() < blackhole_until_) continue;
+    }
     if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       const ssize_t n = read(conn->client_fd, buf.data(), buf.size());
       if (n <= 0 || !WriteAll(conn->server_fd, buf.data(), n)) break;
