@@ -80,61 +80,8 @@ v1::Rollout MakeRollout(const v1::PromptLease& lease, uint64_t id, uint32_t samp
   return ScriptedRollout(lease, "actor-1", "run-1", id, sample, reward);
 }
 
-class Stream {
- public:
-  explicit Stream(Learner& l) {
-    ctx_ = Context(120);
-    stream_ = l.stub->StreamRollouts(ctx_.get());
-    v1::RolloutStreamRequest hello;
-    hello.mutable_hello()->set_actor_id("actor-1");
-    hello.mutable_hello()->set_run_id("run-1");
-    EXPECT_TRUE(stream_->Write(hello));
-    v1::RolloutStreamResponse first;
-    EXPECT_TRUE(stream_->Read(&first));
-  }
-  void Send(const v1::Rollout& r) {
-    v1::RolloutStreamRequest req;
-    *req.mutable_rollout() = r;
-    ASSERT_TRUE(stream_->Write(req));
-  }
-  v1::RolloutAck NextAck() {
-    v1::RolloutStreamResponse resp;
-    while (stream_->Read(&resp)) {
-      if (resp.has_ack()) return resp.ack();
-    }
-    ADD_FAILURE() << "stream ended";
-    return {};
-  }
-  void Close() {
-    stream_->WritesDone();
-    v1::RolloutStreamResponse resp;
-    while (stream_->Read(&resp)) {
-    }
-    stream_->Finish();
-  }
+using Stream = RolloutStreamClient;
 
- private:
-  std::unique_ptr<grpc::ClientContext> ctx_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::RolloutStreamRequest, v1::RolloutStreamResponse>>
-      stream_;
-};
-
-int64_t LatestVersion(Learner& l) {
-  v1::HeartbeatRequest req;
-  req.set_actor_id("actor-1");
-  req.set_run_id("run-1");
-  v1::HeartbeatResponse resp;
-  EXPECT_TRUE(l.stub->Heartbeat(Context().get(), req, &resp).ok());
-  return resp.latest_version();
-}
-
-bool WaitForVersion(Learner& l, int64_t v, double seconds) {
-  for (int i = 0; i < seconds * 10; ++i) {
-    if (LatestVersion(l) >= v) return true;
-    absl::SleepFor(absl::Milliseconds(100));
-  }
-  return false;
-}
 
 // The value of one exported sample (the full series name with labels), or -1 when absent.
 double MetricValue(Learner& l, const std::string& series) {
@@ -167,7 +114,7 @@ TEST(LearnerGuard, HugeRewardsAreRejectedAsOutOfRange) {
   ASSERT_NO_FATAL_FAILURE(Register(l));
   std::vector<v1::PromptLease> leases = Lease(l, 1);
   ASSERT_EQ(leases.size(), 1u);
-  Stream s(l);
+  Stream s(l, "actor-1");
   s.Send(MakeRollout(leases[0], 1, 0, 1e308));
   s.Send(MakeRollout(leases[0], 2, 1, 1.7e308));
   for (int i = 0; i < 2; ++i) {
@@ -192,7 +139,7 @@ TEST(LearnerGuard, NonFiniteStepIsSkippedCountedAndNeverPublished) {
   std::vector<v1::PromptLease> leases = Lease(l, 2);
   ASSERT_EQ(leases.size(), 2u);
   EXPECT_EQ(StepsSkipped(l), 0) << "both series exist from the start, at 0";
-  Stream s(l);
+  Stream s(l, "actor-1");
   s.Send(MakeRollout(leases[0], 11, 0, 1e308));
   s.Send(MakeRollout(leases[0], 12, 1, 1.7e308));
   for (int i = 0; i < 2; ++i) {
@@ -248,7 +195,7 @@ TEST(LearnerGuard, NaNResendOfAckedIdKeepsItsLease) {
   ASSERT_NO_FATAL_FAILURE(Register(l));
   std::vector<v1::PromptLease> leases = Lease(l, 1);
   ASSERT_EQ(leases.size(), 1u);
-  Stream s(l);
+  Stream s(l, "actor-1");
   s.Send(MakeRollout(leases[0], 1, 0, 1.0));
   v1::RolloutAck first = s.NextAck();
   ASSERT_EQ(first.code(), 0) << first.error_message();

@@ -72,69 +72,8 @@ v1::Rollout MakeRollout(const v1::PromptLease& lease, uint64_t id, uint32_t samp
   return ScriptedRollout(lease, actor, "run-1", id, sample, reward);
 }
 
-// One rollout stream: sends, and collects acks by rollout id.
-class Stream {
- public:
-  Stream(Learner& l, const std::string& actor) {
-    ctx_ = Context(120);
-    stream_ = l.stub->StreamRollouts(ctx_.get());
-    v1::RolloutStreamRequest hello;
-    hello.mutable_hello()->set_actor_id(actor);
-    hello.mutable_hello()->set_run_id("run-1");
-    EXPECT_TRUE(stream_->Write(hello));
-    v1::RolloutStreamResponse first;
-    EXPECT_TRUE(stream_->Read(&first));
-    credits_ = first.credit();
-  }
-  void Send(const v1::Rollout& r) {
-    v1::RolloutStreamRequest req;
-    *req.mutable_rollout() = r;
-    ASSERT_TRUE(stream_->Write(req));
-    --credits_;
-  }
-  // Reads until an ack arrives; credits are tallied on the way.
-  v1::RolloutAck NextAck() {
-    v1::RolloutStreamResponse resp;
-    while (stream_->Read(&resp)) {
-      credits_ += resp.granted_credits();
-      if (resp.kind_case() == v1::RolloutStreamResponse::kCredit) credits_ += resp.credit();
-      if (resp.has_ack()) return resp.ack();
-    }
-    ADD_FAILURE() << "stream ended";
-    return {};
-  }
-  void Close() {
-    stream_->WritesDone();
-    v1::RolloutStreamResponse resp;
-    while (stream_->Read(&resp)) {
-    }
-    stream_->Finish();
-  }
-  int64_t credits() const { return credits_; }
+using Stream = RolloutStreamClient;
 
- private:
-  std::unique_ptr<grpc::ClientContext> ctx_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::RolloutStreamRequest, v1::RolloutStreamResponse>>
-      stream_;
-  int64_t credits_ = 0;
-};
-
-int64_t LatestVersion(Learner& l) {
-  v1::HeartbeatRequest req;
-  req.set_actor_id("actor-1");
-  req.set_run_id("run-1");
-  v1::HeartbeatResponse resp;
-  EXPECT_TRUE(l.stub->Heartbeat(Context().get(), req, &resp).ok());
-  return resp.latest_version();
-}
-
-bool WaitForVersion(Learner& l, int64_t v, double seconds) {
-  for (int i = 0; i < seconds * 10; ++i) {
-    if (LatestVersion(l) >= v) return true;
-    absl::SleepFor(absl::Milliseconds(100));
-  }
-  return false;
-}
 
 std::string TempRunDir(const std::string& name) {
   const std::string dir = ::testing::TempDir() + "/learner_" + name;
