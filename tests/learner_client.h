@@ -1,6 +1,6 @@
 // A real rhythm-learner process and gRPC stubs to it (start, rollout stream, version polling),
-// for the tests that drive the learner as a
-// scripted client (learner_integration_test, learner_guard_test).
+// for the tests that drive the learner as a scripted client (learner_integration_test,
+// learner_guard_test).
 #pragma once
 
 #include <memory>
