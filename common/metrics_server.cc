@@ -5,10 +5,13 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
@@ -91,28 +94,63 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
 }
 
 void MetricsServer::Serve() {
+  struct Pending {
+    int fd;
+    std::string request;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  const auto timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(kMetricsRequestTimeoutSeconds * 1000));
+  std::vector<Pending> pending;
+  std::vector<pollfd> fds;
+  char buf[2048];
   while (!stop_) {
-    pollfd pfd{listen_fd_, POLLIN, 0};
-    // Wake every 100 ms to notice stop_.
-    if (poll(&pfd, 1, 100) <= 0) continue;
-    const int conn = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (conn < 0) continue;
-    HandleConnection(conn);
-    close(conn);
+    fds.assign(1, pollfd{listen_fd_, POLLIN, 0});
+    for (const Pending& c : pending) fds.push_back(pollfd{c.fd, POLLIN, 0});
+    // Wake every 100 ms to notice stop_ and deadlines.
+    if (poll(fds.data(), fds.size(), 100) < 0) continue;
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<Pending> still;
+    for (size_t i = 0; i < pending.size(); ++i) {
+      Pending& c = pending[i];
+      bool done = false;
+      if (fds[i + 1].revents & (POLLIN | POLLHUP | POLLERR)) {
+        const ssize_t n = recv(c.fd, buf, sizeof(buf), 0);
+        if (n <= 0) {
+          done = true;
+        } else {
+          c.request.append(buf, static_cast<size_t>(n));
+          if (c.request.find("\r\n\r\n") != std::string::npos || c.request.size() >= 16384) {
+            Respond(c.fd, c.request);
+            done = true;
+          }
+        }
+      }
+      if (!done && now >= c.deadline) done = true;  // too slow: cut, the others go on
+      if (done) {
+        close(c.fd);
+      } else {
+        still.push_back(std::move(c));
+      }
+    }
+    pending = std::move(still);
+    if (fds[0].revents & POLLIN) {
+      const int conn = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (conn < 0) continue;
+      if (static_cast<int>(pending.size()) >= kMetricsMaxConnections) {
+        close(conn);
+        continue;
+      }
+      // A response write to a client that does not read gives up after the timeout too.
+      timeval tv{static_cast<time_t>(kMetricsRequestTimeoutSeconds), 0};
+      setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+      pending.push_back({conn, "", now + timeout});
+    }
   }
+  for (const Pending& c : pending) close(c.fd);
 }
 
-void MetricsServer::HandleConnection(int fd) {
-  // Read the request head (bounded in size and time: a stuck client cannot wedge the server).
-  std::string request;
-  char buf[2048];
-  while (request.find("\r\n\r\n") == std::string::npos && request.size() < 16384) {
-    pollfd pfd{fd, POLLIN, 0};
-    if (poll(&pfd, 1, 2000) <= 0) return;
-    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    request.append(buf, static_cast<size_t>(n));
-  }
+void MetricsServer::Respond(int fd, const std::string& request) {
   const size_t line_end = request.find("\r\n");
   const std::string line = request.substr(0, line_end);
   // "GET /metrics HTTP/1.1" (a query string is ignored).

@@ -7,8 +7,12 @@
 // Why not prometheus-cpp's Exposer: it runs civetweb, whose worker threads get a fixed 100 KB
 // stack, and in a process that has loaded LibTorch (large static TLS) glibc refuses to create
 // them ("Cannot create first worker thread"). So this is a small HTTP/1.x server of our own: one
-// thread, one connection at a time (Prometheus scrapes every few seconds), GET /metrics -> 200,
-// anything else -> 404. prometheus-cpp still provides the registry and the text serializer.
+// thread that polls every open connection at once, GET /metrics -> 200, anything else -> 404.
+// prometheus-cpp still provides the registry and the text serializer.
+// A slow client cannot hold scrapes hostage: each connection has kMetricsRequestTimeout from
+// accept to send its request head (at most 16 KB) and is cut after it, while the others are
+// served; at most kMetricsMaxConnections wait at once (more are refused), and a response write
+// gives up after the same timeout.
 // Thread-safe after Start(); the destructor stops the thread.
 #pragma once
 
@@ -25,6 +29,9 @@ class Registry;
 
 namespace rhythm::common {
 
+inline constexpr double kMetricsRequestTimeoutSeconds = 2.0;
+inline constexpr int kMetricsMaxConnections = 64;
+
 class MetricsServer {
  public:
   // Listens on `address` ("host:port"; host may be a name, an IPv4 address or 0.0.0.0; port 0
@@ -40,7 +47,8 @@ class MetricsServer {
  private:
   MetricsServer(int listen_fd, int port, std::shared_ptr<prometheus::Registry> registry);
   void Serve();
-  void HandleConnection(int fd);
+  // Answers one complete (or oversized) request head on `fd`.
+  void Respond(int fd, const std::string& request);
 
   const int listen_fd_;
   const int port_;

@@ -1,7 +1,17 @@
 #include "common/metrics_server.h"
 
-#include <string>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "prometheus/counter.h"
 #include "prometheus/registry.h"
@@ -69,6 +79,69 @@ TEST(MetricsServer, ServesRepeatedScrapesAndSeesUpdates) {
     EXPECT_NE(body->find("rhythm_test_scrapes_total " + std::to_string(i)), std::string::npos)
         << *body;
   }
+}
+
+int ConnectLocal(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  return fd;
+}
+
+// Seconds until the server closes `fd` (recv returns 0 or fails), sending `trickle` one byte
+// every 300 ms meanwhile (empty: sends nothing); -1 if still open after `limit` seconds.
+double SecondsUntilCut(int fd, const std::string& trickle, double limit) {
+  const auto start = std::chrono::steady_clock::now();
+  size_t sent = 0;
+  char buf[256];
+  while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < limit) {
+    if (sent < trickle.size()) send(fd, trickle.data() + sent++, 1, MSG_NOSIGNAL);
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 300) > 0 && recv(fd, buf, sizeof(buf), 0) <= 0) {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+  }
+  return -1;
+}
+
+// The probe: one client trickling a byte every 1.5 s made every scrape time out. Now
+// scrapes are answered while a trickler and a crowd of idle connections wait, and the slow ones
+// are cut after kMetricsRequestTimeoutSeconds.
+TEST(MetricsServer, SlowClientsDoNotHoldScrapesHostage) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  prometheus::BuildCounter().Name("rhythm_test_up_total").Help("h").Register(*registry).Add({});
+  auto server = MetricsServer::Start("127.0.0.1:0", registry);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  const int trickler = ConnectLocal(port);
+  std::vector<int> idle;
+  for (int i = 0; i < 10; ++i) idle.push_back(ConnectLocal(port));
+  double trickler_cut = -2;
+  std::thread slow(
+      [&] { trickler_cut = SecondsUntilCut(trickler, "GET /metrics HTTP/1.1\r\nHost: x\r\n", 6); });
+  absl::SleepFor(absl::Milliseconds(200));
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    absl::StatusOr<std::string> body = ScrapeLocal(port);
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ASSERT_TRUE(body.ok()) << body.status();
+    EXPECT_NE(body->find("rhythm_test_up_total"), std::string::npos);
+    EXPECT_LT(took, 0.5) << "scrape " << i << " waited behind the slow clients";
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  slow.join();
+  EXPECT_GT(trickler_cut, 1.5) << "the trickler is given the request timeout";
+  EXPECT_LT(trickler_cut, kMetricsRequestTimeoutSeconds + 1.0) << "and cut after it (-1: never)";
+  for (int fd : idle) {
+    const double cut = SecondsUntilCut(fd, "", 3);
+    EXPECT_GE(cut, 0) << "an idle connection is cut too";
+    close(fd);
+  }
+  close(trickler);
 }
 
 }  // namespace
