@@ -629,7 +629,7 @@ uint64_t LearnerServer::ReleaseLeaseLocked(uint64_t lease_id) {
 void LearnerServer::HousekeepingLoop() {
   for (bool first = true; !stopping_.load(); first = false) {
     if (!first) absl::SleepFor(absl::Milliseconds(200));
-    int64_t outstanding = 0;
+    int64_t outstanding = 0, connected = 0;
     absl::StatusOr<uint64_t> seq;
     {
       absl::MutexLock lock(&state_mu_);
@@ -648,8 +648,19 @@ void LearnerServer::HousekeepingLoop() {
         RHYTHM_LOG(Info) << "learner: " << expired.size() << " leases expired, re-issuing";
       }
       outstanding = state_->outstanding();
+      // Actors silent past learner.heartbeat_timeout_s are no longer connected (their leases
+      // expired above); forgetting them keeps the table and the gauge to live actors.
+      for (auto it = last_heard_.begin(); it != last_heard_.end();) {
+        if (SilentLocked(it->first, now)) {
+          it = last_heard_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      connected = static_cast<int64_t>(last_heard_.size());
     }
     if (!AwaitDurable(*seq).ok()) return;
+    metrics_->actors_connected.Set(static_cast<double>(connected));
     metrics_->queue_depth.Set(static_cast<double>(assembler_->queued()));
     metrics_->leases_outstanding.Set(static_cast<double>(outstanding));
     const BatchAssembler::Counters c = assembler_->counters();

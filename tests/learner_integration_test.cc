@@ -312,6 +312,30 @@ TEST(LearnerProcess, LeaseOfAVanishedClientIsIssuedAgain) {
   EXPECT_EQ(l.process.Stop(SIGTERM, 30), 0);
 }
 
+// Issue 17: 5,000 fake registrations left actors_connected at 5,002 for good. Actors silent
+// past learner.heartbeat_timeout_s leave the gauge (and the learner's table of them).
+TEST(LearnerProcess, SilentActorsLeaveActorsConnected) {
+  const std::string run = TempRunDir("connected");
+  Learner l;
+  std::vector<std::string> args = LearnerArgs(run);
+  args.insert(args.end(), {"--set", "learner.heartbeat_timeout_s=0.5"});
+  StartLearner(l, args, run + ".log");
+  auto connected = [&] {
+    const std::string m = common::ScrapeLocal(l.metrics_port).value_or("");
+    const size_t at = m.find("\nrhythm_learner_actors_connected ");
+    return at == std::string::npos ? -1.0 : std::stod(m.substr(at + 33));
+  };
+  for (int i = 0; i < 20; ++i) Register(l, absl::StrCat("fake-", i), "run-f");
+  EXPECT_EQ(connected(), 20);
+  // One actor keeps talking; the 20 fakes fall silent.
+  for (int i = 0; i < 15; ++i) {
+    Register(l, "actor-live", "run-live");
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(connected(), 1) << "only the actor heard within the timeout";
+  EXPECT_EQ(l.process.Stop(SIGTERM, 30), 0);
+}
+
 TEST(LearnerProcess, AVanishedActorsAckedSampleIsTrainedInTheGroupAnotherActorCompletes) {
   // Before, a lease that ended with part of its group acked dropped those samples and issued
   // the prompt again from scratch: acked work lost. Now the next lease of the prompt asks only
