@@ -53,16 +53,10 @@ std::pair<double, double> PooledAgreement(const std::map<std::string, double>& m
   return {sum, count};
 }
 
+// One row field over the version, leaving out rows where it is NaN (undefined: the agreement
+// of a step that compared no rollout).
 Series RowSeries(const std::vector<TrainRow>& rows, double TrainRow::*field, const char* label,
                  const char* colour) {
-  Series s{label, colour, {}, {}};
-  for (const TrainRow& r : rows) s.points.emplace_back(static_cast<double>(r.version), r.*field);
-  return s;
-}
-
-// RowSeries without the rows where `field` is NaN (undefined).
-Series DefinedSeries(const std::vector<TrainRow>& rows, double TrainRow::*field, const char* label,
-                     const char* colour) {
   Series s{label, colour, {}, {}};
   for (const TrainRow& r : rows) {
     if (!std::isnan(r.*field)) s.points.emplace_back(static_cast<double>(r.version), r.*field);
@@ -361,12 +355,11 @@ void WriteTrainReport(const std::string& path, const std::vector<TrainRow>& rows
                 RowSeries(rows, &TrainRow::anchor, "anchor credit", "#f97316")},
                Scale::kPercent)
       << (config.credit().summary_agreement()
-              ? Chart(
-                    "summary agreement, actor vs learner (mean over each step's rollouts; "
-                    "1 = identical)",
-                    {DefinedSeries(rows, &TrainRow::agree_waad, "WAAD Spearman", kBlue),
-                     DefinedSeries(rows, &TrainRow::agree_fai, "FAI Spearman", "#f97316"),
-                     DefinedSeries(rows, &TrainRow::agree_jaccard, "selection Jaccard", "#16a34a")})
+              ? Chart("summary agreement, actor vs learner (mean over each step's rollouts; "
+                      "1 = identical)",
+                      {RowSeries(rows, &TrainRow::agree_waad, "WAAD Spearman", kBlue),
+                       RowSeries(rows, &TrainRow::agree_fai, "FAI Spearman", "#f97316"),
+                       RowSeries(rows, &TrainRow::agree_jaccard, "selection Jaccard", "#16a34a")})
               : "")
       << (config.learner().eval_every() > 0
               ? Chart(absl::StrFormat("the learner's own evaluation (learner.eval_every = %d, "

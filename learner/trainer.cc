@@ -390,12 +390,8 @@ absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
   RHYTHM_RETURN_IF_ERROR(CreditPerResponse(seqs, stats));
   // 5. Mini-batch updates.
   RHYTHM_RETURN_IF_ERROR(Update(seqs, stats));
-  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (stats.skipped()) {  // the guard abandoned it: nothing trained, the version stays
-    stats.version = version_;
-    return stats;
-  }
-  ++version_;
+  // A step the guard abandoned trained nothing: the version stays.
+  if (!stats.skipped()) ++version_;
   stats.version = version_;
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return stats;
