@@ -34,6 +34,17 @@ std::vector<double> Ranks(const std::vector<double>& v) {
   return rank;
 }
 
+// |a ∩ b| / |a ∪ b| of the two lists as sets; 1 when both are empty.
+template <typename T>
+double SetJaccard(const std::vector<T>& a, const std::vector<T>& b) {
+  const std::set<T> sa(a.begin(), a.end()), sb(b.begin(), b.end());
+  if (sa.empty() && sb.empty()) return 1.0;
+  int64_t both = 0;
+  for (const T& v : sa) both += static_cast<int64_t>(sb.count(v));
+  const int64_t either = static_cast<int64_t>(sa.size() + sb.size()) - both;
+  return static_cast<double>(both) / static_cast<double>(either);
+}
+
 }  // namespace
 
 std::vector<int64_t> Peaks(const std::vector<float>& x, const PeakOptions& options) {
@@ -134,23 +145,11 @@ Interval BootstrapInterval(
 }
 
 double Jaccard(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
-  const std::set<int64_t> sa(a.begin(), a.end()), sb(b.begin(), b.end());
-  std::set<int64_t> all = sa;
-  all.insert(sb.begin(), sb.end());
-  if (all.empty()) return 1.0;
-  int64_t both = 0;
-  for (int64_t v : sa) both += sb.count(v);
-  return static_cast<double>(both) / static_cast<double>(all.size());
+  return SetJaccard(a, b);
 }
 
 double Jaccard(const std::vector<std::string>& a, const std::vector<std::string>& b) {
-  const std::set<std::string> sa(a.begin(), a.end()), sb(b.begin(), b.end());
-  std::set<std::string> all = sa;
-  all.insert(sb.begin(), sb.end());
-  if (all.empty()) return 1.0;
-  int64_t both = 0;
-  for (const std::string& v : sa) both += sb.count(v);
-  return static_cast<double>(both) / static_cast<double>(all.size());
+  return SetJaccard(a, b);
 }
 
 std::vector<std::string> Words(const std::string& text) {
