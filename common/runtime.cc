@@ -7,11 +7,14 @@
 #include <stdlib.h>
 
 
+#include <cstdlib>
+#include <iostream>
 #include <string>
 
 #include "ATen/Context.h"
 #include "ATen/Parallel.h"
 #include "ATen/detail/CUDAHooksInterface.h"
+#include "c10/core/impl/DeviceGuardImplInterface.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/torch_status.h"
@@ -55,28 +58,55 @@ int CoresAvailable() {
   return 1;
 }
 
+bool LibTorchHasCuda() { return c10::impl::hasDeviceGuardImpl(c10::DeviceType::CUDA); }
+
 absl::StatusOr<c10::Device> ResolveDevice(const std::string& name) {
   absl::StatusOr<c10::Device> device = TorchTry("device", [&] { return c10::Device(name); });
   if (!device.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("runtime.device = '", name, "' is not a device (cpu, cuda:N)"));
   }
-  if (device->is_cpu()) return device;
+  if (device->is_cpu()) return c10::Device(c10::DeviceType::CPU);
   if (!device->is_cuda()) {
     return absl::InvalidArgumentError(
         absl::StrCat("runtime.device = '", name, "': only cpu and cuda:N are supported"));
   }
-  if (!at::hasCUDA()) {
-    return absl::FailedPreconditionError(absl::StrCat(
+  if (!LibTorchHasCuda()) {
+    return absl::UnimplementedError(absl::StrCat(
         "runtime.device = '", name,
-        "': this LibTorch was built without CUDA (build rhythm against a CUDA LibTorch)"));
+        "': this build's LibTorch is CPU-only; use the CUDA image (deploy/Dockerfile.cuda) or "
+        "build rhythm against a CUDA LibTorch (cmake -DTorch_DIR=<libtorch>/share/cmake/Torch)"));
   }
-  const int gpus = at::detail::getCUDAHooks().getNumGPUs();
-  if (device->has_index() && device->index() >= gpus) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("runtime.device = '", name, "': only ", gpus, " GPUs are visible"));
+  const int index = device->has_index() ? device->index() : 0;
+  const int gpus = at::hasCUDA() ? at::detail::getCUDAHooks().getNumGPUs() : 0;
+  if (index >= gpus) {
+    const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+    return absl::FailedPreconditionError(absl::StrCat(
+        "runtime.device = '", name, "': this LibTorch has CUDA but ", gpus,
+        gpus == 1 ? " GPU is" : " GPUs are", " visible",
+        visible != nullptr ? absl::StrCat(" (CUDA_VISIBLE_DEVICES=", visible, ")") : ""));
   }
-  return device;
+  return c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index));
+}
+
+int FinishConfigCheck(const std::string& program, const v1::RhythmConfig& config,
+                      const absl::Status& validation, const std::string& summary) {
+  if (!validation.ok()) {
+    std::cerr << program << ": " << validation.message() << "\n";
+    return 2;
+  }
+  absl::StatusOr<c10::Device> device = ResolveDevice(config.runtime().device());
+  if (device.status().code() == absl::StatusCode::kUnimplemented) {
+    std::cerr << program << ": needs the CUDA image: " << device.status().message() << "\n";
+    return kCheckConfigNeedsCuda;
+  }
+  if (!device.ok()) {
+    std::cerr << program << ": " << device.status().message() << "\n";
+    return 2;
+  }
+  std::cout << program << ": configuration OK: " << summary << ", device " << device->str()
+            << std::endl;
+  return 0;
 }
 
 std::string ClassifyBlas(const std::string& path) {

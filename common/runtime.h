@@ -38,10 +38,36 @@ RuntimeInfo InitRuntime(const v1::RuntimeConfig& config);
 // CPUs available to this process.
 int CoresAvailable();
 
-// runtime.device as a torch device: "cpu" or "cuda:N". INVALID_ARGUMENT for a name torch does
-// not parse; FAILED_PRECONDITION, naming the value, when this LibTorch has no CUDA (Debian's has
-// none: build against a CUDA LibTorch to generate on a GPU) or the GPU index does not exist.
+// The one place a device name becomes a device, for the learner, the actors and the `rhythm`
+// subcommands that take runtime.device. The rule is capability, not policy: "cpu" always, and
+// "cuda" / "cuda:N" whenever the linked LibTorch has CUDA (at::hasCUDA()) and N is below the
+// visible GPU count ("cuda" means cuda:0; the result always has an index).
+// Errors, each naming runtime.device and its value:
+//   INVALID_ARGUMENT     not a device name torch parses, or a device type other than cpu/cuda;
+//   UNIMPLEMENTED        this build's LibTorch is CPU-only (Debian's is): the message says how
+//                        to get a CUDA build (deploy/Dockerfile.cuda, or -DTorch_DIR=<CUDA
+//                        LibTorch>). The same command line runs in the CUDA image;
+//   FAILED_PRECONDITION  the LibTorch has CUDA but the GPU index is not visible here (no driver,
+//                        CUDA_VISIBLE_DEVICES, or N >= the GPU count).
 absl::StatusOr<c10::Device> ResolveDevice(const std::string& name);
+
+// True when the linked LibTorch was built with CUDA (its CUDA device guard is registered),
+// whether or not a GPU is visible. Debian's LibTorch: false.
+bool LibTorchHasCuda();
+
+// Exit status of a binary's --check-config for a configuration that is valid except that it
+// names a CUDA device and this build's LibTorch is CPU-only: "needs the CUDA image".
+inline constexpr int kCheckConfigNeedsCuda = 3;
+
+// The end of a binary's --check-config (flags and config already parsed; no model loading, no
+// network): `validation` is the binary's own checks of `config`; runtime.device is resolved
+// last. Prints ONE line and returns the exit status:
+//   0  "<program>: configuration OK: <summary>, device <D>" on stdout;
+//   2  "<program>: <the first problem>" on stderr (validation or device);
+//   3  "<program>: needs the CUDA image: <why>" on stderr (kCheckConfigNeedsCuda), only when
+//      validation passed and the device's only fault is a CPU-only LibTorch.
+int FinishConfigCheck(const std::string& program, const v1::RhythmConfig& config,
+                      const absl::Status& validation, const std::string& summary);
 
 // OpenBLAS picks its kernels by the CPU's model number, and Debian 12's OpenBLAS 0.3.21 does
 // not know recent Xeons: on the Sapphire Rapids these benchmarks ran on it chose "Prescott"

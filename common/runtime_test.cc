@@ -1,9 +1,11 @@
 #include "common/runtime.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "ATen/ATen.h"
 #include "ATen/Parallel.h"
+#include "ATen/detail/CUDAHooksInterface.h"
 #include "gtest/gtest.h"
 
 namespace rhythm::common {
@@ -57,10 +59,62 @@ TEST(Runtime, ResolvesDevicesAndRefusesWhatThisBuildCannotRun) {
   absl::StatusOr<c10::Device> bad = ResolveDevice("gpu0");
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("runtime.device = 'gpu0'"), std::string::npos);
-  absl::StatusOr<c10::Device> cuda = ResolveDevice("cuda:0");
-  if (!cuda.ok()) {  // Debian's LibTorch, or a machine without that GPU
-    EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition);
-    EXPECT_NE(cuda.status().message().find("runtime.device = 'cuda:0'"), std::string::npos);
+  absl::StatusOr<c10::Device> meta = ResolveDevice("meta");
+  EXPECT_EQ(meta.status().code(), absl::StatusCode::kInvalidArgument);
+  for (const std::string name : {"cuda:0", "cuda", "cuda:7"}) {
+    absl::StatusOr<c10::Device> cuda = ResolveDevice(name);
+    if (!LibTorchHasCuda()) {  // Debian's LibTorch: the capability, not a GPU, is missing
+      EXPECT_EQ(cuda.status().code(), absl::StatusCode::kUnimplemented) << name;
+      EXPECT_NE(cuda.status().message().find("CPU-only"), std::string::npos);
+      EXPECT_NE(cuda.status().message().find("deploy/Dockerfile.cuda"), std::string::npos);
+    } else if (cuda.ok()) {  // a CUDA LibTorch with that GPU: always an explicit index
+      EXPECT_TRUE(cuda->is_cuda());
+      EXPECT_TRUE(cuda->has_index());
+      EXPECT_LT(cuda->index(), at::detail::getCUDAHooks().getNumGPUs());
+    } else {  // a CUDA LibTorch on a machine without that GPU
+      EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition) << name;
+    }
+    if (!cuda.ok()) {
+      EXPECT_NE(cuda.status().message().find("runtime.device = '" + name + "'"),
+                std::string::npos);
+    }
+  }
+  if (LibTorchHasCuda() && at::hasCUDA()) {
+    EXPECT_EQ(ResolveDevice("cuda").value(), c10::Device(c10::DeviceType::CUDA, 0));
+  }
+}
+
+// --check-config's one line and exit status: 0 valid, 2 refused, 3 needs the CUDA image.
+TEST(Runtime, ConfigCheckPrintsOneLineAndItsExitStatus) {
+  v1::RhythmConfig config;
+  config.mutable_runtime()->set_device("cpu");
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(FinishConfigCheck("prog", config, absl::OkStatus(), "tiny model"), 0);
+  EXPECT_EQ(testing::internal::GetCapturedStdout(),
+            "prog: configuration OK: tiny model, device cpu\n");
+
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(FinishConfigCheck("prog", config, absl::InvalidArgumentError("task.kind = 'x'"), ""),
+            2);
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "prog: task.kind = 'x'\n");
+
+  config.mutable_runtime()->set_device("gpu0");
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(FinishConfigCheck("prog", config, absl::OkStatus(), ""), 2);
+  EXPECT_NE(testing::internal::GetCapturedStderr().find("runtime.device = 'gpu0'"),
+            std::string::npos);
+
+  // A CUDA device: 3 on a CPU-only LibTorch, but a refused validation still wins (2).
+  config.mutable_runtime()->set_device("cuda:0");
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(FinishConfigCheck("prog", config, absl::InvalidArgumentError("bad"), ""), 2);
+  testing::internal::GetCapturedStderr();
+  if (!LibTorchHasCuda()) {
+    testing::internal::CaptureStderr();
+    EXPECT_EQ(FinishConfigCheck("prog", config, absl::OkStatus(), ""), kCheckConfigNeedsCuda);
+    const std::string line = testing::internal::GetCapturedStderr();
+    EXPECT_EQ(line.rfind("prog: needs the CUDA image: runtime.device = 'cuda:0'", 0), 0u) << line;
+    EXPECT_EQ(std::count(line.begin(), line.end(), '\n'), 1) << line;
   }
 }
 
