@@ -1,6 +1,7 @@
 #include "common/rollout/engine.h"
 
 #include <chrono>
+#include <mutex>
 #include <numeric>
 
 #include "ATen/ATen.h"
@@ -63,6 +64,21 @@ bool EndsWithStopString(const GenerationOptions& o, const std::vector<int32_t>& 
 
 }  // namespace
 
+at::Generator NewGenerator(at::Device device, uint64_t seed) {
+  if (device.is_cpu()) return at::detail::createCPUGenerator(seed);
+  // LibTorch has no device-independent factory; a clone of the device's default generator is
+  // a new generator of the same kind on the same device. The default is cloned under its lock
+  // (other code may be drawing from it) and never reseeded or advanced.
+  at::Generator shared = at::globalContext().defaultGenerator(device);
+  at::Generator own;
+  {
+    std::lock_guard<std::mutex> lock(shared.mutex());
+    own = shared.clone();
+  }
+  own.set_current_seed(seed);
+  return own;
+}
+
 GenerationOptions GenerationOptionsFromConfig(const v1::GenerationConfig& g) {
   GenerationOptions o;
   o.sampling.temperature = g.temperature();
@@ -113,9 +129,7 @@ absl::StatusOr<std::vector<GeneratedSample>> GenerationEngine::Generate(
     model::KvCache cache(config, slots, longest + max_new, model_.dtype(), device);
     std::optional<SummaryAccumulator> acc;
     if (options.taps) acc.emplace(tap, slots, config.num_heads, max_new);
-    at::Generator gen = device.is_cpu() ? at::detail::createCPUGenerator(options.seed)
-                                        : at::globalContext().defaultGenerator(device);
-    if (!device.is_cpu()) gen.set_current_seed(options.seed);
+    at::Generator gen = NewGenerator(device, options.seed);
     const std::vector<int64_t> no_capture;
     // Every prompt once, in one batch.
     const int64_t num_prompts = static_cast<int64_t>(prompts.size());

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "ATen/ATen.h"
 #include "ATen/CPUGeneratorImpl.h"
@@ -224,6 +225,63 @@ TEST(Engine, SameSeedSameTokensAndPromptMajorOrder) {
     any_difference = any_difference || a[i].response_ids != c[i].response_ids;
   }
   EXPECT_TRUE(any_difference);
+}
+
+// Each call samples from its own generator: two engines generating at the same time, on the
+// same model, each reproduce the tokens they produce alone, and neither draws from nor reseeds
+// the default generator (the shared-default-generator bug reseeded it on every CUDA call).
+TEST(Engine, ConcurrentEnginesReproduceTheirOwnSequences) {
+  auto m = *Transformer::RandomInit(Shape(Architecture::kQwen2, 2, 4, 2), 3);
+  GenerationOptions o;
+  o.samples_per_prompt = 2;
+  o.max_new_tokens = 16;
+  o.taps = false;
+  auto run = [&](uint64_t seed) {
+    GenerationOptions mine = o;
+    mine.seed = seed;
+    absl::StatusOr<std::vector<GeneratedSample>> out =
+        GenerationEngine(*m).Generate(RaggedPrompts(), mine);
+    std::vector<std::vector<int32_t>> ids;
+    if (!out.ok()) return ids;
+    for (const GeneratedSample& s : *out) ids.push_back(s.response_ids);
+    return ids;
+  };
+  const auto alone_a = run(11), alone_b = run(12);
+  ASSERT_EQ(alone_a.size(), 6u);
+  ASSERT_NE(alone_a, alone_b);  // different seeds: the comparison below can fail
+
+  at::Generator shared = at::globalContext().defaultGenerator(at::kCPU);
+  shared.set_current_seed(5);
+  constexpr int kRounds = 6;
+  std::vector<std::vector<std::vector<int32_t>>> got_a(kRounds), got_b(kRounds);
+  {
+    std::thread ta([&] {
+      for (int r = 0; r < kRounds; ++r) got_a[r] = run(11);
+    });
+    std::thread tb([&] {
+      for (int r = 0; r < kRounds; ++r) got_b[r] = run(12);
+    });
+    ta.join();
+    tb.join();
+  }
+  for (int r = 0; r < kRounds; ++r) {
+    EXPECT_EQ(got_a[r], alone_a) << "round " << r;
+    EXPECT_EQ(got_b[r], alone_b) << "round " << r;
+  }
+  // The default generator was neither reseeded nor advanced.
+  EXPECT_EQ(shared.current_seed(), 5u);
+  const at::Tensor after = at::rand({8});
+  shared.set_current_seed(5);
+  EXPECT_TRUE(at::equal(after, at::rand({8})));
+}
+
+TEST(Engine, NewGeneratorIsSeededAndSharedWithNothing) {
+  at::Generator a = NewGenerator(at::kCPU, 42), b = NewGenerator(at::kCPU, 42);
+  EXPECT_EQ(a.current_seed(), 42u);
+  const at::Tensor first = at::rand({16}, a);
+  EXPECT_TRUE(at::equal(first, at::rand({16}, b)));          // same seed, same sequence
+  EXPECT_FALSE(at::equal(first, at::rand({16}, a)));         // a advanced, b is its own
+  EXPECT_FALSE(at::equal(first, at::rand({16}, NewGenerator(at::kCPU, 43))));
 }
 
 TEST(Engine, GreedyEqualsTopK1AndBatchingDoesNotChangeGreedyOutput) {
