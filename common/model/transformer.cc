@@ -8,6 +8,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/model/block_attention.h"
+#include "common/model/checkpoint.h"
 #include "common/model/decode_kernels.h"
 #include "common/status.h"
 #include "common/torch_status.h"
@@ -303,33 +305,76 @@ int64_t Transformer::NumParameters() const {
 ForwardOutput Transformer::Run(const at::Tensor& input_ids, const at::Tensor& positions,
                                const at::Tensor& allowed, const CacheAccess& cache,
                                const std::vector<int64_t>& capture_layers,
-                               const at::Tensor& last_index) const {
+                               const at::Tensor& last_index,
+                               const TrainingAttention* training) const {
   const ModelConfig& c = config_;
-  const int64_t b = input_ids.size(0), t = input_ids.size(1);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  const int64_t b = input_ids.size(0);
   at::Tensor hidden = at::embedding(embed_, input_ids);
   // Rotary tables [B, 1, T, head_dim], computed in fp32 like Hugging Face, then cast.
   const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;
   const at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);
-  const at::Tensor cos = emb.cos().to(dtype_), sin = emb.sin().to(dtype_);
+  LayerInputs in;
+  in.cos = emb.cos().to(dtype_);
+  in.sin = emb.sin().to(dtype_);
+  in.allowed = allowed;
+  in.cache = cache;
+  if (training != nullptr) in.train = *training;
+  const TrainingAttention& train = in.train;
   ForwardOutput out;
   out.attention.resize(capture_layers.size());
 
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    const Layer& L = layers_[l];
-    const at::Tensor h = RmsNorm(hidden, L.input_norm, c.rms_norm_eps);
-    at::Tensor q = Linear(h, L.q_w, L.q_b).view({b, t, c.num_heads, c.head_dim});
-    at::Tensor k = Linear(h, L.k_w, L.k_b).view({b, t, c.num_kv_heads, c.head_dim});
-    at::Tensor v = Linear(h, L.v_w, L.v_b).view({b, t, c.num_kv_heads, c.head_dim});
-    if (c.qk_norm) {
-      q = RmsNorm(q, L.q_norm, c.rms_norm_eps);
-      k = RmsNorm(k, L.k_norm, c.rms_norm_eps);
+    bool captured = false;
+    for (int64_t layer : capture_layers) captured = captured || layer == l;
+    if (!captured && train.checkpointing && cache.mode == CacheAccess::kNone) {
+      // The closure holds the rotary tables and masks by value: backward runs after Run.
+      const Layer& L = layers_[l];
+      hidden = Checkpointed(
+          [this, l, in](const at::Tensor& x) { return DecoderLayer(l, x, in, nullptr); }, hidden,
+          {L.input_norm, L.q_w, L.q_b, L.k_w, L.k_b, L.v_w, L.v_b, L.o_w, L.o_b, L.q_norm,
+           L.k_norm, L.post_norm, L.gate_w, L.up_w, L.down_w});
+      continue;
     }
-    q = q.transpose(1, 2);
-    k = k.transpose(1, 2);
-    v = v.transpose(1, 2);
-    q = q * cos + RotateHalf(q) * sin;
-    k = k * cos + RotateHalf(k) * sin;
+    at::Tensor probs;
+    hidden = DecoderLayer(l, hidden, in, captured ? &probs : nullptr);
+    for (size_t i = 0; i < capture_layers.size(); ++i) {
+      if (capture_layers[i] == l) out.attention[i] = probs;
+    }
+  }
+  if (last_index.defined()) {
+    hidden = hidden.gather(1, last_index.view({b, 1, 1}).expand({b, 1, c.hidden_size}));
+  }
+  hidden = RmsNorm(hidden, final_norm_, c.rms_norm_eps);
+  out.logits = at::linear(hidden, config_.tie_word_embeddings ? embed_ : lm_head_).to(at::kFloat);
+  return out;
+}
+
+at::Tensor Transformer::DecoderLayer(int64_t l, const at::Tensor& hidden_in,
+                                     const LayerInputs& in, at::Tensor* probs_out) const {
+  const ModelConfig& c = config_;
+  const Layer& L = layers_[l];
+  const CacheAccess& cache = in.cache;
+  const int64_t b = hidden_in.size(0), t = hidden_in.size(1);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  at::Tensor hidden = hidden_in;
+  const at::Tensor h = RmsNorm(hidden, L.input_norm, c.rms_norm_eps);
+  at::Tensor q = Linear(h, L.q_w, L.q_b).view({b, t, c.num_heads, c.head_dim});
+  at::Tensor k = Linear(h, L.k_w, L.k_b).view({b, t, c.num_kv_heads, c.head_dim});
+  at::Tensor v = Linear(h, L.v_w, L.v_b).view({b, t, c.num_kv_heads, c.head_dim});
+  if (c.qk_norm) {
+    q = RmsNorm(q, L.q_norm, c.rms_norm_eps);
+    k = RmsNorm(k, L.k_norm, c.rms_norm_eps);
+  }
+  q = q.transpose(1, 2);
+  k = k.transpose(1, 2);
+  v = v.transpose(1, 2);
+  q = q * in.cos + RotateHalf(q) * in.sin;
+  k = k * in.cos + RotateHalf(k) * in.sin;
+  at::Tensor attn;
+  if (probs_out == nullptr && cache.mode == CacheAccess::kNone && in.train.chunk > 0) {
+    // Nobody reads this layer's probabilities: blocks of query rows, nothing [L, L] kept.
+    attn = BlockAttention(q, k, v, in.train.key_mask, in.train.chunk, scale);
+  } else {
     if (cache.mode == CacheAccess::kPrefill) {
       cache.cache->k_[l].narrow(2, 0, t).index_copy_(0, cache.rows, k);
       cache.cache->v_[l].narrow(2, 0, t).index_copy_(0, cache.rows, v);
@@ -351,25 +396,17 @@ ForwardOutput Transformer::Run(const at::Tensor& input_ids, const at::Tensor& po
               .reshape({b, c.num_heads, s, c.head_dim});
     }
     at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).to(at::kFloat) * scale;
-    scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+    scores =
+        scores.masked_fill(in.allowed.logical_not(), -std::numeric_limits<float>::infinity());
     const at::Tensor probs = at::softmax(scores, -1);
-    for (size_t i = 0; i < capture_layers.size(); ++i) {
-      if (capture_layers[i] == l) out.attention[i] = probs;
-    }
-    const at::Tensor attn = at::matmul(probs.to(dtype_), v)
-                                .transpose(1, 2)
-                                .reshape({b, t, c.num_heads * c.head_dim});
-    hidden = hidden + Linear(attn, L.o_w, L.o_b);
-    const at::Tensor h2 = RmsNorm(hidden, L.post_norm, c.rms_norm_eps);
-    hidden = hidden + at::linear(at::silu(at::linear(h2, L.gate_w)) * at::linear(h2, L.up_w),
-                                 L.down_w);
+    if (probs_out != nullptr) *probs_out = probs;
+    attn = at::matmul(probs.to(dtype_), v);
   }
-  if (last_index.defined()) {
-    hidden = hidden.gather(1, last_index.view({b, 1, 1}).expand({b, 1, c.hidden_size}));
-  }
-  hidden = RmsNorm(hidden, final_norm_, c.rms_norm_eps);
-  out.logits = at::linear(hidden, config_.tie_word_embeddings ? embed_ : lm_head_).to(at::kFloat);
-  return out;
+  attn = attn.transpose(1, 2).reshape({b, t, c.num_heads * c.head_dim});
+  hidden = hidden + Linear(attn, L.o_w, L.o_b);
+  const at::Tensor h2 = RmsNorm(hidden, L.post_norm, c.rms_norm_eps);
+  return hidden + at::linear(at::silu(at::linear(h2, L.gate_w)) * at::linear(h2, L.up_w),
+                             L.down_w);
 }
 
 absl::Status Transformer::CheckCaptureLayers(const std::vector<int64_t>& layers) const {
@@ -385,18 +422,37 @@ absl::Status Transformer::CheckCaptureLayers(const std::vector<int64_t>& layers)
 absl::StatusOr<ForwardOutput> Transformer::Forward(
     const at::Tensor& input_ids, const at::Tensor& attention_mask,
     const std::vector<int64_t>& capture_layers) const {
+  ForwardOptions options;
+  options.capture_layers = capture_layers;
+  return Forward(input_ids, attention_mask, options);
+}
+
+absl::StatusOr<ForwardOutput> Transformer::Forward(const at::Tensor& input_ids,
+                                                   const at::Tensor& attention_mask,
+                                                   const ForwardOptions& options) const {
   if (!input_ids.defined() || input_ids.dim() != 2) {
     return absl::InvalidArgumentError("input_ids: expected an int64 [B, T] tensor");
   }
   if (!attention_mask.defined() || attention_mask.sizes() != input_ids.sizes()) {
     return absl::InvalidArgumentError("attention_mask: expected the shape of input_ids");
   }
-  RHYTHM_RETURN_IF_ERROR(CheckCaptureLayers(capture_layers));
+  if (options.attention_chunk < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("attention_chunk: ", options.attention_chunk, " is negative"));
+  }
+  RHYTHM_RETURN_IF_ERROR(CheckCaptureLayers(options.capture_layers));
   return TorchTry("forward", [&]() {
     const at::Tensor ids = input_ids.to(device_, at::kLong);
     const at::Tensor mask = attention_mask.to(device_).to(at::kBool);
     const at::Tensor positions = at::clamp_min(mask.to(at::kLong).cumsum(1) - 1, 0);
-    return Run(ids, positions, CausalPaddedMask(mask), CacheAccess{}, capture_layers);
+    TrainingAttention train;
+    train.key_mask = mask;
+    train.chunk = options.attention_chunk;
+    train.checkpointing = options.activation_checkpointing;
+    // The [B, 1, T, T] mask only where a layer attends explicitly (its backward keeps it).
+    const bool explicit_layers = options.attention_chunk == 0 || !options.capture_layers.empty();
+    return Run(ids, positions, explicit_layers ? CausalPaddedMask(mask) : at::Tensor(),
+               CacheAccess{}, options.capture_layers, at::Tensor(), &train);
   });
 }
 

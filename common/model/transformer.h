@@ -6,9 +6,13 @@
 //                       │      ─ o_proj ] + residual ─▶ [ RMSNorm ─ SwiGLU MLP ] + residual ─▶ …
 //                       └─▶ … × num_layers ─ RMSNorm ─ lm_head (or tied embed_tokens) ─▶ logits
 //
-// Attention is always computed explicitly (matmul → softmax in fp32 → matmul): LibTorch 1.13 has
-// no fused kernel that would be faster on CPU, and it lets any layer hand its probabilities to a
-// caller (the attention summaries of the rollout engine; the reference computation).
+// Attention is computed explicitly (matmul → softmax in fp32 → matmul): LibTorch 1.13 has no
+// fused kernel that would be faster on CPU, and it lets any layer hand its probabilities to a
+// caller (the attention summaries of the rollout engine; the reference computation). Under
+// autograd that keeps a [B, heads, T, T] tensor per layer for backward, so the training forward
+// can instead run layers nobody taps through block_attention.h (blocks of query rows, Q, K, V
+// kept, probabilities recomputed in backward) and checkpoint whole layers (checkpoint.h); see
+// ForwardOptions.
 //
 // Why not torch::nn::Module: the model is a handful of named tensors and ~20 ATen ops; holding
 // them directly keeps <torch/torch.h> (16 s per translation unit) out of this header and every
@@ -37,6 +41,32 @@ struct ForwardOutput {
   // One per requested layer, in request order: float32 [B, num_heads, T_query, T_key], the
   // softmax attention probabilities (rows of padding queries are meaningless).
   std::vector<at::Tensor> attention;
+};
+
+// How the training forward computes and keeps attention (see Transformer::Forward).
+struct ForwardOptions {
+  // Layers whose probabilities are returned in ForwardOutput::attention, in this order. These
+  // layers attend explicitly over the whole sequence and, under autograd, keep their
+  // [B, heads, T, T] probabilities for backward.
+  std::vector<int64_t> capture_layers;
+  // Query rows per block for the other layers (block_attention.h): they keep only Q, K and V
+  // for backward and recompute each block's probabilities there. 0 = the explicit path,
+  // probabilities kept for backward (the default, what the rollout engine and tools use).
+  // Negative is INVALID_ARGUMENT.
+  int64_t attention_chunk = 0;
+  // Recompute each decoder layer in backward instead of keeping its activations
+  // (checkpoint.h): a layer then keeps only its input for backward. Captured layers are not
+  // checkpointed (their probabilities are returned anyway). No effect without grad mode.
+  bool activation_checkpointing = false;
+
+  // The learner's gradient forward: trainer.attention_chunk and
+  // trainer.activation_checkpointing, no capture.
+  static ForwardOptions Training(int64_t attention_chunk, bool activation_checkpointing) {
+    ForwardOptions o;
+    o.attention_chunk = attention_chunk;
+    o.activation_checkpointing = activation_checkpointing;
+    return o;
+  }
 };
 
 // Keys and values of every layer for a fixed number of generation slots, preallocated to a
@@ -90,6 +120,14 @@ class Transformer {
   absl::StatusOr<ForwardOutput> Forward(const at::Tensor& input_ids,
                                         const at::Tensor& attention_mask,
                                         const std::vector<int64_t>& capture_layers = {}) const;
+  // The same with chunked attention and activation checkpointing as `options` asks. Logits,
+  // probabilities and every parameter's gradient match the explicit path's within float
+  // rounding (block_attention_test.cc: 1e-5 of the gradient's largest entry); what is kept
+  // for backward, per layer: explicit, [B, heads, T, T] probabilities + the [B, 1, T, T] mask
+  // + O(T) activations; chunked, O(T) activations only; checkpointed, the layer's input.
+  absl::StatusOr<ForwardOutput> Forward(const at::Tensor& input_ids,
+                                        const at::Tensor& attention_mask,
+                                        const ForwardOptions& options) const;
 
   // Writes one prompt into each listed empty slot (positions from 0) and returns the logits of
   // every prompt's last token, float32 [slots.size(), vocab]. INVALID_ARGUMENT for a slot out
@@ -152,12 +190,32 @@ class Transformer {
     KvCache* cache = nullptr;
     at::Tensor rows, pos;  // int64 [R]
   };
+  // The training forward's choices (ForwardOptions): key_mask bool [B, T] for the chunked
+  // attention, which builds its own causal mask per block. Run without one: explicit layers.
+  struct TrainingAttention {
+    at::Tensor key_mask;
+    int64_t chunk = 0;
+    bool checkpointing = false;
+  };
+  // What every decoder layer reads besides its input; held by value because a checkpointed
+  // layer runs again in backward, after Run has returned.
+  struct LayerInputs {
+    at::Tensor cos, sin;  // [B, 1, T, head_dim], the model dtype
+    at::Tensor allowed;   // bool [B, 1, T, S]; undefined when every layer is chunked
+    CacheAccess cache;
+    TrainingAttention train;
+  };
   // The decoder stack. positions int64 [B, T]; allowed bool [B, 1, T, S]. With last_index
   // (int64 [B]) only that token's logits are computed: logits [B, 1, V].
   ForwardOutput Run(const at::Tensor& input_ids, const at::Tensor& positions,
                     const at::Tensor& allowed, const CacheAccess& cache,
                     const std::vector<int64_t>& capture_layers,
-                    const at::Tensor& last_index = {}) const;
+                    const at::Tensor& last_index = {},
+                    const TrainingAttention* train = nullptr) const;
+  // Decoder layer l on hidden [B, T, hidden_size]; with probs_out, the explicit path, and the
+  // layer's probabilities float32 [B, heads, T, S] land there.
+  at::Tensor DecoderLayer(int64_t l, const at::Tensor& hidden, const LayerInputs& in,
+                          at::Tensor* probs_out) const;
   ForwardOutput DecodeWithKernels(const std::vector<int64_t>& ids,
                                   const std::vector<uint8_t>& active, KvCache& cache,
                                   const std::vector<int64_t>& capture_layers) const;
