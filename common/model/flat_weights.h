@@ -2,6 +2,9 @@
 // (gRPC chunks today; the collective transports broadcast the same buffer). Parameters are laid
 // out in name order, each as contiguous little-endian fp32 or bf16; TensorSpecs record names,
 // shapes and offsets so the receiver can check its model matches before copying anything.
+// On a GPU (a LibTorch with CUDA and a model on cuda:N) both directions go through one pinned
+// host buffer and a side stream that first waits for the model's current stream; both return
+// after that stream is synchronised. On a CPU build the plain copies run and no CUDA call is made.
 // Stateless; thread-safe.
 #pragma once
 

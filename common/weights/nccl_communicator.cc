@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <utility>
@@ -48,6 +49,10 @@ class NcclCommunicator final : public Communicator {
     cudaSetDevice(device_);
     if (buffer_ != nullptr) cudaFree(buffer_);
     if (event_ != nullptr) cudaEventDestroy(event_);
+    for (int b = 0; b < 2; ++b) {
+      if (pinned_[b] != nullptr) cudaFreeHost(pinned_[b]);
+      if (staged_[b] != nullptr) cudaEventDestroy(staged_[b]);
+    }
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
@@ -77,9 +82,7 @@ class NcclCommunicator final : public Communicator {
       RHYTHM_CUDA_CHECK(cudaMalloc(&buffer_, size));
       capacity_ = size;
     }
-    if (rank_ == 0) {
-      RHYTHM_CUDA_CHECK(cudaMemcpyAsync(buffer_, data, size, cudaMemcpyHostToDevice, stream_));
-    }
+    if (rank_ == 0) RHYTHM_RETURN_IF_ERROR(StageToDevice(static_cast<const char*>(data), size));
     const absl::Time deadline = absl::Now() + timeout_;
     RHYTHM_NCCL_CHECK(ncclBroadcast(buffer_, buffer_, size, ncclUint8, 0, comm_, stream_));
     // Non-blocking: the kernel may not be on the stream yet; wait until NCCL has queued it,
@@ -90,9 +93,63 @@ class NcclCommunicator final : public Communicator {
     cudaEvent_t ev = event_;
     RHYTHM_RETURN_IF_ERROR(AwaitNccl(
         comm_, deadline, [ev] { return cudaEventQuery(ev) == cudaSuccess; }, "broadcast"));
-    if (rank_ != 0) {
-      RHYTHM_CUDA_CHECK(cudaMemcpyAsync(data, buffer_, size, cudaMemcpyDeviceToHost, stream_));
-      RHYTHM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (rank_ != 0) RHYTHM_RETURN_IF_ERROR(StageToHost(static_cast<char*>(data), size));
+    return absl::OkStatus();
+  }
+
+  // Host <-> device through two pinned chunks of kStageBytes on stream_: the host copies one
+  // chunk in (or out) while the other's DMA runs. Pageable memory would make the driver bounce
+  // every byte through its own buffer, synchronously.
+  static constexpr size_t kStageBytes = size_t{64} << 20;
+
+  absl::Status EnsureStaging() {
+    for (int b = 0; b < 2; ++b) {
+      if (pinned_[b] == nullptr) {
+        RHYTHM_CUDA_CHECK(cudaHostAlloc(&pinned_[b], kStageBytes, cudaHostAllocDefault));
+      }
+      if (staged_[b] == nullptr) {
+        RHYTHM_CUDA_CHECK(cudaEventCreateWithFlags(&staged_[b], cudaEventDisableTiming));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Queues data[0, size) -> buffer_ on stream_; the broadcast queued after it waits for it.
+  absl::Status StageToDevice(const char* data, size_t size) {
+    RHYTHM_RETURN_IF_ERROR(EnsureStaging());
+    for (size_t off = 0, i = 0; off < size; off += kStageBytes, ++i) {
+      const int b = static_cast<int>(i % 2);
+      const size_t len = std::min(kStageBytes, size - off);
+      // The chunk two back used this buffer; its DMA must be done before it is overwritten.
+      if (i >= 2) RHYTHM_CUDA_CHECK(cudaEventSynchronize(staged_[b]));
+      std::memcpy(pinned_[b], data + off, len);
+      RHYTHM_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(buffer_) + off, pinned_[b], len,
+                                        cudaMemcpyHostToDevice, stream_));
+      RHYTHM_CUDA_CHECK(cudaEventRecord(staged_[b], stream_));
+    }
+    return absl::OkStatus();
+  }
+
+  // buffer_[0, size) -> data, after the broadcast (already complete); returns when all is copied.
+  absl::Status StageToHost(char* data, size_t size) {
+    RHYTHM_RETURN_IF_ERROR(EnsureStaging());
+    const size_t chunks = (size + kStageBytes - 1) / kStageBytes;
+    auto enqueue = [&](size_t i) -> absl::Status {
+      const int b = static_cast<int>(i % 2);
+      const size_t off = i * kStageBytes, len = std::min(kStageBytes, size - off);
+      RHYTHM_CUDA_CHECK(cudaMemcpyAsync(pinned_[b], static_cast<const char*>(buffer_) + off, len,
+                                        cudaMemcpyDeviceToHost, stream_));
+      RHYTHM_CUDA_CHECK(cudaEventRecord(staged_[b], stream_));
+      return absl::OkStatus();
+    };
+    if (chunks > 0) RHYTHM_RETURN_IF_ERROR(enqueue(0));
+    for (size_t i = 0; i < chunks; ++i) {
+      // Chunk i + 1's DMA runs while the host copies chunk i out.
+      if (i + 1 < chunks) RHYTHM_RETURN_IF_ERROR(enqueue(i + 1));
+      const int b = static_cast<int>(i % 2);
+      RHYTHM_CUDA_CHECK(cudaEventSynchronize(staged_[b]));
+      const size_t off = i * kStageBytes;
+      std::memcpy(data + off, pinned_[b], std::min(kStageBytes, size - off));
     }
     return absl::OkStatus();
   }
@@ -104,6 +161,8 @@ class NcclCommunicator final : public Communicator {
   cudaEvent_t event_ = nullptr;
   void* buffer_ = nullptr;
   size_t capacity_ = 0;
+  void* pinned_[2] = {nullptr, nullptr};
+  cudaEvent_t staged_[2] = {nullptr, nullptr};
 };
 
 class NcclFactory final : public CommunicatorFactory {
