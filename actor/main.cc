@@ -13,6 +13,7 @@
 #include "common/flags.h"
 #include "common/logging.h"
 #include "common/metrics_server.h"
+#include "common/security/credentials.h"
 #include "common/runtime.h"
 #include "common/startup.h"
 #include "grpcpp/grpcpp.h"
@@ -44,10 +45,30 @@ int main(int argc, char** argv) {
       "exits 0, printing 'rhythm-actor: sent N acked M rejected R resent S'. Exits 2 on a bad\n"
       "flag or configuration, with one line naming it.");
   common::RegisterCommonFlags(parser, flags);
+  bool check_config = false;
+  parser.AddBool("check-config",
+                 "validate the flags and configuration, resolve runtime.device against this "
+                 "build, print one line and exit: 0 valid, 2 refused, 3 valid but needs the CUDA "
+                 "image (no model loading, no network)",
+                 &check_config);
   common::Startup start = common::ParseStartup("rhythm-actor", parser, flags, argc, argv, 1, 0);
   if (start.exit) return start.exit_code;
   const v1::RhythmConfig& config = start.config;
+  if (check_config) {
+    const absl::Status valid =
+        config.actor().learner_address().empty()
+            ? absl::InvalidArgumentError("actor.learner_address is empty: set the learner's host:port")
+            : absl::OkStatus();
+    return common::FinishConfigCheck("rhythm-actor", config, valid,
+                                     "learner " + config.actor().learner_address());
+  }
   common::InitRuntime(config.runtime());
+  // The device is resolved again when the learner's model arrives; refusing it here fails at
+  // start, not after registering.
+  if (absl::StatusOr<c10::Device> d = common::ResolveDevice(config.runtime().device()); !d.ok()) {
+    std::cerr << "rhythm-actor: " << d.status().message() << "\n";
+    return 2;
+  }
 
   std::string actor_id = config.actor().actor_id();
   if (actor_id.empty()) {
@@ -58,7 +79,12 @@ int main(int argc, char** argv) {
   auto registry = std::make_shared<prometheus::Registry>();
   std::unique_ptr<common::MetricsServer> metrics;
   if (!config.actor().metrics_address().empty()) {
-    auto m = common::MetricsServer::Start(config.actor().metrics_address(), registry);
+    absl::StatusOr<std::string> token = common::security::MetricsToken(config.security());
+    if (!token.ok()) {
+      std::cerr << "rhythm-actor: " << token.status().message() << "\n";
+      return 2;
+    }
+    auto m = common::MetricsServer::Start(config.actor().metrics_address(), registry, *token);
     if (!m.ok()) {
       std::cerr << "rhythm-actor: " << m.status().message() << "\n";
       return 1;
@@ -66,8 +92,13 @@ int main(int argc, char** argv) {
     metrics = *std::move(m);
   }
   // Declared before the stubs and the actor, so it outlives them.
-  actor::LearnerChannel learner_channel(config.actor());
-  const std::shared_ptr<grpc::Channel>& channel = learner_channel.channel();
+  absl::StatusOr<std::unique_ptr<actor::LearnerChannel>> learner_channel =
+      actor::LearnerChannel::Create(config.actor(), config.security());
+  if (!learner_channel.ok()) {
+    std::cerr << "rhythm-actor: " << learner_channel.status().message() << "\n";
+    return 2;
+  }
+  const std::shared_ptr<grpc::Channel>& channel = (*learner_channel)->channel();
   auto stub = v1::Learner::NewStub(channel);
   auto weights = v1::Weights::NewStub(channel);
   actor::Actor a(*stub, *weights, {config, actor_id, RandomRunId(), registry});
