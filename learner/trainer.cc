@@ -694,9 +694,15 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
           mb_tokens += kept[j];
         }
         const MicroBatch mb = Pack(mbs);
-        const TokenLogprobs lp =
-            ResponseLogprobs(model_.Forward(mb.ids, mb.mask).value().logits, mb,
-                             config_.entropy_coef() > 0, kl_loss && filters, temperature_, actor_);
+        // Chunked attention and checkpointing as trainer.attention_chunk and
+        // trainer.activation_checkpointing say: no layer keeps a [L, L] tensor for backward.
+        const TokenLogprobs lp = ResponseLogprobs(
+            model_.Forward(mb.ids, mb.mask,
+                           common::model::ForwardOptions::Training(
+                               config_.attention_chunk(), config_.activation_checkpointing()))
+                .value()
+                .logits,
+            mb, config_.entropy_coef() > 0, kl_loss && filters, temperature_, actor_);
         credit::PolicyLossInputs in;
         in.logprobs = lp.logp;
         if (kl_loss) {
