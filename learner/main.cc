@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   using namespace rhythm;
   common::CommonFlags flags;
   std::string resume_dir, dump_dir;
+  bool check_config = false;
   common::FlagParser parser(
       "rhythm-learner [--config FILE] [--set KEY=VALUE ...] [--resume RUN_DIR]",
       "The rhythm learner: leases prompts to actors, ingests their rollouts exactly once,\n"
@@ -49,25 +50,38 @@ int main(int argc, char** argv) {
   parser.AddString("dump-rollouts", "DIR",
                    "also write every trained batch to DIR in rhythm shape's JSONL format",
                    &dump_dir);
+  parser.AddBool("check-config",
+                 "validate the flags and configuration, resolve runtime.device against this "
+                 "build, print one line and exit: 0 valid, 2 refused, 3 valid but needs the CUDA "
+                 "image (no model loading, no network, the run directory untouched)",
+                 &check_config);
   common::Startup start = common::ParseStartup("rhythm-learner", parser, flags, argc, argv, 1, 0);
   if (start.exit) return start.exit_code;
   v1::RhythmConfig config = start.config;
   if (!resume_dir.empty()) config.mutable_learner()->set_run_dir(resume_dir);
 
+  if (check_config) {
+    // What start-up refuses before loading a model: the task, then (last) the device.
+    absl::StatusOr<std::unique_ptr<common::tasks::Task>> task =
+        common::tasks::CreateTask(config.task(), config.runtime().seed());
+    return common::FinishConfigCheck(
+        "rhythm-learner", config, task.status(),
+        absl::StrCat("task ", v1::TaskKind_Name(config.task().kind()), ", model ",
+                     config.model().path().empty() ? "tiny" : config.model().path()));
+  }
+
   common::InitRuntime(config.runtime());
   RHYTHM_LOG(Info) << "rhythm-learner configuration:\n" << common::ConfigToYaml(config);
-  if (config.runtime().device() != "cpu") {
-    return Fail("runtime.device = '" + config.runtime().device() +
-                    "': the learner trains on cpu only so far (actors may generate on cuda:N)",
-                2);
-  }
+  // Capability, not policy: cuda:N whenever this LibTorch has CUDA and that GPU is visible.
+  absl::StatusOr<c10::Device> device = common::ResolveDevice(config.runtime().device());
+  if (!device.ok()) return Fail(std::string(device.status().message()), 2);
   absl::StatusOr<std::unique_ptr<common::tasks::Task>> task =
       common::tasks::CreateTask(config.task(), config.runtime().seed());
   if (!task.ok()) return Fail(std::string(task.status().message()), 2);
   for (const std::string& w : (*task)->warnings()) RHYTHM_LOG(Warning) << w;
 
   absl::StatusOr<common::model::ModelAndTokenizer> loaded = common::model::LoadModelAndTokenizer(
-      config.model().path(), config.model().tiny(), config.runtime().seed());
+      config.model().path(), config.model().tiny(), config.runtime().seed(), *device);
   if (!loaded.ok()) {
     // A model directory that cannot be read is a runtime error; a tiny shape that cannot be
     // built is the configuration's.
