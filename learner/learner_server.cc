@@ -152,7 +152,7 @@ absl::Status LearnerServer::Init() {
       trainer_, Trainer::Create(*model_, c.trainer(), c.credit(), c.runtime().seed(), version,
                                 c.generation().temperature(),
                                 common::rollout::GenerationOptionsFromConfig(c.generation()).tap,
-                                ActorSettings::FromConfig(c.generation())));
+                                ActorSettings::FromConfig(c.generation()), options_.ranks));
   if (!optimizer.empty()) {
     RHYTHM_RETURN_IF_ERROR(trainer_->RestoreOptimizerState(optimizer, optimizer_steps, version));
   }
@@ -593,7 +593,8 @@ absl::Status LearnerServer::WriteCheckpointNow() {
   RHYTHM_RETURN_IF_ERROR(AwaitDurable(st.durable().log_seq()));
   st.set_log_seq(st.durable().log_seq());  // names the checkpoint directory
   st.set_created_unix_ms(absl::ToUnixMillis(clock_.Now()));
-  contents.optimizer = trainer_->OptimizerState();
+  // The full AdamW state whatever learner.world_size (gathered from the ranks' shards).
+  RHYTHM_ASSIGN_OR_RETURN(contents.optimizer, trainer_->GatherOptimizerState());
   absl::StatusOr<std::string> dir = WriteCheckpoint(options_.config.learner().run_dir(), *model_,
                                                     contents, options_.write_tokenizer);
   if (!dir.ok()) return dir.status();

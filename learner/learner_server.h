@@ -80,6 +80,10 @@ struct LearnerServerOptions {
   // either is missing.
   const common::tasks::Task* task = nullptr;
   const common::Tokenizer* tokenizer = nullptr;
+  // Data-parallel learner (learner.world_size > 1): rank 0's group (learner/rank_group.h), not
+  // owned, outliving the server. The trainer hands every batch to the other ranks; checkpoints
+  // gather the AdamW shards into the one-rank form. Null = training alone.
+  RankGroup* ranks = nullptr;
 };
 
 class LearnerServer final : public v1::Learner::Service {

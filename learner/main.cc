@@ -15,6 +15,8 @@
 #include "common/tasks/task.h"
 #include "common/tokenizer/tokenizer.h"
 #include "learner/learner_server.h"
+#include "learner/rank_follower.h"
+#include "learner/rank_group.h"
 #include "prometheus/registry.h"
 
 namespace {
@@ -50,6 +52,11 @@ int main(int argc, char** argv) {
   parser.AddString("dump-rollouts", "DIR",
                    "also write every trained batch to DIR in rhythm shape's JSONL format",
                    &dump_dir);
+  bool rank_from_hostname = false;
+  parser.AddBool("rank-from-hostname",
+                 "set learner.rank from the host name's trailing -N (a Kubernetes "
+                 "StatefulSet's pod ordinal: learner-2 is rank 2)",
+                 &rank_from_hostname);
   parser.AddBool("check-config",
                  "validate the flags and configuration, resolve runtime.device against this "
                  "build, print one line and exit: 0 valid, 2 refused, 3 valid but needs the CUDA "
@@ -59,6 +66,11 @@ int main(int argc, char** argv) {
   if (start.exit) return start.exit_code;
   v1::RhythmConfig config = start.config;
   if (!resume_dir.empty()) config.mutable_learner()->set_run_dir(resume_dir);
+  if (rank_from_hostname) {
+    absl::StatusOr<int> rank = learner::RankFromHostName();
+    if (!rank.ok()) return Fail(std::string(rank.status().message()), 2);
+    config.mutable_learner()->set_rank(*rank);
+  }
 
   if (check_config) {
     // What start-up refuses before loading a model: the task, then (last) the device.
@@ -90,6 +102,26 @@ int main(int argc, char** argv) {
   std::unique_ptr<common::Tokenizer> tokenizer = std::move(loaded->tokenizer);
   std::unique_ptr<common::model::Transformer> model = std::move(loaded->model);
 
+  // Data-parallel ranks (learner.world_size > 1, learner/rank_group.h): every rank joins the
+  // group; rank 0 goes on to be the learner, the others only train (learner/rank_follower.h).
+  // Declared before the server, which holds a pointer to it and stops the ranks on the way out.
+  std::unique_ptr<learner::RankGroup> ranks;
+  if (config.learner().world_size() > 1) {
+    auto g = learner::RankGroup::Create(learner::RankGroup::Options::FromConfig(config));
+    if (!g.ok()) {
+      const bool bad = g.status().code() == absl::StatusCode::kInvalidArgument ||
+                       g.status().code() == absl::StatusCode::kUnimplemented;
+      return Fail(std::string(g.status().message()), bad ? 2 : 1);
+    }
+    ranks = *std::move(g);
+    if (ranks->rank() > 0) {
+      absl::Status s =
+          learner::RunRankFollower(config, !resume_dir.empty(), std::move(model), *ranks);
+      if (!s.ok()) return Fail(s.ToString());
+      return 0;
+    }
+  }
+
   learner::LearnerServerOptions options;
   options.config = config;
   options.resume = !resume_dir.empty();
@@ -107,6 +139,7 @@ int main(int argc, char** argv) {
   options.registry = std::make_shared<prometheus::Registry>();
   options.task = task->get();  // learner.eval_every: the held-out split and verifier
   options.tokenizer = tok;
+  options.ranks = ranks.get();
 
   std::unique_ptr<common::MetricsServer> metrics;
   if (!config.learner().metrics_address().empty()) {

@@ -29,7 +29,14 @@ void TrainLoop::Run(const std::atomic<bool>& stop) {
     BatchAssembler::BatchInfo info;
     std::optional<std::vector<Group>> batch =
         queue_.NextBatch(version_.load(), absl::Milliseconds(200), &info);
-    if (!batch) continue;
+    if (!batch) {
+      // Data-parallel ranks: a rank that died or hangs is found while no batch is ready.
+      if (absl::Status h = trainer_.Heartbeat(); !h.ok()) {
+        hooks_.fail(h);
+        return;
+      }
+      continue;
+    }
     // Staleness along the weights' lineage (BatchAssembler::SetResumePoint), as the drop rule
     // counts it; the trainer's own figure is the raw version difference.
     double staleness = 0;

@@ -11,6 +11,10 @@
 // Batch assembly's figures (BatchAssembler::BatchInfo: groups, filtered share, short batch,
 // extra rounds) go to the metrics and the step's log line.
 //
+// With data-parallel ranks (learner.world_size > 1) the trainer hands each batch to the other
+// ranks; while no batch is ready the loop sends them heartbeats (Trainer::Heartbeat), so a rank
+// that died or hangs stops the learner within learner.rank_timeout_s.
+//
 // A failed step or publication calls fail() and returns: the weights may be half-updated, so
 // the learner stops and a --resume restarts from the last checkpoint and the journal.
 // Thread-safety: Run on one thread; steps() and total_steps() from any.

@@ -18,6 +18,7 @@
 #include "common/rollout/summary_codec.h"
 #include "common/status.h"
 #include "common/torch_status.h"
+#include "learner/rank_group.h"
 #include "learner/rollout_validation.h"
 
 namespace rhythm::learner {
@@ -294,7 +295,7 @@ absl::StatusOr<std::unique_ptr<common::model::Transformer>> MakeReference(
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     common::model::Transformer& model, const v1::TrainerConfig& trainer,
     const v1::CreditConfig& credit, uint64_t seed, int64_t version, double sampling_temperature,
-    const common::rollout::TapOptions& tap, const ActorSettings& actor) {
+    const common::rollout::TapOptions& tap, const ActorSettings& actor, RankGroup* ranks) {
   if (credit.summary_source() != v1::SUMMARY_SOURCE_ACTOR &&
       credit.summary_source() != v1::SUMMARY_SOURCE_LEARNER) {
     return absl::InvalidArgumentError(
@@ -354,15 +355,16 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     RHYTHM_ASSIGN_OR_RETURN(reference, MakeReference(model, trainer.reference_path()));
   }
   model.SetRequiresGrad(true);
+  if (ranks != nullptr && ranks->world_size() == 1) ranks = nullptr;
   return std::unique_ptr<Trainer>(new Trainer(model, trainer, credit, seed, version,
                                               sampling_temperature, std::move(resolved), actor,
-                                              std::move(reference)));
+                                              std::move(reference), ranks));
 }
 
 Trainer::Trainer(common::model::Transformer& model, const v1::TrainerConfig& trainer,
                  const v1::CreditConfig& credit, uint64_t seed, int64_t version, double temperature,
                  common::rollout::TapOptions tap, ActorSettings actor,
-                 std::unique_ptr<common::model::Transformer> reference)
+                 std::unique_ptr<common::model::Transformer> reference, RankGroup* ranks)
     : model_(model),
       config_(trainer),
       credit_(credit),
@@ -372,10 +374,31 @@ Trainer::Trainer(common::model::Transformer& model, const v1::TrainerConfig& tra
       actor_(actor),
       reference_(std::move(reference)),
       version_(version),
-      optimizer_(model.NamedParameters(),
-                 {trainer.adam_beta1(), trainer.adam_beta2(), 1e-8, trainer.weight_decay()}) {}
+      ranks_(ranks) {
+  const common::model::AdamW::Options o{trainer.adam_beta1(), trainer.adam_beta2(), 1e-8,
+                                        trainer.weight_decay()};
+  if (ranks_ != nullptr) {
+    sharded_ = std::make_unique<common::model::ShardedAdamW>(model.NamedParameters(), o,
+                                                             ranks_->rank(), ranks_->world_size());
+    synced_ = ranks_->rank() != 0;  // only rank 0 hands out its state
+  } else {
+    optimizer_ = std::make_unique<common::model::AdamW>(model.NamedParameters(), o);
+  }
+}
+
+Trainer::~Trainer() { StopRanks(); }
 
 absl::StatusOr<StepStats> Trainer::Step(const std::vector<Group>& batch) {
+  if (ranks_ != nullptr && ranks_->rank() == 0) {
+    RHYTHM_RETURN_IF_ERROR(SyncRanks());
+    RHYTHM_RETURN_IF_ERROR(Command(static_cast<int>(RankCommand::kStep), 0));
+    std::string bytes = EncodeBatch(batch);
+    RHYTHM_RETURN_IF_ERROR(ranks_->BroadcastBytes(bytes));
+  }
+  return RunStep(batch);
+}
+
+absl::StatusOr<StepStats> Trainer::RunStep(const std::vector<Group>& batch) {
   const auto start = std::chrono::steady_clock::now();
   StepStats stats;
   std::vector<Sequence> seqs;
@@ -658,19 +681,24 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
     // check comes before its only optimizer step.
     std::vector<std::pair<at::Tensor, at::Tensor>> saved_params;  // (parameter, copy)
     common::model::TensorMap saved_moments;
-    const int64_t saved_steps = optimizer_.steps();
+    const int64_t saved_steps = optimizer_steps();
+    // With ranks: this rank's share of each mini-batch, and where it sits among them.
+    const int64_t rank = ranks_ != nullptr ? ranks_->rank() : 0;
+    const int64_t world = ranks_ != nullptr ? ranks_->world_size() : 1;
+    auto zero_grad = [&] { sharded() ? sharded_->ZeroGrad() : optimizer_->ZeroGrad(); };
     if (chunks > 1) {
       at::NoGradGuard no_grad;
       for (const auto& [name, p] : model_.NamedParameters()) saved_params.push_back({p, p.clone()});
-      for (const auto& [name, t] : optimizer_.State()) saved_moments[name] = t.clone();
+      for (const auto& [name, t] : OptimizerState()) saved_moments[name] = t.clone();
     }
     int64_t stepped = 0;  // optimizer steps this call has taken
     auto abandon = [&](const char* reason, std::vector<uint64_t> ids) {
-      optimizer_.ZeroGrad();
+      zero_grad();
       if (stepped > 0) {
         at::NoGradGuard no_grad;
         for (auto& [p, copy] : saved_params) p.copy_(copy);
-        inner = optimizer_.Restore(saved_moments, saved_steps);
+        inner = sharded() ? sharded_->RestoreLocal(saved_moments, saved_steps)
+                          : optimizer_->Restore(saved_moments, saved_steps);
       }
       stats.skipped_reason = reason;
       stats.offending_rollout_ids = std::move(ids);
@@ -685,13 +713,17 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
         chunk_responses += kept[i] > 0 ? 1 : 0;
       }
       loss_opts.loss_denominator = std::max(1.0, token_mean ? chunk_tokens : chunk_responses);
-      optimizer_.ZeroGrad();
-      for (int64_t i = begin; i < end; i += micro) {
+      zero_grad();
+      // This rank's sequences of the chunk (all of them alone).
+      std::vector<int64_t> mine;
+      for (int64_t i = begin + rank; i < end; i += world) mine.push_back(i);
+      bool local_non_finite = false;  // with ranks: decided together below
+      for (size_t i = 0; i < mine.size(); i += static_cast<size_t>(micro)) {
         std::vector<Sequence*> mbs;
         double mb_tokens = 0;
-        for (int64_t j = i; j < std::min(end, i + micro); ++j) {
-          mbs.push_back(&seqs[j]);
-          mb_tokens += kept[j];
+        for (size_t q = i; q < std::min(mine.size(), i + static_cast<size_t>(micro)); ++q) {
+          mbs.push_back(&seqs[mine[q]]);
+          mb_tokens += kept[mine[q]];
         }
         const MicroBatch mb = Pack(mbs);
         // Chunked attention and checkpointing as trainer.attention_chunk and
@@ -724,6 +756,10 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
         credit::PolicyLossResult& r = *loss;
         const double loss_value = r.loss.item<double>();
         if (!std::isfinite(loss_value)) {
+          if (sharded()) {
+            local_non_finite = true;
+            break;
+          }
           return abandon("non_finite_loss",
                          OffendingRollouts(std::vector<const Sequence*>(mbs.begin(), mbs.end())));
         }
@@ -738,23 +774,75 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
         stats.preplan_credit_fraction += r.preplan_credit_fraction * mb_tokens;
         stats.anchor_credit_fraction += r.anchor_credit_fraction * mb_tokens;
       }
+      if (sharded()) {
+        // The ranks' verdict on the loss first (a rank that broke off has partial gradients),
+        // then the gradients, clipping, this rank's shard of AdamW, and every rank's shard.
+        std::vector<const Sequence*> chunk;
+        for (int64_t i = begin; i < end; ++i) chunk.push_back(&seqs[i]);
+        at::Tensor flag = at::full({1}, local_non_finite ? 1.0 : 0.0, at::kDouble);
+        if (absl::Status s = ranks_->AllReduceSum(flag); !s.ok()) {
+          inner = s;
+          return;
+        }
+        if (flag.item<double>() > 0) return abandon("non_finite_loss", OffendingRollouts(chunk));
+        at::Tensor flat = sharded_->FlatGrads();
+        if (absl::Status s = ranks_->AllReduceSum(flat); !s.ok()) {
+          inner = s;
+          return;
+        }
+        stats.grad_norm = std::sqrt(flat.to(at::kDouble).pow(2).sum().item<double>());
+        if (!std::isfinite(stats.grad_norm)) return abandon("non_finite_grad_norm", OffendingRollouts(chunk));
+        if (config_.grad_clip() > 0 && stats.grad_norm > config_.grad_clip()) {
+          flat.mul_(config_.grad_clip() / (stats.grad_norm + 1e-12));
+        }
+        const double warm = config_.warmup_steps() > 0
+                                ? std::min(1.0, static_cast<double>(sharded_->steps() + 1) /
+                                                    config_.warmup_steps())
+                                : 1.0;
+        stats.lr = config_.lr() * warm;
+        const at::Tensor shard = sharded_->Step(stats.lr, flat);
+        absl::StatusOr<at::Tensor> full = ranks_->AllGather(shard);
+        if (!full.ok()) {
+          inner = full.status();
+          return;
+        }
+        sharded_->SetParams(*full);
+        zero_grad();
+        ++stepped;
+        continue;
+      }
       // Global-norm clipping, then AdamW with linear warm-up.
-      stats.grad_norm = optimizer_.GradNorm();
+      stats.grad_norm = optimizer_->GradNorm();
       if (!std::isfinite(stats.grad_norm)) {
         std::vector<const Sequence*> chunk;
         for (int64_t i = begin; i < end; ++i) chunk.push_back(&seqs[i]);
         return abandon("non_finite_grad_norm", OffendingRollouts(chunk));
       }
       if (config_.grad_clip() > 0 && stats.grad_norm > config_.grad_clip()) {
-        optimizer_.ScaleGrads(config_.grad_clip() / (stats.grad_norm + 1e-12));
+        optimizer_->ScaleGrads(config_.grad_clip() / (stats.grad_norm + 1e-12));
       }
       const double warm =
           config_.warmup_steps() > 0
-              ? std::min(1.0, static_cast<double>(optimizer_.steps() + 1) / config_.warmup_steps())
+              ? std::min(1.0, static_cast<double>(optimizer_->steps() + 1) / config_.warmup_steps())
               : 1.0;
       stats.lr = config_.lr() * warm;
-      optimizer_.Step(stats.lr);
+      optimizer_->Step(stats.lr);
       ++stepped;
+    }
+    if (sharded()) {
+      // The loss statistics are sums over the ranks' micro-batches.
+      double* sums[] = {&stats.loss,           &weight_total,
+                        &stats.clip_fraction,  &stats.mean_ratio,
+                        &stats.approx_kl,      &stats.preplan_token_fraction,
+                        &stats.anchor_token_fraction, &stats.preplan_credit_fraction,
+                        &stats.anchor_credit_fraction};
+      at::Tensor t = at::empty({static_cast<int64_t>(std::size(sums))}, at::kDouble);
+      for (size_t k = 0; k < std::size(sums); ++k) t[static_cast<int64_t>(k)] = *sums[k];
+      if (absl::Status s = ranks_->AllReduceSum(t); !s.ok()) {
+        inner = s;
+        return;
+      }
+      for (size_t k = 0; k < std::size(sums); ++k) *sums[k] = t[static_cast<int64_t>(k)].item<double>();
     }
     for (double* v : {&stats.clip_fraction, &stats.mean_ratio, &stats.approx_kl,
                       &stats.preplan_token_fraction, &stats.anchor_token_fraction,
@@ -766,13 +854,145 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
   return inner;
 }
 
-common::model::TensorMap Trainer::OptimizerState() const { return optimizer_.State(); }
+int64_t Trainer::optimizer_steps() const {
+  return sharded() ? sharded_->steps() : optimizer_->steps();
+}
+
+common::model::TensorMap Trainer::OptimizerState() const {
+  return sharded() ? sharded_->LocalState() : optimizer_->State();
+}
+
+int64_t Trainer::optimizer_state_numel() const {
+  int64_t n = 0;
+  for (const auto& [name, t] : OptimizerState()) n += t.numel();
+  return n;
+}
 
 absl::Status Trainer::RestoreOptimizerState(const common::model::TensorMap& state,
                                             int64_t optimizer_steps, int64_t version) {
-  RHYTHM_RETURN_IF_ERROR(optimizer_.Restore(state, optimizer_steps));
+  if (sharded()) {
+    RHYTHM_RETURN_IF_ERROR(sharded_->RestoreNamed(state, optimizer_steps));
+    if (ranks_->rank() == 0) {
+      pending_state_ = state;  // the other ranks' shards, handed out by SyncRanks
+      synced_ = false;
+    }
+  } else {
+    RHYTHM_RETURN_IF_ERROR(optimizer_->Restore(state, optimizer_steps));
+  }
   version_ = version;
   return absl::OkStatus();
+}
+
+absl::StatusOr<common::model::TensorMap> Trainer::GatherOptimizerState() {
+  if (!sharded()) return optimizer_->State();
+  if (ranks_->rank() == 0) {
+    RHYTHM_RETURN_IF_ERROR(SyncRanks());
+    RHYTHM_RETURN_IF_ERROR(Command(static_cast<int>(RankCommand::kGatherState), 0));
+  }
+  return GatherShards();
+}
+
+absl::StatusOr<common::model::TensorMap> Trainer::GatherShards() {
+  const common::model::TensorMap local = sharded_->LocalState();
+  RHYTHM_ASSIGN_OR_RETURN(at::Tensor m, ranks_->GatherToRank0(local.at("exp_avg")));
+  RHYTHM_ASSIGN_OR_RETURN(at::Tensor v, ranks_->GatherToRank0(local.at("exp_avg_sq")));
+  if (ranks_->rank() != 0) return common::model::TensorMap{};
+  return sharded_->NamedState(m.cpu(), v.cpu());
+}
+
+absl::Status Trainer::Command(int command, int64_t payload) {
+  RankCommand c = static_cast<RankCommand>(command);
+  last_command_ = std::chrono::steady_clock::now();
+  return ranks_->ExchangeCommand(c, payload);
+}
+
+absl::Status Trainer::SyncRanks() {
+  if (synced_) return absl::OkStatus();
+  const bool with_state = !pending_state_.empty();
+  RHYTHM_RETURN_IF_ERROR(Command(static_cast<int>(RankCommand::kSync), with_state ? 1 : 0));
+  at::Tensor meta = at::tensor({version_, sharded_->steps()}, at::kLong);
+  RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(meta));
+  at::Tensor params = sharded_->FlatParams();
+  RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(params));
+  if (with_state) {
+    RHYTHM_ASSIGN_OR_RETURN(auto flat, sharded_->FlattenNamed(pending_state_));
+    RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(flat.first));
+    RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(flat.second));
+    pending_state_.clear();
+  }
+  synced_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::ReceiveSync(bool with_state) {
+  at::Tensor meta = at::zeros({2}, at::kLong);
+  RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(meta));
+  version_ = meta[0].item<int64_t>();
+  const int64_t steps = meta[1].item<int64_t>();
+  at::Tensor params = sharded_->FlatParams();
+  RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(params));
+  sharded_->SetParams(params);
+  common::model::TensorMap local = sharded_->LocalState();
+  if (with_state) {
+    at::Tensor m = at::zeros_like(params), v = at::zeros_like(params);
+    RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(m));
+    RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(v));
+    const int64_t b = sharded_->shard_begin(), n = sharded_->shard_size();
+    local = {{"exp_avg", m.narrow(0, b, n)}, {"exp_avg_sq", v.narrow(0, b, n)}};
+  } else {
+    local = {{"exp_avg", at::zeros_like(local["exp_avg"])},
+             {"exp_avg_sq", at::zeros_like(local["exp_avg_sq"])}};
+  }
+  return sharded_->RestoreLocal(local, steps);
+}
+
+absl::Status Trainer::Heartbeat() {
+  if (ranks_ == nullptr || ranks_->rank() != 0) return absl::OkStatus();
+  const auto interval = std::chrono::duration<double>(
+      std::min(0.5, absl::ToDoubleSeconds(ranks_->timeout()) / 4));
+  if (std::chrono::steady_clock::now() - last_command_ < interval) return absl::OkStatus();
+  return Command(static_cast<int>(RankCommand::kIdle), 0);
+}
+
+absl::Status Trainer::FollowRank0() {
+  if (ranks_ == nullptr || ranks_->rank() == 0) {
+    return absl::FailedPreconditionError("FollowRank0: not a data-parallel rank above 0");
+  }
+  while (true) {
+    RankCommand command = RankCommand::kIdle;
+    int64_t payload = 0;
+    RHYTHM_RETURN_IF_ERROR(ranks_->ExchangeCommand(command, payload));
+    switch (command) {
+      case RankCommand::kIdle:
+        break;
+      case RankCommand::kSync:
+        RHYTHM_RETURN_IF_ERROR(ReceiveSync(payload != 0));
+        break;
+      case RankCommand::kStep: {
+        std::string bytes;
+        RHYTHM_RETURN_IF_ERROR(ranks_->BroadcastBytes(bytes));
+        RHYTHM_ASSIGN_OR_RETURN(const std::vector<Group> batch, DecodeBatch(bytes));
+        absl::StatusOr<StepStats> s = RunStep(batch);
+        if (!s.ok()) return s.status();
+        break;
+      }
+      case RankCommand::kGatherState:
+        RHYTHM_RETURN_IF_ERROR(GatherShards().status());
+        break;
+      case RankCommand::kStop:
+        return absl::OkStatus();
+      default:
+        return absl::InternalError(absl::StrCat("learner rank ", ranks_->rank(),
+                                                ": unknown command ",
+                                                static_cast<int64_t>(command), " from rank 0"));
+    }
+  }
+}
+
+void Trainer::StopRanks() {
+  if (ranks_ == nullptr || ranks_->rank() != 0 || stopped_ || ranks_->aborted()) return;
+  stopped_ = true;
+  (void)Command(static_cast<int>(RankCommand::kStop), 0);
 }
 
 }  // namespace rhythm::learner

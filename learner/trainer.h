@@ -22,6 +22,7 @@
 // Not thread-safe: one trainer thread owns it and the model's parameters.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -36,6 +37,8 @@
 #include "rhythm/v1/config.pb.h"
 
 namespace rhythm::learner {
+
+class RankGroup;
 
 // What the trainer takes from the actors' generation config besides the temperature and taps.
 struct ActorSettings {
@@ -71,11 +74,16 @@ class Trainer {
   // reference_path that does not load or whose model differs from `model`'s shape (the error
   // names the file); tap settings that do not fit the model (only checked when learner
   // summaries are needed).
+  //
+  // `ranks` (not owned, outlives the trainer): this process's data-parallel group
+  // (learner/rank_group.h); null or world_size 1 = training alone.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(
       common::model::Transformer& model, const v1::TrainerConfig& trainer,
       const v1::CreditConfig& credit, uint64_t seed, int64_t version,
       double sampling_temperature = 1.0, const common::rollout::TapOptions& tap = {},
-      const ActorSettings& actor = {});
+      const ActorSettings& actor = {}, RankGroup* ranks = nullptr);
+  // Rank 0 tells the other ranks to stop (StopRanks).
+  ~Trainer();
 
   // One step on `batch`. INVALID_ARGUMENT for an empty batch or inputs the credit or loss
   // reject (a summary that does not fit its response); torch errors as TorchCall maps them.
@@ -85,15 +93,46 @@ class Trainer {
   // StepStats::skipped_reason set, the weights, the AdamW moments and step count as they were
   // before the step, and the version unchanged. The mini-batches before the failing one are
   // undone from a copy taken at the step's start (only with trainer.mini_batches > 1).
+  //
+  // Data-parallel (`ranks` with world_size > 1, learner/rank_group.h): every rank runs the
+  // steps before the update on the whole batch (they are cheap beside it and deterministic);
+  // rank r then computes the gradients of sequences r, r + N, r + 2N, ... of each mini-batch
+  // (the loss divides by the mini-batch's global token or response count, so the sum over the
+  // ranks is the one-rank gradient), the gradients are all-reduced in buckets, each rank
+  // updates its shard of the AdamW state (ZeRO stage 1: common/model/adamw.h ShardedAdamW) and
+  // the shards are all-gathered into every rank's weights. The guard decides together: a
+  // non-finite loss on any rank skips the step on all. On rank 0, Step first hands the batch to
+  // the other ranks (FollowRank0); a failed collective is UNAVAILABLE and the learner stops.
   absl::StatusOr<StepStats> Step(const std::vector<Group>& batch);
 
   int64_t version() const { return version_; }
-  int64_t optimizer_steps() const { return optimizer_.steps(); }
+  int64_t optimizer_steps() const;
 
-  // AdamW moments by "<param>.exp_avg" / "<param>.exp_avg_sq", for checkpoints.
+  // AdamW moments by "<param>.exp_avg" / "<param>.exp_avg_sq". With ranks, this rank's shard
+  // only ({"exp_avg", "exp_avg_sq"}, float [ceil(N / world)]): checkpoints use
+  // GatherOptimizerState.
   common::model::TensorMap OptimizerState() const;
+  // The full AdamW state in the one-rank form, whatever the world size (what a checkpoint
+  // holds, so that --resume may change it). With ranks, rank 0 commands the others and
+  // gathers their shards; UNAVAILABLE when a rank is gone.
+  absl::StatusOr<common::model::TensorMap> GatherOptimizerState();
+  // Takes the one-rank form (a checkpoint's) from any world size; with ranks, rank 0 hands the
+  // other ranks their shards before the next step.
   absl::Status RestoreOptimizerState(const common::model::TensorMap& state, int64_t optimizer_steps,
                                      int64_t version);
+  // Elements of AdamW state this process holds (exp_avg + exp_avg_sq): 2 N for N parameters
+  // alone, 2 ceil(N / world) per rank.
+  int64_t optimizer_state_numel() const;
+
+  // Rank 0, with ranks: a heartbeat command when none was sent for the heartbeat interval
+  // (min(0.5 s, learner.rank_timeout_s / 4)), so that a dead or hung rank is found while no
+  // batch is ready. OK and nothing without ranks.
+  absl::Status Heartbeat();
+  // Ranks 1 .. N-1: follows rank 0's commands (steps, synchronisation, state gathers) until it
+  // says stop (OK) or a collective fails (UNAVAILABLE).
+  absl::Status FollowRank0();
+  // Rank 0: tells the other ranks to exit (once; best effort).
+  void StopRanks();
 
   // One response, ready for the loss: defined and used in trainer.cc only.
   struct Sequence;
@@ -102,7 +141,19 @@ class Trainer {
   Trainer(common::model::Transformer& model, const v1::TrainerConfig& trainer,
           const v1::CreditConfig& credit, uint64_t seed, int64_t version, double temperature,
           common::rollout::TapOptions tap, ActorSettings actor,
-          std::unique_ptr<common::model::Transformer> reference);
+          std::unique_ptr<common::model::Transformer> reference, RankGroup* ranks);
+
+  // Step without handing the batch to the other ranks (they call it from FollowRank0).
+  absl::StatusOr<StepStats> RunStep(const std::vector<Group>& batch);
+  bool sharded() const { return sharded_ != nullptr; }
+  // Rank 0: sends the weights, version, optimizer steps and a restored state to the other
+  // ranks when they do not have them yet. The others: ReceiveSync.
+  absl::Status SyncRanks();
+  absl::Status ReceiveSync(bool with_state);
+  // Every rank: the moment shards gathered on rank 0 (the others get an empty map).
+  absl::StatusOr<common::model::TensorMap> GatherShards();
+  // Rank 0: one command to every rank.
+  absl::Status Command(int command, int64_t payload);
 
   // One Sequence per rollout (ids, behaviour log-probs, staleness, reward with the overlong
   // penalty); the batch's reward, accuracy, entropy, staleness and overlong figures into
@@ -138,7 +189,16 @@ class Trainer {
   // The frozen reference policy (kl_coef > 0), never trained; null otherwise.
   const std::unique_ptr<common::model::Transformer> reference_;
   int64_t version_;
-  common::model::AdamW optimizer_;
+  // One of the two: AdamW alone, or this rank's shard with ranks (world_size > 1).
+  std::unique_ptr<common::model::AdamW> optimizer_;
+  std::unique_ptr<common::model::ShardedAdamW> sharded_;
+  RankGroup* const ranks_;  // null, or world_size > 1; not owned
+  // Rank 0: whether the other ranks hold this process's weights and state; the restored state
+  // waiting to be handed to them; when the last command went out; whether they were stopped.
+  bool synced_ = false;
+  common::model::TensorMap pending_state_;
+  std::chrono::steady_clock::time_point last_command_{};
+  bool stopped_ = false;
 };
 
 }  // namespace rhythm::learner

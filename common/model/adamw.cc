@@ -76,4 +76,125 @@ absl::Status AdamW::Restore(const TensorMap& state, int64_t steps) {
   return absl::OkStatus();
 }
 
+ShardedAdamW::ShardedAdamW(const TensorMap& params, const AdamW::Options& options, int rank,
+                           int world)
+    : options_(options), world_(world) {
+  for (const auto& [name, p] : params) {
+    names_.push_back(name);
+    params_.push_back(p);
+    offsets_.push_back(total_);
+    total_ += p.numel();
+  }
+  shard_ = (total_ + world - 1) / world;
+  begin_ = static_cast<int64_t>(rank) * shard_;
+  exp_avg_ = at::zeros({shard_}, FloatOn());
+  exp_avg_sq_ = at::zeros({shard_}, FloatOn());
+}
+
+at::TensorOptions ShardedAdamW::FloatOn() const {
+  return params_.empty() ? at::TensorOptions(at::kFloat) : params_[0].options().dtype(at::kFloat);
+}
+
+at::Tensor ShardedAdamW::FlatGrads() const {
+  at::NoGradGuard no_grad;
+  at::Tensor flat = at::zeros({world_ * shard_}, FloatOn());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const at::Tensor& g = params_[i].grad();
+    if (g.defined()) flat.narrow(0, offsets_[i], g.numel()).copy_(g.reshape({-1}));
+  }
+  return flat;
+}
+
+at::Tensor ShardedAdamW::FlatParams() const {
+  at::NoGradGuard no_grad;
+  at::Tensor flat = at::zeros({world_ * shard_}, FloatOn());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    flat.narrow(0, offsets_[i], params_[i].numel()).copy_(params_[i].detach().reshape({-1}));
+  }
+  return flat;
+}
+
+at::Tensor ShardedAdamW::Step(double lr, const at::Tensor& flat_grads) {
+  at::NoGradGuard no_grad;
+  ++steps_;
+  const double b1 = options_.beta1, b2 = options_.beta2;
+  const double c1 = 1 - std::pow(b1, steps_), c2 = 1 - std::pow(b2, steps_);
+  const at::Tensor g = flat_grads.narrow(0, begin_, shard_).to(exp_avg_.device(), at::kFloat);
+  at::Tensor p = FlatParams().narrow(0, begin_, shard_).clone();
+  exp_avg_.mul_(b1).add_(g, 1 - b1);
+  exp_avg_sq_.mul_(b2).addcmul_(g, g, 1 - b2);
+  const at::Tensor update = (exp_avg_ / c1) / ((exp_avg_sq_ / c2).sqrt() + options_.eps);
+  if (options_.weight_decay > 0) p.mul_(1 - lr * options_.weight_decay);
+  p.sub_(lr * update);
+  return p;
+}
+
+void ShardedAdamW::SetParams(const at::Tensor& flat) {
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    at::Tensor& p = params_[i];
+    p.copy_(flat.narrow(0, offsets_[i], p.numel()).view(p.sizes()));
+  }
+}
+
+void ShardedAdamW::ZeroGrad() {
+  for (at::Tensor& p : params_) p.mutable_grad() = at::Tensor();
+}
+
+TensorMap ShardedAdamW::LocalState() const {
+  return {{"exp_avg", exp_avg_}, {"exp_avg_sq", exp_avg_sq_}};
+}
+
+absl::Status ShardedAdamW::RestoreLocal(const TensorMap& state, int64_t steps) {
+  for (auto [name, dst] : {std::pair{"exp_avg", &exp_avg_}, std::pair{"exp_avg_sq", &exp_avg_sq_}}) {
+    auto it = state.find(name);
+    if (it == state.end() || it->second.sizes() != dst->sizes()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("optimizer shard: missing or misshapen '", name, "'"));
+    }
+    dst->copy_(it->second);
+  }
+  steps_ = steps;
+  return absl::OkStatus();
+}
+
+TensorMap ShardedAdamW::NamedState(const at::Tensor& flat_exp_avg,
+                                   const at::Tensor& flat_exp_avg_sq) const {
+  TensorMap out;
+  for (size_t i = 0; i < names_.size(); ++i) {
+    const at::IntArrayRef shape = params_[i].sizes();
+    const int64_t n = params_[i].numel();
+    out[names_[i] + ".exp_avg"] = flat_exp_avg.narrow(0, offsets_[i], n).reshape(shape).clone();
+    out[names_[i] + ".exp_avg_sq"] =
+        flat_exp_avg_sq.narrow(0, offsets_[i], n).reshape(shape).clone();
+  }
+  return out;
+}
+
+absl::StatusOr<std::pair<at::Tensor, at::Tensor>> ShardedAdamW::FlattenNamed(
+    const TensorMap& state) const {
+  at::Tensor m = at::zeros({world_ * shard_}, FloatOn());
+  at::Tensor v = at::zeros({world_ * shard_}, FloatOn());
+  for (size_t i = 0; i < names_.size(); ++i) {
+    for (auto [suffix, dst] : {std::pair{".exp_avg", &m}, std::pair{".exp_avg_sq", &v}}) {
+      auto it = state.find(names_[i] + suffix);
+      if (it == state.end() || it->second.sizes() != params_[i].sizes()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("optimizer state: missing or misshapen '", names_[i], suffix, "'"));
+      }
+      dst->narrow(0, offsets_[i], params_[i].numel()).copy_(it->second.reshape({-1}));
+    }
+  }
+  return std::pair{m, v};
+}
+
+absl::Status ShardedAdamW::RestoreNamed(const TensorMap& state, int64_t steps) {
+  absl::StatusOr<std::pair<at::Tensor, at::Tensor>> flat = FlattenNamed(state);
+  if (!flat.ok()) return flat.status();
+  exp_avg_.copy_(flat->first.narrow(0, begin_, shard_));
+  exp_avg_sq_.copy_(flat->second.narrow(0, begin_, shard_));
+  steps_ = steps;
+  return absl::OkStatus();
+}
+
 }  // namespace rhythm::common::model

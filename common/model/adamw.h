@@ -4,11 +4,13 @@
 // Not thread-safe: one training thread owns it and the parameters.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/model/safetensors.h"
 
 namespace rhythm::common::model {
@@ -44,6 +46,67 @@ class AdamW {
   int64_t steps_ = 0;
   std::vector<std::string> names_;
   std::vector<at::Tensor> params_, exp_avg_, exp_avg_sq_;
+};
+
+// AdamW with its state sharded across `world` data-parallel ranks (ZeRO stage 1), the same
+// update as AdamW element by element. The parameters, in name order, are laid end to end as one
+// flat vector of N elements, padded to world * S with S = ceil(N / world); rank r owns elements
+// [r * S, (r + 1) * S) and holds the moments of those only (2 S floats: 1/world of AdamW's 2 N).
+// A step is, on every rank:
+//
+//   FlatGrads() ─ (the caller all-reduces them) ─ Step(lr, flat) -> this rank's new shard [S]
+//     ─ (the caller all-gathers the shards) ─ SetParams(full [world * S])
+//
+// This class does no communication; learner/rank_group.h does. Every parameter takes part in
+// every step (one without a gradient counts as a zero gradient: AdamW skips it instead; the
+// trainer's parameters all have gradients). Not thread-safe: one training thread owns it.
+class ShardedAdamW {
+ public:
+  // `params` (name, tensor) are the model's own leaf tensors, identical in name and shape on
+  // every rank; 0 <= rank < world.
+  ShardedAdamW(const TensorMap& params, const AdamW::Options& options, int rank, int world);
+
+  int64_t numel() const { return total_; }        // N
+  int64_t shard_size() const { return shard_; }   // S
+  int64_t shard_begin() const { return begin_; }  // rank * S
+  int64_t steps() const { return steps_; }
+
+  // The gradients as one float [world * S] vector (zero where a parameter has none, and in the
+  // padding).
+  at::Tensor FlatGrads() const;
+  // The parameters as one float [world * S] vector.
+  at::Tensor FlatParams() const;
+  // One update of this rank's moments from `flat_grads` (float [world * S], the all-reduced
+  // gradients); returns this rank's updated parameters, float [S].
+  at::Tensor Step(double lr, const at::Tensor& flat_grads);
+  // Copies `flat` (float [>= N], every rank's shard after an all-gather) into the parameters.
+  void SetParams(const at::Tensor& flat);
+  // Drops every gradient.
+  void ZeroGrad();
+
+  // This rank's moments, float [S] each: {"exp_avg", "exp_avg_sq"} (views: clone to keep).
+  TensorMap LocalState() const;
+  // INVALID_ARGUMENT when `state` is not LocalState()'s shape.
+  absl::Status RestoreLocal(const TensorMap& state, int64_t steps);
+  // AdamW::State()'s names and shapes from every rank's moments laid end to end (float
+  // [>= N] each, e.g. all-gathered): the world-size-independent form checkpoints hold.
+  TensorMap NamedState(const at::Tensor& flat_exp_avg, const at::Tensor& flat_exp_avg_sq) const;
+  // Takes this rank's slice of a named state (AdamW::State()'s form, from any world size).
+  // INVALID_ARGUMENT naming the tensor when one is missing or misshapen.
+  absl::Status RestoreNamed(const TensorMap& state, int64_t steps);
+  // A named state's moments as flat float [world * S] vectors (for a broadcast to the ranks).
+  absl::StatusOr<std::pair<at::Tensor, at::Tensor>> FlattenNamed(const TensorMap& state) const;
+
+ private:
+  at::TensorOptions FloatOn() const;  // float on the parameters' device
+
+  AdamW::Options options_;
+  int64_t steps_ = 0;
+  std::vector<std::string> names_;
+  std::vector<at::Tensor> params_;
+  std::vector<int64_t> offsets_;
+  int64_t total_ = 0, shard_ = 0, begin_ = 0, world_ = 1;
+  at::Tensor exp_avg_, exp_avg_sq_;  // float [S]
 };
 
 }  // namespace rhythm::common::model

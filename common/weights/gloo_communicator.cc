@@ -9,30 +9,14 @@
 #include "ATen/ATen.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "torch/csrc/distributed/c10d/PrefixStore.hpp"
-#include "torch/csrc/distributed/c10d/ProcessGroupGloo.hpp"
-#include "torch/csrc/distributed/c10d/TCPStore.hpp"
+#include "common/weights/gloo_group.h"
 
 namespace rhythm::common::weights {
 namespace {
 
 constexpr int kConnections = 2;
 
-std::chrono::milliseconds Millis(absl::Duration d) {
-  return std::chrono::milliseconds(std::max<int64_t>(1, absl::ToInt64Milliseconds(d)));
-}
-
-// An exception's message without the backtrace c10 appends.
-std::string FirstLine(const std::exception& e) {
-  const std::string what = e.what();
-  return what.substr(0, what.find('\n'));
-}
-
-std::string LocalHostName() {
-  char name[256] = {0};
-  if (gethostname(name, sizeof(name) - 1) != 0) return "127.0.0.1";
-  return name;
-}
+std::chrono::milliseconds Millis(absl::Duration d) { return GlooMillis(d); }
 
 class GlooCommunicator final : public Communicator {
  public:
@@ -82,18 +66,11 @@ class GlooFactory final : public CommunicatorFactory {
 
   absl::Status Init() {
     if (!options_.host_rendezvous) return absl::OkStatus();
-    try {
-      c10d::TCPStoreOptions o;
-      o.port = static_cast<uint16_t>(options_.store_port);
-      o.isServer = true;
-      o.waitWorkers = false;
-      o.timeout = std::chrono::seconds(30);
-      server_ = c10::make_intrusive<c10d::TCPStore>(AdvertisedHost(), o);
-      return absl::OkStatus();
-    } catch (const std::exception& e) {
-      return absl::UnavailableError(absl::StrCat("gloo: cannot start the rendezvous store on port ",
-                                                 options_.store_port, ": ", FirstLine(e)));
-    }
+    absl::StatusOr<c10::intrusive_ptr<c10d::TCPStore>> server =
+        HostStore(AdvertisedHost(), options_.store_port);
+    if (!server.ok()) return server.status();
+    server_ = *std::move(server);
+    return absl::OkStatus();
   }
 
   v1::TransportKind kind() const override { return v1::TRANSPORT_KIND_GLOO; }
@@ -114,34 +91,25 @@ class GlooFactory final : public CommunicatorFactory {
       return absl::InvalidArgumentError(
           absl::StrCat("gloo: malformed rendezvous '", rendezvous, "'"));
     }
-    try {
-      c10::intrusive_ptr<c10d::Store> base;
-      if (server_ && rank == 0) {
-        base = server_;
-      } else {
-        c10d::TCPStoreOptions o;
-        o.port = static_cast<uint16_t>(port);
-        o.isServer = false;
-        o.timeout = Millis(timeout);
-        base = c10::make_intrusive<c10d::TCPStore>(rendezvous.substr(0, colon), o);
+    c10::intrusive_ptr<c10d::Store> base;
+    if (server_ && rank == 0) {
+      base = server_;
+    } else {
+      absl::StatusOr<c10::intrusive_ptr<c10d::Store>> client =
+          ConnectStore(rendezvous.substr(0, colon), port, timeout);
+      if (!client.ok()) {
+        return absl::UnavailableError(absl::StrCat("gloo: rank ", rank, " of ", world_size,
+                                                   " could not join '", rendezvous,
+                                                   "': ", client.status().message()));
       }
-      base->setTimeout(Millis(timeout));
-      auto store = c10::make_intrusive<c10d::PrefixStore>(rendezvous.substr(slash + 1), base);
-      auto opts = c10d::ProcessGroupGloo::Options::create(Millis(timeout));
-      for (int i = 0; i < kConnections; ++i) {
-        opts->devices.push_back(
-            options_.host.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
-                                  : c10d::ProcessGroupGloo::createDeviceForHostname(options_.host));
-      }
-      opts->threads = kConnections;
-      auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, opts);
-      return std::unique_ptr<Communicator>(
-          new GlooCommunicator(std::move(pg), rank, world_size, timeout));
-    } catch (const std::exception& e) {
-      return absl::UnavailableError(absl::StrCat("gloo: rank ", rank, " of ", world_size,
-                                                 " could not join '", rendezvous,
-                                                 "': ", FirstLine(e)));
+      base = *std::move(client);
     }
+    absl::StatusOr<c10::intrusive_ptr<c10d::ProcessGroupGloo>> pg =
+        JoinGlooGroup(base, rendezvous.substr(slash + 1), rank, world_size, timeout,
+                      options_.host, kConnections);
+    if (!pg.ok()) return pg.status();
+    return std::unique_ptr<Communicator>(
+        new GlooCommunicator(*std::move(pg), rank, world_size, timeout));
   }
 
  private:

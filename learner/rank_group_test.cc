@@ -1,0 +1,230 @@
+// The data-parallel learner (learner/rank_group.h, Trainer with ranks): two ranks over a real
+// Gloo group (two threads of this process, TCP on loopback) train the same weights as one
+// trainer alone on the same batches, with half the AdamW state each; the gathered state is the
+// one-rank state; the guard skips a poisoned step on both ranks; and the batch codec round-trips.
+#include <cmath>
+#include <filesystem>
+#include <thread>
+
+#include "ATen/ATen.h"
+#include "ATen/Parallel.h"
+#include "common/rollout/engine.h"
+#include "gtest/gtest.h"
+#include "learner/rank_group.h"
+#include "learner/trainer.h"
+#include "learner/trainer_testing.h"
+
+namespace rhythm::learner {
+namespace {
+
+using common::model::TensorMap;
+using common::model::Transformer;
+
+std::unique_ptr<Transformer> Model() { return *Transformer::RandomInit(testing::TinyModel(), 5); }
+
+// `groups` prompts x `samples` samples of `m`, rewards 1 for sample 0 and 0.5 for sample 2.
+std::vector<Group> Rollouts(const Transformer& m, int groups, int samples, uint64_t seed,
+                            uint64_t first_id) {
+  common::rollout::GenerationOptions o;
+  o.samples_per_prompt = samples;
+  o.max_new_tokens = 6;
+  o.seed = seed;
+  o.taps = false;
+  o.stop_token_ids = {15};
+  std::vector<Group> batch =
+      testing::EngineBatch(m, testing::SimplePrompts(groups), o, 0, first_id);
+  for (Group& g : batch) {
+    for (v1::Rollout& r : g) {
+      r.mutable_verifier()->set_reward(r.sample_index() == 0 ? 1.0 : r.sample_index() == 2 ? 0.5 : 0);
+    }
+  }
+  return batch;
+}
+
+double MaxAbsDiff(const TensorMap& a, const TensorMap& b) {
+  double worst = 0;
+  EXPECT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) {
+    if (b.count(name) == 0) {
+      ADD_FAILURE() << "missing " << name;
+      return INFINITY;
+    }
+    const at::Tensor d = (t.to(at::kDouble) - b.at(name).to(at::kDouble)).abs();
+    if (!d.isfinite().all().item<bool>()) return INFINITY;
+    worst = std::max(worst, d.max().item<double>());
+  }
+  return worst;
+}
+
+TensorMap Clone(const TensorMap& m) {
+  TensorMap out;
+  for (const auto& [name, t] : m) out[name] = t.detach().clone();
+  return out;
+}
+
+v1::TrainerConfig Config(v1::LossAggregation aggregation) {
+  v1::TrainerConfig tc;
+  tc.set_lr(1e-2);
+  tc.set_mini_batches(2);
+  tc.set_micro_batch_size(2);
+  tc.set_grad_clip(0.5);
+  tc.set_weight_decay(0.01);
+  tc.set_loss_aggregation(aggregation);
+  return tc;
+}
+
+struct TwoRankRun {
+  TensorMap rank0_params, rank1_params, gathered_state;
+  int64_t rank0_state_numel = 0, rank1_state_numel = 0;
+  std::vector<StepStats> stats;
+  absl::Status follower = absl::UnknownError("not run");
+};
+
+// Rank 0 on this thread, rank 1 on another; both start from Model().
+TwoRankRun RunTwoRanks(const v1::TrainerConfig& tc, const std::vector<std::vector<Group>>& batches,
+                       const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/rank_group_" + name;
+  std::filesystem::remove_all(dir);
+  RankGroup::Options o;
+  o.world_size = 2;
+  o.run_dir = dir;
+  o.timeout = absl::Seconds(30);
+  TwoRankRun run;
+  std::thread rank1([&] {
+    RankGroup::Options o1 = o;
+    o1.rank = 1;
+    absl::StatusOr<std::unique_ptr<RankGroup>> g = RankGroup::Create(o1);
+    if (!g.ok()) {
+      run.follower = g.status();
+      return;
+    }
+    auto m = Model();
+    auto t = *Trainer::Create(*m, tc, v1::CreditConfig(), 1, 0, 1.0, {}, {}, g->get());
+    run.rank1_state_numel = t->optimizer_state_numel();
+    run.follower = t->FollowRank0();
+    run.rank1_params = Clone(m->NamedParameters());
+  });
+  absl::StatusOr<std::unique_ptr<RankGroup>> g = RankGroup::Create(o);
+  EXPECT_TRUE(g.ok()) << g.status();
+  if (g.ok()) {
+    auto m = Model();
+    auto t = *Trainer::Create(*m, tc, v1::CreditConfig(), 1, 0, 1.0, {}, {}, g->get());
+    run.rank0_state_numel = t->optimizer_state_numel();
+    for (const std::vector<Group>& b : batches) {
+      absl::StatusOr<StepStats> s = t->Step(b);
+      EXPECT_TRUE(s.ok()) << s.status();
+      if (s.ok()) run.stats.push_back(*s);
+    }
+    absl::StatusOr<TensorMap> state = t->GatherOptimizerState();
+    EXPECT_TRUE(state.ok()) << state.status();
+    if (state.ok()) run.gathered_state = *state;
+    run.rank0_params = Clone(m->NamedParameters());
+    t->StopRanks();
+  }
+  rank1.join();
+  return run;
+}
+
+class TwoRanks : public ::testing::TestWithParam<v1::LossAggregation> {};
+
+TEST_P(TwoRanks, TrainTheWeightsOfOneRankOverThreeStepsWithHalfTheOptimizerStateEach) {
+  at::set_num_threads(1);
+  const v1::TrainerConfig tc = Config(GetParam());
+  auto gen = Model();
+  // 3 groups x 3 samples: 9 sequences, so that the ranks' shares differ in size.
+  std::vector<std::vector<Group>> batches;
+  for (int i = 0; i < 3; ++i) batches.push_back(Rollouts(*gen, 3, 3, 10 + i, 100 * (i + 1)));
+
+  auto alone_model = Model();
+  auto alone = *Trainer::Create(*alone_model, tc, v1::CreditConfig(), 1, 0);
+  std::vector<StepStats> alone_stats;
+  for (const std::vector<Group>& b : batches) alone_stats.push_back(*alone->Step(b));
+  const TensorMap start = Model()->NamedParameters();
+  ASSERT_GT(MaxAbsDiff(alone_model->NamedParameters(), start), 1e-3);  // it trained
+
+  TwoRankRun run = RunTwoRanks(tc, batches, v1::LossAggregation_Name(GetParam()));
+  ASSERT_TRUE(run.follower.ok()) << run.follower;
+  ASSERT_EQ(run.stats.size(), 3u);
+  EXPECT_LT(MaxAbsDiff(run.rank0_params, alone_model->NamedParameters()), 1e-5);
+  EXPECT_LT(MaxAbsDiff(run.rank1_params, alone_model->NamedParameters()), 1e-5);
+  EXPECT_LT(MaxAbsDiff(run.gathered_state, alone->OptimizerState()), 1e-5);
+  // Half the state each: 2 ceil(N / 2) of AdamW's 2 N elements.
+  int64_t n = 0;
+  for (const auto& [name, p] : alone_model->NamedParameters()) n += p.numel();
+  EXPECT_EQ(alone->optimizer_state_numel(), 2 * n);
+  EXPECT_EQ(run.rank0_state_numel, 2 * ((n + 1) / 2));
+  EXPECT_EQ(run.rank1_state_numel, 2 * ((n + 1) / 2));
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(run.stats[i].version, alone_stats[i].version);
+    EXPECT_NEAR(run.stats[i].loss, alone_stats[i].loss, 1e-6) << "step " << i;
+    EXPECT_NEAR(run.stats[i].grad_norm, alone_stats[i].grad_norm, 1e-5) << "step " << i;
+    EXPECT_NEAR(run.stats[i].clip_fraction, alone_stats[i].clip_fraction, 1e-9) << "step " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Aggregation, TwoRanks,
+                         ::testing::Values(v1::LOSS_AGGREGATION_TOKEN_MEAN,
+                                           v1::LOSS_AGGREGATION_SEQ_MEAN_TOKEN_MEAN));
+
+TEST(TwoRanksGuard, APoisonedBatchIsSkippedOnBothRanks) {
+  at::set_num_threads(1);
+  const v1::TrainerConfig tc = Config(v1::LOSS_AGGREGATION_TOKEN_MEAN);
+  auto gen = Model();
+  std::vector<Group> poisoned = Rollouts(*gen, 2, 2, 3, 500);
+  poisoned[1][0].mutable_verifier()->set_reward(1e308);
+  poisoned[1][1].mutable_verifier()->set_reward(1.7e308);
+  TwoRankRun run = RunTwoRanks(tc, {poisoned}, "guard");
+  ASSERT_TRUE(run.follower.ok()) << run.follower;
+  ASSERT_EQ(run.stats.size(), 1u);
+  EXPECT_TRUE(run.stats[0].skipped());
+  EXPECT_EQ(run.stats[0].version, 0);
+  const TensorMap start = Model()->NamedParameters();
+  EXPECT_EQ(MaxAbsDiff(run.rank0_params, start), 0.0);
+  EXPECT_EQ(MaxAbsDiff(run.rank1_params, start), 0.0);
+}
+
+TEST(BatchCodec, RoundTripsAndRejectsTruncatedBytes) {
+  std::vector<Group> batch(2);
+  for (int g = 0; g < 2; ++g) {
+    for (int i = 0; i < 2 + g; ++i) {
+      v1::Rollout r;
+      r.set_rollout_id(10 * g + i);
+      r.add_response_token_ids(i + 3);
+      r.mutable_verifier()->set_reward(0.25 * i);
+      batch[g].push_back(r);
+    }
+  }
+  const std::string bytes = EncodeBatch(batch);
+  absl::StatusOr<std::vector<Group>> back = DecodeBatch(bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->size(), 2u);
+  ASSERT_EQ((*back)[1].size(), 3u);
+  for (int g = 0; g < 2; ++g) {
+    for (size_t i = 0; i < batch[g].size(); ++i) {
+      EXPECT_EQ((*back)[g][i].SerializeAsString(), batch[g][i].SerializeAsString());
+    }
+  }
+  EXPECT_EQ(DecodeBatch(bytes.substr(0, bytes.size() - 1)).status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(DecodeBatch(bytes + "x").status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(DecodeBatch(EncodeBatch({})).ok());
+}
+
+TEST(RankGroupCreate, RejectsARankOutsideTheWorldNamingTheField) {
+  RankGroup::Options o;
+  o.world_size = 2;
+  o.rank = 2;
+  absl::StatusOr<std::unique_ptr<RankGroup>> g = RankGroup::Create(o);
+  ASSERT_FALSE(g.ok());
+  EXPECT_NE(g.status().message().find("learner.rank = 2"), std::string::npos) << g.status();
+  o.rank = 0;
+  o.rendezvous_address = "nohost";
+  g = RankGroup::Create(o);
+  ASSERT_FALSE(g.ok());
+  EXPECT_NE(g.status().message().find("learner.rendezvous_address = 'nohost'"),
+            std::string::npos)
+      << g.status();
+}
+
+}  // namespace
+}  // namespace rhythm::learner
