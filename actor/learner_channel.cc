@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 
+#include "common/security/credentials.h"
 #include "common/weights/weight_client.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -46,10 +47,24 @@ grpc::ChannelArguments LearnerChannelArguments(const v1::ActorConfig& config) {
 }
 
 LearnerChannel::LearnerChannel(const v1::ActorConfig& config)
-    : channel_(grpc::CreateCustomChannel(config.learner_address(),
-                                         grpc::InsecureChannelCredentials(),
-                                         LearnerChannelArguments(config))),
+    : LearnerChannel(config, grpc::InsecureChannelCredentials(), LearnerChannelArguments(config)) {
+}
+
+LearnerChannel::LearnerChannel(const v1::ActorConfig& config,
+                               const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+                               const grpc::ChannelArguments& args)
+    : channel_(grpc::CreateCustomChannel(config.learner_address(), credentials, args)),
       watcher_([this] { Watch(); }) {}
+
+absl::StatusOr<std::unique_ptr<LearnerChannel>> LearnerChannel::Create(
+    const v1::ActorConfig& config, const v1::SecurityConfig& security) {
+  absl::StatusOr<common::security::ClientSecurity> s =
+      common::security::ClientCredentialsFromConfig(security, config.learner_address());
+  if (!s.ok()) return s.status();
+  grpc::ChannelArguments args = LearnerChannelArguments(config);
+  common::security::AddSecurityArguments(*s, args);
+  return std::make_unique<LearnerChannel>(config, s->credentials, args);
+}
 
 LearnerChannel::~LearnerChannel() {
   stop_ = true;

@@ -21,7 +21,9 @@
 #include <memory>
 #include <thread>
 
+#include "absl/status/statusor.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
 #include "rhythm/v1/config.pb.h"
 
@@ -36,13 +38,21 @@ inline constexpr int kKeepaliveMs = 5000;
 // why), and keepalive pings every kKeepaliveMs.
 grpc::ChannelArguments LearnerChannelArguments(const v1::ActorConfig& config);
 
-// An insecure channel to config.learner_address() with LearnerChannelArguments, plus the
+// A channel to config.learner_address() with LearnerChannelArguments, plus the
 // thread that keeps it polled (above). The thread starts connecting at once and stops, joined,
 // in the destructor (within ~0.25 s). Stubs hold their own reference to the channel: one that
 // outlives this object still works, but sees a returning learner late again.
 class LearnerChannel {
  public:
+  // Plaintext.
   explicit LearnerChannel(const v1::ActorConfig& config);
+  // With the credentials and server name `security` says (common/security/credentials.h):
+  // INVALID_ARGUMENT naming the key for an unreadable file or a token without TLS.
+  static absl::StatusOr<std::unique_ptr<LearnerChannel>> Create(
+      const v1::ActorConfig& config, const v1::SecurityConfig& security);
+  LearnerChannel(const v1::ActorConfig& config,
+                 const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+                 const grpc::ChannelArguments& args);
   ~LearnerChannel();
   LearnerChannel(const LearnerChannel&) = delete;
   LearnerChannel& operator=(const LearnerChannel&) = delete;

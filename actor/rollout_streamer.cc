@@ -142,11 +142,15 @@ void RolloutStreamer::RunStream() {
   while (true) {
     v1::RolloutStreamRequest req;
     {
-      absl::MutexLock lock(&mu_);
+      absl::ReleasableMutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return closed_ || stream_broken_ || (credits_ > 0 && !to_send_.empty());
       };
-      mu_.Await(absl::Condition(&ready));
+      if (!mu_.AwaitWithTimeout(absl::Condition(&ready), options_.keepalive)) {
+        lock.Release();
+        if (!stream->Write(req)) break;  // empty: a keepalive
+        continue;
+      }
       if (closed_ || stream_broken_) break;
       const uint64_t id = to_send_.front();
       to_send_.pop_front();

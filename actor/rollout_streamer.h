@@ -44,6 +44,9 @@ class RolloutStreamer final : public RolloutSink {
     int64_t max_unacked = 1024;
     common::BackoffOptions backoff;
     uint64_t seed = 0;
+    // An empty message goes on the stream after this long without a write, so the learner's
+    // learner.idle_timeout_s does not cut a stream that is only waiting for generation.
+    absl::Duration keepalive = absl::Seconds(30);
   };
   // `stub` must outlive the streamer. `reconnect` runs before every new stream after a break
   // (re-register); its error only delays the next attempt.

@@ -14,8 +14,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
 
@@ -39,11 +42,36 @@ std::string HttpResponse(int code, const char* reason, const std::string& conten
                       "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
 }
 
+// Whether the request head has `Authorization: Bearer <token>` (header name in any case).
+bool HasBearer(const std::string& request, const std::string& token) {
+  for (absl::string_view line : absl::StrSplit(request, "\r\n")) {
+    const size_t colon = line.find(':');
+    if (colon == absl::string_view::npos ||
+        !absl::EqualsIgnoreCase(line.substr(0, colon), "authorization")) {
+      continue;
+    }
+    const absl::string_view value = absl::StripAsciiWhitespace(line.substr(colon + 1));
+    if (!absl::StartsWith(value, "Bearer ")) return false;
+    const absl::string_view given = value.substr(7);
+    // Compared in full whatever the first difference, so timing says nothing about the token.
+    unsigned diff = given.size() != token.size() ? 1u : 0u;
+    for (size_t i = 0; i < given.size(); ++i) {
+      diff |= static_cast<unsigned>(given[i] ^ token[i % token.size()]);
+    }
+    return diff == 0;
+  }
+  return false;
+}
+
 }  // namespace
 
 MetricsServer::MetricsServer(int listen_fd, int port,
-                             std::shared_ptr<prometheus::Registry> registry)
-    : listen_fd_(listen_fd), port_(port), registry_(std::move(registry)) {
+                             std::shared_ptr<prometheus::Registry> registry,
+                             std::string bearer_token)
+    : listen_fd_(listen_fd),
+      port_(port),
+      registry_(std::move(registry)),
+      bearer_token_(std::move(bearer_token)) {
   thread_ = std::thread([this] { Serve(); });
 }
 
@@ -54,7 +82,8 @@ MetricsServer::~MetricsServer() {
 }
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
-    const std::string& address, std::shared_ptr<prometheus::Registry> registry) {
+    const std::string& address, std::shared_ptr<prometheus::Registry> registry,
+    std::string bearer_token) {
   const size_t colon = address.rfind(':');
   int port = -1;
   if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
@@ -90,7 +119,7 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   socklen_t len = sizeof(addr);
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   return std::unique_ptr<MetricsServer>(
-      new MetricsServer(fd, ntohs(addr.sin_port), std::move(registry)));
+      new MetricsServer(fd, ntohs(addr.sin_port), std::move(registry), std::move(bearer_token)));
 }
 
 void MetricsServer::Serve() {
@@ -157,6 +186,12 @@ void MetricsServer::Respond(int fd, const std::string& request) {
   const bool is_get = line.rfind("GET ", 0) == 0;
   std::string path = is_get ? line.substr(4, line.find(' ', 4) - 4) : "";
   path = path.substr(0, path.find('?'));
+  if (!bearer_token_.empty() && !HasBearer(request, bearer_token_)) {
+    WriteAll(fd, absl::StrCat("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\n"
+                              "Content-Type: text/plain\r\nContent-Length: 26\r\n"
+                              "Connection: close\r\n\r\nauthorization is required\n"));
+    return;
+  }
   if (is_get && (path == "/metrics" || path == "/")) {
     WriteAll(fd, HttpResponse(200, "OK", "text/plain; version=0.0.4; charset=utf-8",
                               SerializeMetrics(*registry_)));
@@ -171,7 +206,8 @@ std::string SerializeMetrics(const prometheus::Registry& registry) {
   return prometheus::TextSerializer().Serialize(registry.Collect());
 }
 
-absl::StatusOr<std::string> ScrapeLocal(int port, const std::string& path) {
+absl::StatusOr<std::string> ScrapeLocal(int port, const std::string& path,
+                                        const std::string& bearer_token) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return absl::UnavailableError("metrics: socket() failed");
   sockaddr_in addr{};
@@ -182,7 +218,10 @@ absl::StatusOr<std::string> ScrapeLocal(int port, const std::string& path) {
     close(fd);
     return absl::UnavailableError(absl::StrCat("metrics: cannot connect to 127.0.0.1:", port));
   }
-  if (!WriteAll(fd, absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: localhost\r\n\r\n"))) {
+  const std::string auth =
+      bearer_token.empty() ? "" : absl::StrCat("Authorization: Bearer ", bearer_token, "\r\n");
+  if (!WriteAll(fd, absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: localhost\r\n", auth,
+                                 "\r\n"))) {
     close(fd);
     return absl::UnavailableError("metrics: write failed");
   }

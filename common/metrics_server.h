@@ -13,6 +13,9 @@
 // accept to send its request head (at most 16 KB) and is cut after it, while the others are
 // served; at most kMetricsMaxConnections wait at once (more are refused), and a response write
 // gives up after the same timeout.
+// With a bearer token, every request must carry `Authorization: Bearer <token>` (Prometheus:
+// `authorization: {credentials_file: ...}`); others get 401. For TLS, bind the endpoint to
+// loopback and put a TLS proxy in front (deploy/README.md).
 // Thread-safe after Start(); the destructor stops the thread.
 #pragma once
 
@@ -38,14 +41,16 @@ class MetricsServer {
   // picks a free one). INVALID_ARGUMENT for a malformed address, UNAVAILABLE when it cannot
   // bind; both name the address.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(
-      const std::string& address, std::shared_ptr<prometheus::Registry> registry);
+      const std::string& address, std::shared_ptr<prometheus::Registry> registry,
+      std::string bearer_token = "");
   ~MetricsServer();
 
   // The bound port (the real one when 0 was asked for).
   int port() const { return port_; }
 
  private:
-  MetricsServer(int listen_fd, int port, std::shared_ptr<prometheus::Registry> registry);
+  MetricsServer(int listen_fd, int port, std::shared_ptr<prometheus::Registry> registry,
+                std::string bearer_token);
   void Serve();
   // Answers one complete (or oversized) request head on `fd`.
   void Respond(int fd, const std::string& request);
@@ -53,6 +58,7 @@ class MetricsServer {
   const int listen_fd_;
   const int port_;
   const std::shared_ptr<prometheus::Registry> registry_;
+  const std::string bearer_token_;  // empty: no authentication
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -64,6 +70,8 @@ std::string SerializeMetrics(const prometheus::Registry& registry);
 // GETs http://127.0.0.1:<port>/metrics over a plain socket and returns the whole HTTP response
 // (status line, headers, body). For tests, `rhythm selfcheck` and tools. UNAVAILABLE when the
 // connection fails.
-absl::StatusOr<std::string> ScrapeLocal(int port, const std::string& path = "/metrics");
+// With `bearer_token`, sends it in an Authorization header.
+absl::StatusOr<std::string> ScrapeLocal(int port, const std::string& path = "/metrics",
+                                        const std::string& bearer_token = "");
 
 }  // namespace rhythm::common

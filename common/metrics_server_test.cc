@@ -42,6 +42,30 @@ TEST(MetricsServer, ServesRegisteredMetricsOnAnEphemeralPort) {
             std::string::npos);
 }
 
+TEST(MetricsServer, BearerTokenGuardsEveryPath) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  prometheus::BuildCounter().Name("rhythm_test_secret_total").Help("h").Register(*registry).Add({});
+  absl::StatusOr<std::unique_ptr<MetricsServer>> server =
+      MetricsServer::Start("127.0.0.1:0", registry, "tok-123");
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  for (const std::string& token : {std::string(), std::string("tok-12"), std::string("tok-1234"),
+                                   std::string("TOK-123")}) {
+    absl::StatusOr<std::string> r = ScrapeLocal(port, "/metrics", token);
+    ASSERT_TRUE(r.ok());
+    EXPECT_NE(r->find("401 Unauthorized"), std::string::npos) << token << ": " << *r;
+    EXPECT_EQ(r->find("rhythm_test_secret_total"), std::string::npos) << token;
+  }
+  absl::StatusOr<std::string> ok = ScrapeLocal(port, "/metrics", "tok-123");
+  ASSERT_TRUE(ok.ok());
+  EXPECT_NE(ok->find("200 OK"), std::string::npos) << *ok;
+  EXPECT_NE(ok->find("rhythm_test_secret_total"), std::string::npos);
+  // Unknown paths are not revealed either.
+  absl::StatusOr<std::string> other = ScrapeLocal(port, "/nope");
+  ASSERT_TRUE(other.ok());
+  EXPECT_NE(other->find("401"), std::string::npos) << *other;
+}
+
 TEST(MetricsServer, BindFailureIsUnavailableNamingTheAddress) {
   auto registry = std::make_shared<prometheus::Registry>();
   auto first = MetricsServer::Start("127.0.0.1:0", registry);

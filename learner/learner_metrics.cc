@@ -193,7 +193,19 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
                                         "Seconds per evaluation (generation on the learner)",
                                         {0.1, 0.5, 1, 5, 10, 30, 60, 300, 1200})),
       eval_failures(common::AddCounter(r, "rhythm_learner_eval_failures_total",
-                                       "Evaluations that failed (logged)")) {
+                                       "Evaluations that failed (logged)")),
+      auth_refused(prometheus::BuildCounter()
+                       .Name("rhythm_learner_auth_refused_total")
+                       .Help("Calls refused UNAUTHENTICATED or PERMISSION_DENIED, by reason")
+                       .Register(r)),
+      limit_refusals(prometheus::BuildCounter()
+                         .Name("rhythm_learner_limit_refusals_total")
+                         .Help("Requests refused or cut short by a configured limit, by limit")
+                         .Register(r)),
+      streams_ended(prometheus::BuildCounter()
+                        .Name("rhythm_learner_streams_ended_total")
+                        .Help("Rollout streams that ended, by how")
+                        .Register(r)) {
   // No evaluation yet: no data, not a score of 0.
   eval_version.Set(-1);
   for (prometheus::Gauge* g : {&eval_pass1, &eval_avg_at_k, &eval_pass_at_k}) {

@@ -101,6 +101,16 @@ struct LearnerMetrics {
   prometheus::Gauge& eval_problems;
   prometheus::Histogram& eval_seconds;
   prometheus::Counter& eval_failures;
+  // Security and limits (issue 17). Calls refused UNAUTHENTICATED or PERMISSION_DENIED, by
+  // reason (no_credentials, bad_token, no_client_certificate, wrong_identity, actor_id_taken).
+  prometheus::Family<prometheus::Counter>& auth_refused;
+  // Requests refused or cut short by a limit, by limit (max_actors, max_id_bytes,
+  // max_leases_per_actor, idle_timeout).
+  prometheus::Family<prometheus::Counter>& limit_refusals;
+  // Rollout streams that ended, by how (half_close, cancelled, unparseable, no_hello, idle,
+  // stopping). gRPC ends a stream whose message is over twice learner.max_message_bytes
+  // itself, before the learner sees it; such a stream counts as cancelled.
+  prometheus::Family<prometheus::Counter>& streams_ended;
 };
 
 }  // namespace rhythm::learner

@@ -14,9 +14,11 @@
 #include "common/logging.h"
 #include "common/model/flat_weights.h"
 #include "common/rollout/engine.h"
+#include "common/security/credentials.h"
 #include "common/status.h"
 #include "common/weights/weight_client.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/resource_quota.h"
 #include "learner/checkpoint.h"
 #include "learner/journal.h"
 #include "learner/rollout_stream.h"
@@ -266,14 +268,37 @@ absl::Status LearnerServer::InitWeightTransport() {
   so.store = versions_.get();
   so.group = group_.get();
   so.metrics = weight_metrics_.get();
+  so.max_downloads = options_.config.learner().max_weight_downloads();
+  so.on_download_refused = [this] {
+    metrics_->limit_refusals.Add({{"limit", "max_weight_downloads"}}).Increment();
+  };
   weight_service_ = std::make_unique<common::weights::WeightService>(std::move(so));
   return absl::OkStatus();
 }
 
 absl::Status LearnerServer::Start() {
   const v1::LearnerConfig& lc = options_.config.learner();
+  RHYTHM_ASSIGN_OR_RETURN(
+      common::security::ServerSecurity security,
+      common::security::ServerCredentialsFromConfig(
+          options_.config.security(), lc.address(), [this](absl::string_view reason) {
+            metrics_->auth_refused.Add({{"reason", std::string(reason)}}).Increment();
+          }));
+  authenticates_ = security.authenticates;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(lc.address(), grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(lc.address(), security.credentials, &port_);
+  // Every RPC in flight holds a thread of the synchronous server: the quota bounds them, and
+  // connections that carry no RPC for idle_timeout_s are closed.
+  grpc::ResourceQuota quota("rhythm-learner");
+  quota.SetMaxThreads(lc.max_concurrent_rpcs());
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, lc.max_concurrent_rpcs());
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             static_cast<int>(std::min(lc.idle_timeout_s() * 1000.0, 2e9)));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             static_cast<int>(std::min(lc.keepalive_s() * 1000.0, 2e9)));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             static_cast<int>(std::min(lc.keepalive_timeout_s() * 1000.0, 2e9)));
   // gRPC's own limit is set above ours so an oversized rollout reaches validation and gets a
   // named rejection on a stream that stays open; only messages over twice the limit kill the
   // stream (RESOURCE_EXHAUSTED).
@@ -297,7 +322,9 @@ absl::Status LearnerServer::Start() {
   threads_.emplace_back([this] { IngestLoop(); });
   threads_.emplace_back([this] { train_loop_->Run(stopping_); });
   threads_.emplace_back([this] { HousekeepingLoop(); });
-  RHYTHM_LOG(Info) << "learner: serving on port " << port_ << ", version " << version_.load();
+  RHYTHM_LOG(Info) << "learner: serving on port " << port_ << ", version " << version_.load()
+                   << (security.tls ? ", TLS" : ", plaintext")
+                   << (authenticates_ ? ", callers authenticated" : "");
   return absl::OkStatus();
 }
 
@@ -374,25 +401,67 @@ bool LearnerServer::SilentLocked(const std::string& actor_id, absl::Time now) co
          now - it->second > absl::Seconds(options_.config.learner().heartbeat_timeout_s());
 }
 
-void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::RolloutAck&)> done) {
+bool LearnerServer::MayActAsLocked(const std::string& actor_id, const std::string& identity) {
+  if (!authenticates_ || state_->IdentityOf(actor_id) == identity) return true;
+  metrics_->auth_refused.Add({{"reason", "wrong_identity"}}).Increment();
+  return false;
+}
+
+grpc::Status LearnerServer::CheckLength(const char* field, const std::string& value) {
+  const int64_t max = options_.config.learner().max_id_bytes();
+  if (static_cast<int64_t>(value.size()) <= max) return grpc::Status::OK;
+  metrics_->limit_refusals.Add({{"limit", "max_id_bytes"}}).Increment();
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      absl::StrCat(field, " is ", value.size(),
+                                   " bytes, over learner.max_id_bytes = ", max));
+}
+
+void LearnerServer::Submit(v1::Rollout rollout, const std::string& identity,
+                           std::function<void(const v1::RolloutAck&)> done) {
   metrics_->rollouts_received.Increment();
   v1::RolloutAck ack;
   ack.set_rollout_id(rollout.rollout_id());
+  // Rejects the rollout. A sample its own lease's actor got wrong gives the lease up (its
+  // group's acked samples wait for the next lease of the prompt); a rollout that names
+  // someone else's lease, or none, leaves every lease alone.
   auto reject = [&](v1::RejectReason reason, const std::string& message) {
     metrics_->Rejected(reason).Increment();
-    if (reason != v1::REJECT_REASON_UNKNOWN_LEASE) {
-      uint64_t seq;
+    if (reason != v1::REJECT_REASON_UNKNOWN_LEASE && reason != v1::REJECT_REASON_LEASE_MISMATCH &&
+        reason != v1::REJECT_REASON_PERMISSION_DENIED) {
+      uint64_t seq = 0;
       {
         absl::MutexLock lock(&state_mu_);
-        seq = ReleaseLeaseLocked(rollout.group_id());
+        const v1::OutstandingLease* lease = state_->FindLease(rollout.group_id());
+        if (lease && lease->actor_id() == rollout.actor_id()) {
+          seq = ReleaseLeaseLocked(rollout.group_id());
+        }
       }
       AwaitDurable(seq).IgnoreError();  // a failure stops the learner; the reject stands
     }
-    ack.set_code(static_cast<int>(absl::StatusCode::kInvalidArgument));
+    ack.set_code(static_cast<int>(reason == v1::REJECT_REASON_PERMISSION_DENIED
+                                      ? absl::StatusCode::kPermissionDenied
+                                      : absl::StatusCode::kInvalidArgument));
     ack.set_error_message(message);
     ack.set_reject_reason(reason);
     done(ack);
   };
+  for (const auto& [field, value] :
+       {std::pair<const char*, const std::string*>{"actor_id", &rollout.actor_id()},
+        {"run_id", &rollout.run_id()}}) {
+    if (grpc::Status s = CheckLength(field, *value); !s.ok()) {
+      return reject(v1::REJECT_REASON_MALFORMED,
+                    absl::StrCat("rollout ", rollout.rollout_id(), ": ", s.error_message()));
+    }
+  }
+  {
+    absl::ReleasableMutexLock lock(&state_mu_);
+    if (!MayActAsLocked(rollout.actor_id(), identity)) {
+      lock.Release();
+      return reject(v1::REJECT_REASON_PERMISSION_DENIED,
+                    absl::StrCat("rollout ", rollout.rollout_id(), ": actor_id '",
+                                 rollout.actor_id(), "' is not registered by this caller"));
+    }
+  }
   const std::string key = RolloutKey(rollout);
   // A resend of a rollout in flight is answered when the original is durable (in flight is
   // checked first: its record may be applied but not yet durable): its `done` is queued behind
@@ -440,6 +509,26 @@ void LearnerServer::Submit(v1::Rollout rollout, std::function<void(const v1::Rol
       return reject(v1::REJECT_REASON_UNKNOWN_LEASE,
                     absl::StrCat("rollout ", rollout.rollout_id(), ": group_id = ",
                                  rollout.group_id(), " is not an outstanding lease"));
+    }
+    // The rollout must be for its lease: the lease's actor, prompt and prompt tokens.
+    std::string mismatch;
+    if (lease->actor_id() != rollout.actor_id()) {
+      mismatch = absl::StrCat("lease ", rollout.group_id(), " is held by another actor, not '",
+                              rollout.actor_id(), "'");
+    } else if (lease->lease().prompt_id() != rollout.prompt_id()) {
+      mismatch = absl::StrCat("prompt_id = ", rollout.prompt_id(), " but lease ",
+                              rollout.group_id(), " is for prompt ", lease->lease().prompt_id());
+    } else if (!std::equal(lease->lease().prompt_token_ids().begin(),
+                           lease->lease().prompt_token_ids().end(),
+                           rollout.prompt_token_ids().begin(), rollout.prompt_token_ids().end())) {
+      mismatch = absl::StrCat("prompt_token_ids (", rollout.prompt_token_ids_size(),
+                              " tokens) are not lease ", rollout.group_id(), "'s prompt (",
+                              lease->lease().prompt_token_ids_size(), " tokens)");
+    }
+    if (!mismatch.empty()) {
+      lock.Release();
+      return reject(v1::REJECT_REASON_LEASE_MISMATCH,
+                    absl::StrCat("rollout ", rollout.rollout_id(), ": ", mismatch));
     }
     if (lease->lease().group_size() != rollout.group_size()) {
       const uint32_t expected = lease->lease().group_size();
@@ -661,6 +750,7 @@ void LearnerServer::HousekeepingLoop() {
       connected = static_cast<int64_t>(last_heard_.size());
     }
     if (!AwaitDurable(*seq).ok()) return;
+    CutIdleStreams();
     metrics_->actors_connected.Set(static_cast<double>(connected));
     metrics_->queue_depth.Set(static_cast<double>(assembler_->queued()));
     metrics_->leases_outstanding.Set(static_cast<double>(outstanding));
@@ -678,17 +768,42 @@ void LearnerServer::HousekeepingLoop() {
 
 // ---- gRPC handlers ------------------------------------------------------------------------
 
-grpc::Status LearnerServer::Register(grpc::ServerContext*, const v1::RegisterRequest* req,
+grpc::Status LearnerServer::Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
                                      v1::RegisterResponse* resp) {
   if (req->actor_id().empty() || req->run_id().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "actor_id and run_id are required");
   }
+  for (const auto& [field, value] : {std::pair<const char*, const std::string*>{
+                                         "actor_id", &req->actor_id()},
+                                     {"run_id", &req->run_id()},
+                                     {"description", &req->description()}}) {
+    if (grpc::Status s = CheckLength(field, *value); !s.ok()) return s;
+  }
+  const std::string identity = authenticates_ ? common::security::CallerIdentity(*ctx) : "";
   uint64_t seq = 0;
   {
     absl::MutexLock lock(&state_mu_);
+    // An actor_id belongs to the identity that first registered it: another identity may
+    // not take it over (and with it release its leases).
+    const std::string owner = state_->IdentityOf(req->actor_id());
+    if (authenticates_ && !owner.empty() && owner != identity) {
+      metrics_->auth_refused.Add({{"reason", "actor_id_taken"}}).Increment();
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          absl::StrCat("actor_id '", req->actor_id(),
+                                       "' is registered by another identity"));
+    }
+    if (!last_heard_.count(req->actor_id()) &&
+        static_cast<int64_t>(last_heard_.size()) >= options_.config.learner().max_actors()) {
+      metrics_->limit_refusals.Add({{"limit", "max_actors"}}).Increment();
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat(last_heard_.size(),
+                                       " actors are connected (learner.max_actors); retry "
+                                       "after silent ones expire"));
+    }
     // Sessions are durable: an actor that restarted (another run id), even while the learner
     // was down, has its old run's leases released here.
-    if (std::optional<v1::JournalRecord> r = state_->PlanSession(req->actor_id(), req->run_id())) {
+    if (std::optional<v1::JournalRecord> r =
+            state_->PlanSession(req->actor_id(), req->run_id(), identity)) {
       absl::StatusOr<uint64_t> committed = CommitLocked({*r});
       if (!committed.ok()) {
         Fail(committed.status());
@@ -706,11 +821,17 @@ grpc::Status LearnerServer::Register(grpc::ServerContext*, const v1::RegisterReq
   return grpc::Status::OK;
 }
 
-grpc::Status LearnerServer::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+grpc::Status LearnerServer::Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
                                       v1::HeartbeatResponse* resp) {
+  const std::string identity = authenticates_ ? common::security::CallerIdentity(*ctx) : "";
   uint64_t seq = 0;
   {
     absl::MutexLock lock(&state_mu_);
+    if (!MayActAsLocked(req->actor_id(), identity)) {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          absl::StrCat("actor_id '", req->actor_id(),
+                                       "' is not registered by this caller"));
+    }
     const bool known = state_->RunOf(req->actor_id()) == req->run_id();
     resp->set_reregister(!known);
     if (known) {
@@ -734,20 +855,42 @@ grpc::Status LearnerServer::Heartbeat(grpc::ServerContext*, const v1::HeartbeatR
   return grpc::Status::OK;
 }
 
-grpc::Status LearnerServer::LeasePrompts(grpc::ServerContext*, const v1::LeaseRequest* req,
+grpc::Status LearnerServer::LeasePrompts(grpc::ServerContext* ctx, const v1::LeaseRequest* req,
                                          v1::LeaseResponse* resp) {
   if (stopping_.load() || done_.load() || !QueueHasRoom()) {
     resp->set_retry_after_s(0.5);
     return grpc::Status::OK;
   }
+  const std::string identity = authenticates_ ? common::security::CallerIdentity(*ctx) : "";
   uint64_t seq;
   {
     absl::MutexLock lock(&state_mu_);
+    // Leases go to registered actors only (their session is durable, so a learner restart
+    // does not make them register again), and only to the identity that registered them.
+    if (req->actor_id().empty() || state_->RunOf(req->actor_id()) != req->run_id()) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          absl::StrCat("actor_id '", req->actor_id().substr(0, 256), "' run_id '",
+                                       req->run_id().substr(0, 256),
+                                       "' is not registered: call Register first"));
+    }
+    if (!MayActAsLocked(req->actor_id(), identity)) {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          absl::StrCat("actor_id '", req->actor_id(),
+                                       "' is not registered by this caller"));
+    }
+    const int64_t room = options_.config.learner().max_leases_per_actor() -
+                         state_->LeasesHeldBy(req->actor_id());
+    if (room <= 0) {
+      metrics_->limit_refusals.Add({{"limit", "max_leases_per_actor"}}).Increment();
+      resp->set_retry_after_s(1.0);
+      return grpc::Status::OK;
+    }
     const absl::Time now = clock_.Now();
     last_heard_[req->actor_id()] = now;
-    const std::vector<v1::JournalRecord> records =
-        state_->PlanGrants(req->actor_id(), std::min<uint32_t>(req->max_prompts(), 64),
-                           absl::ToDoubleSeconds(now - absl::UnixEpoch()));
+    const std::vector<v1::JournalRecord> records = state_->PlanGrants(
+        req->actor_id(),
+        static_cast<uint32_t>(std::min<int64_t>({req->max_prompts(), 64, room})),
+        absl::ToDoubleSeconds(now - absl::UnixEpoch()));
     absl::StatusOr<uint64_t> committed = CommitLocked(records);
     if (!committed.ok()) return ToGrpc(committed.status());
     seq = *committed;
@@ -766,13 +909,59 @@ grpc::Status LearnerServer::LeasePrompts(grpc::ServerContext*, const v1::LeaseRe
 grpc::Status LearnerServer::StreamRollouts(
     grpc::ServerContext* ctx,
     grpc::ServerReaderWriter<v1::RolloutStreamResponse, v1::RolloutStreamRequest>* stream) {
+  const std::string identity = authenticates_ ? common::security::CallerIdentity(*ctx) : "";
+  const auto now_ns = [] { return absl::GetCurrentTimeNanos(); };
+  OpenStream open{ctx, {now_ns()}};
+  {
+    absl::MutexLock lock(&streams_mu_);
+    streams_.insert(&open);
+  }
   RolloutStreamOptions o;
   o.initial_credits = options_.config.learner().credits_per_actor();
   o.queue_has_room = [this] { return QueueHasRoom(); };
   o.stop = [this] { return stopping_.load(); };
   o.cancelled = [ctx] { return ctx->IsCancelled(); };
-  o.submit = [this](v1::Rollout r, AckFn done) { Submit(std::move(r), std::move(done)); };
-  return ServeRolloutStream(*stream, o);
+  o.submit = [this, &identity](v1::Rollout r, AckFn done) {
+    Submit(std::move(r), identity, std::move(done));
+  };
+  o.hello = [this, &identity](const v1::StreamHello& hello) {
+    for (const auto& [field, value] :
+         {std::pair<const char*, const std::string*>{"hello.actor_id", &hello.actor_id()},
+          {"hello.run_id", &hello.run_id()}}) {
+      if (grpc::Status s = CheckLength(field, *value); !s.ok()) return s;
+    }
+    absl::MutexLock lock(&state_mu_);
+    if (!MayActAsLocked(hello.actor_id(), identity)) {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          absl::StrCat("actor_id '", hello.actor_id(),
+                                       "' is not registered by this caller"));
+    }
+    return grpc::Status::OK;
+  };
+  o.touched = [&open, now_ns] { open.last_message_ns = now_ns(); };
+  o.ended = [this, &open](const char* how) {
+    metrics_->streams_ended.Add({{"how", open.cut.load() ? "idle" : how}}).Increment();
+  };
+  grpc::Status status = ServeRolloutStream(*stream, o);
+  {
+    absl::MutexLock lock(&streams_mu_);
+    streams_.erase(&open);
+  }
+  return status;  // (a stream cut for idleness was cancelled: its client sees CANCELLED)
+}
+
+void LearnerServer::CutIdleStreams() {
+  const int64_t limit_ns =
+      static_cast<int64_t>(options_.config.learner().idle_timeout_s() * 1e9);
+  const int64_t now = absl::GetCurrentTimeNanos();
+  absl::MutexLock lock(&streams_mu_);
+  for (OpenStream* s : streams_) {
+    if (!s->cut.load() && now - s->last_message_ns.load() > limit_ns) {
+      s->cut = true;
+      metrics_->limit_refusals.Add({{"limit", "idle_timeout"}}).Increment();
+      s->context->TryCancel();
+    }
+  }
 }
 
 }  // namespace rhythm::learner

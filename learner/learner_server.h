@@ -135,7 +135,18 @@ class LearnerServer final : public v1::Learner::Service {
   void IngestLoop();
   void HousekeepingLoop();
   // Validates and queues one rollout for durability; `done` is called with its ack.
-  void Submit(v1::Rollout rollout, std::function<void(const v1::RolloutAck&)> done);
+  // `identity` is the stream's authenticated caller ("" without authentication).
+  void Submit(v1::Rollout rollout, const std::string& identity,
+              std::function<void(const v1::RolloutAck&)> done);
+  // Whether `identity` may act as `actor_id`: always without authentication; otherwise only
+  // the identity that registered it (durable in its session). Counts a refusal.
+  bool MayActAsLocked(const std::string& actor_id, const std::string& identity)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
+  // INVALID_ARGUMENT (counted under limit max_id_bytes) when `value` is longer than
+  // learner.max_id_bytes.
+  grpc::Status CheckLength(const char* field, const std::string& value);
+  // Ends rollout streams silent past learner.idle_timeout_s (the housekeeping thread).
+  void CutIdleStreams();
   // Appends `records` to the journal (no fsync) and applies them to state_, in order; returns
   // the journal sequence number to pass to AwaitDurable before anything outside the learner
   // may learn of them (an ack, a reply, a published version, a checkpoint). No records: the
@@ -200,6 +211,17 @@ class LearnerServer final : public v1::Learner::Service {
   std::unique_ptr<common::weights::VersionStore> versions_;
   std::unique_ptr<common::weights::WeightGroupHost> group_;
   std::unique_ptr<common::weights::WeightService> weight_service_;
+
+  // Callers must prove an identity (security.require_client_cert or accepted tokens).
+  bool authenticates_ = false;
+  // Open rollout streams and when each last sent a message, for learner.idle_timeout_s.
+  struct OpenStream {
+    grpc::ServerContext* context;
+    std::atomic<int64_t> last_message_ns;
+    std::atomic<bool> cut{false};
+  };
+  absl::Mutex streams_mu_;
+  std::set<OpenStream*> streams_ ABSL_GUARDED_BY(streams_mu_);
 
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;

@@ -102,12 +102,17 @@ std::optional<v1::JournalRecord> LearnerState::PlanRenewal(const std::string& ac
 }
 
 std::optional<v1::JournalRecord> LearnerState::PlanSession(const std::string& actor_id,
-                                                          const std::string& run_id) const {
+                                                          const std::string& run_id,
+                                                          const std::string& identity) const {
   auto it = sessions_.find(actor_id);
-  if (it != sessions_.end() && it->second == run_id) return std::nullopt;
+  if (it != sessions_.end() && it->second.run_id() == run_id &&
+      it->second.identity() == identity) {
+    return std::nullopt;
+  }
   v1::JournalRecord r;
   r.mutable_session()->set_actor_id(actor_id);
   r.mutable_session()->set_run_id(run_id);
+  r.mutable_session()->set_identity(identity);
   return r;
 }
 
@@ -181,7 +186,7 @@ LearnerState::RolloutOutcome LearnerState::Apply(const v1::JournalRecord& record
     case v1::JournalRecord::kSession: {
       const v1::ActorSession& s = record.session();
       auto it = sessions_.find(s.actor_id());
-      if (it != sessions_.end() && it->second != s.run_id()) {
+      if (it != sessions_.end() && it->second.run_id() != s.run_id()) {
         // The actor restarted: whatever its old run was generating is gone.
         std::vector<uint64_t> old;
         for (const auto& [id, o] : outstanding_) {
@@ -190,7 +195,7 @@ LearnerState::RolloutOutcome LearnerState::Apply(const v1::JournalRecord& record
         for (uint64_t id : old) ReleaseLease(id);
       }
       ledger_.ForgetActor(s.actor_id(), s.run_id());
-      sessions_[s.actor_id()] = s.run_id();
+      sessions_[s.actor_id()] = s;
       break;
     }
     case v1::JournalRecord::kPublication:
@@ -216,12 +221,23 @@ bool LearnerState::Seen(const v1::Rollout& r) const {
 
 std::string LearnerState::RunOf(const std::string& actor_id) const {
   auto it = sessions_.find(actor_id);
-  return it == sessions_.end() ? "" : it->second;
+  return it == sessions_.end() ? "" : it->second.run_id();
+}
+
+std::string LearnerState::IdentityOf(const std::string& actor_id) const {
+  auto it = sessions_.find(actor_id);
+  return it == sessions_.end() ? "" : it->second.identity();
+}
+
+int64_t LearnerState::LeasesHeldBy(const std::string& actor_id) const {
+  int64_t n = 0;
+  for (const auto& [id, o] : outstanding_) n += o.actor_id() == actor_id ? 1 : 0;
+  return n;
 }
 
 std::vector<std::string> LearnerState::actors() const {
   std::set<std::string> out;
-  for (const auto& [actor, run] : sessions_) out.insert(actor);
+  for (const auto& [actor, session] : sessions_) out.insert(actor);
   for (const auto& [id, o] : outstanding_) out.insert(o.actor_id());
   return {out.begin(), out.end()};
 }
@@ -234,11 +250,7 @@ v1::DurableState LearnerState::Snapshot() const {
   for (uint64_t p : reissue_) s.add_reissue_prompts(p);
   for (const v1::GroupContinuation& c : continuations_) *s.add_continuations() = c;
   for (const auto& [id, o] : outstanding_) *s.add_outstanding() = o;
-  for (const auto& [actor, run] : sessions_) {
-    v1::ActorSession* a = s.add_sessions();
-    a->set_actor_id(actor);
-    a->set_run_id(run);
-  }
+  for (const auto& [actor, session] : sessions_) *s.add_sessions() = session;
   ledger_.ToProto(s.mutable_ledger());
   for (v1::Rollout& r : queue_.Snapshot()) *s.add_queued() = std::move(r);
   s.set_max_published_version(max_published_);
@@ -265,7 +277,7 @@ absl::Status LearnerState::Restore(const v1::DurableState& s) {
   continuations_.assign(s.continuations().begin(), s.continuations().end());
   outstanding_ = std::move(outstanding);
   sessions_.clear();
-  for (const v1::ActorSession& a : s.sessions()) sessions_[a.actor_id()] = a.run_id();
+  for (const v1::ActorSession& a : s.sessions()) sessions_[a.actor_id()] = a;
   ledger_ = *std::move(ledger);
   max_published_ = s.max_published_version();
   queue_.Clear();

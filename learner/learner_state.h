@@ -67,9 +67,11 @@ class LearnerState {
   std::optional<v1::JournalRecord> PlanRenewal(const std::string& actor_id, uint64_t lease_id,
                                                double now_unix_s) const;
   // A session record when `run_id` is not the actor's known run (Apply then releases the old
-  // run's leases and forgets its ledger entries), or nothing.
+  // run's leases and forgets its ledger entries) or `identity` is not its recorded one, or
+  // nothing. Whether `identity` may take actor_id is the caller's decision (IdentityOf).
   std::optional<v1::JournalRecord> PlanSession(const std::string& actor_id,
-                                               const std::string& run_id) const;
+                                               const std::string& run_id,
+                                               const std::string& identity = "") const;
   // The expiry record that gives up one lease (a sample of its group was rejected), or nothing
   // when it is not outstanding.
   std::optional<v1::JournalRecord> PlanRelease(uint64_t lease_id) const;
@@ -91,6 +93,11 @@ class LearnerState {
   bool Seen(const v1::Rollout& r) const;
   // The actor's run, or "" if it never registered.
   std::string RunOf(const std::string& actor_id) const;
+  // The identity that registered the actor ("" when none was authenticated, or never
+  // registered).
+  std::string IdentityOf(const std::string& actor_id) const;
+  // Leases outstanding to the actor.
+  int64_t LeasesHeldBy(const std::string& actor_id) const;
   int64_t max_published_version() const { return max_published_; }
   int64_t outstanding() const { return static_cast<int64_t>(outstanding_.size()); }
   std::vector<std::string> actors() const;
@@ -123,7 +130,7 @@ class LearnerState {
   // Partial groups whose lease ended, waiting for a lease that completes them (granted first).
   std::deque<v1::GroupContinuation> continuations_;
   std::map<uint64_t, v1::OutstandingLease> outstanding_;
-  std::map<std::string, std::string> sessions_;
+  std::map<std::string, v1::ActorSession> sessions_;
   RolloutLedger ledger_;
   int64_t max_published_ = -1;
 };

@@ -8,6 +8,7 @@
 #include "common/flags.h"
 #include "common/logging.h"
 #include "common/metrics_server.h"
+#include "common/security/credentials.h"
 #include "common/model/load_model.h"
 #include "common/runtime.h"
 #include "common/startup.h"
@@ -115,6 +116,9 @@ int main(int argc, char** argv) {
     }
     ranks = *std::move(g);
     if (ranks->rank() > 0) {
+      // Ctrl-C reaches every process of a terminal's group: rank 0 decides when the ranks
+      // stop (after its final checkpoint, which needs them), or dies and they notice.
+      std::signal(SIGINT, SIG_IGN);
       absl::Status s =
           learner::RunRankFollower(config, !resume_dir.empty(), std::move(model), *ranks);
       if (!s.ok()) return Fail(s.ToString());
@@ -143,7 +147,10 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<common::MetricsServer> metrics;
   if (!config.learner().metrics_address().empty()) {
-    auto m = common::MetricsServer::Start(config.learner().metrics_address(), options.registry);
+    absl::StatusOr<std::string> token = common::security::MetricsToken(config.security());
+    if (!token.ok()) return Fail(std::string(token.status().message()), 2);
+    auto m = common::MetricsServer::Start(config.learner().metrics_address(), options.registry,
+                                          *token);
     if (!m.ok()) return Fail(std::string(m.status().message()));
     metrics = *std::move(m);
   }

@@ -11,11 +11,49 @@
 
 namespace rhythm::learner {
 
+namespace {
+
+// Why Read returned false. gRPC's synchronous API says only "no message", whether the client
+// half-closed, the call was cancelled, or the bytes did not parse. A failed parse is the one
+// case where gRPC has handed the message to protobuf, which clears it first; so the message
+// is marked before each Read and a mark that is gone means the bytes were unparseable.
+constexpr char kUnread[] = "\x01unread";
+
+void MarkUnread(v1::RolloutStreamRequest& req) {
+  req.Clear();
+  req.mutable_hello()->set_run_id(kUnread);
+}
+
+bool ParseFailed(const v1::RolloutStreamRequest& req) {
+  return !(req.has_hello() && req.hello().run_id() == kUnread);
+}
+
+}  // namespace
+
 grpc::Status ServeRolloutStream(RolloutStream& stream, const RolloutStreamOptions& o) {
+  auto ended = [&](const char* how) {
+    if (o.ended) o.ended(how);
+  };
   v1::RolloutStreamRequest req;
-  if (!stream.Read(&req) || !req.has_hello()) {
+  MarkUnread(req);
+  if (!stream.Read(&req)) {
+    const bool unparseable = ParseFailed(req);
+    ended(unparseable ? "unparseable" : o.cancelled() ? "cancelled" : "no_hello");
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        unparseable ? "the first message is not a RolloutStreamRequest"
+                                    : "the first message on the stream must be hello");
+  }
+  if (o.touched) o.touched();
+  if (!req.has_hello()) {
+    ended("no_hello");
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "the first message on the stream must be hello");
+  }
+  if (o.hello) {
+    if (grpc::Status s = o.hello(req.hello()); !s.ok()) {
+      ended("refused");
+      return s;
+    }
   }
   common::BoundedQueue<v1::RolloutAck> acks(1 << 16);
   std::atomic<int64_t> owed{0};
@@ -53,14 +91,30 @@ grpc::Status ServeRolloutStream(RolloutStream& stream, const RolloutStreamOption
   auto alive = std::make_shared<std::atomic<bool>>(true);
   auto pending = std::make_shared<std::atomic<int64_t>>(0);
   int64_t received = 0;
+  const char* how = "stopping";
+  grpc::Status status = grpc::Status::OK;
   while (!o.stop()) {
     // Cancellation is only polled while waiting for credits (a cancelled call's Read returns
     // false anyway): grpc::ServerContext::IsCancelled polls its completion queue, which per
     // message halved the ingest rate.
+    // (A client out of credits is not idle: the learner is the one holding it up.)
     while (!o.stop() && !o.cancelled() && received >= granted.load()) {
+      if (o.touched) o.touched();
       absl::SleepFor(absl::Milliseconds(5));
     }
-    if (o.stop() || !stream.Read(&req)) break;
+    if (o.stop()) break;
+    MarkUnread(req);
+    if (!stream.Read(&req)) {
+      if (ParseFailed(req)) {
+        how = "unparseable";
+        status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              "a message on the stream is not a RolloutStreamRequest");
+      } else {
+        how = o.cancelled() ? "cancelled" : "half_close";
+      }
+      break;
+    }
+    if (o.touched) o.touched();
     if (!req.has_rollout()) continue;
     ++received;
     pending->fetch_add(1);
@@ -75,7 +129,8 @@ grpc::Status ServeRolloutStream(RolloutStream& stream, const RolloutStreamOption
   alive->store(false);
   acks.Close();
   writer.join();
-  return grpc::Status::OK;
+  ended(how);
+  return status;
 }
 
 }  // namespace rhythm::learner

@@ -44,6 +44,15 @@ struct RolloutStreamOptions {
   std::function<bool()> cancelled = [] { return false; };
   // Takes one rollout; calls `done` exactly once with its ack, now or later, on any thread.
   std::function<void(v1::Rollout, AckFn done)> submit;
+  // Checks the hello (ids, identity); a non-OK status ends the stream with it. Optional.
+  std::function<grpc::Status(const v1::StreamHello&)> hello;
+  // Called after each message read (idle timeouts). Optional.
+  std::function<void()> touched;
+  // Called once when the stream ends, with how: "half_close" (the client finished),
+  // "cancelled" (the call was cancelled or failed in gRPC), "unparseable" (a message that is
+  // not a RolloutStreamRequest; the stream ends with INVALID_ARGUMENT), "no_hello",
+  // "refused" (hello() said no) or "stopping". Optional.
+  std::function<void(const char* how)> ended;
 };
 
 grpc::Status ServeRolloutStream(RolloutStream& stream, const RolloutStreamOptions& options);

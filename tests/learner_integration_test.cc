@@ -57,10 +57,13 @@ v1::RegisterResponse Register(Learner& l, const std::string& actor, const std::s
   return resp;
 }
 
-std::vector<v1::PromptLease> Lease(Learner& l, const std::string& actor, uint32_t n) {
+// Leases as `actor` of `run` (it must have registered: the learner leases to registered
+// actors only).
+std::vector<v1::PromptLease> Lease(Learner& l, const std::string& actor, uint32_t n,
+                                   const std::string& run = "run-1") {
   v1::LeaseRequest req;
   req.set_actor_id(actor);
-  req.set_run_id("run-1");
+  req.set_run_id(run);
   req.set_max_prompts(n);
   v1::LeaseResponse resp;
   EXPECT_TRUE(l.stub->LeasePrompts(Context().get(), req, &resp).ok());
@@ -298,12 +301,12 @@ TEST(LearnerProcess, LeaseOfAVanishedClientIsIssuedAgain) {
   args.insert(args.end(), {"--set", "learner.heartbeat_timeout_s=0.5"});
   StartLearner(l, args, run + ".log");
   Register(l, "actor-a", "run-a");
-  std::vector<v1::PromptLease> first = Lease(l, "actor-a", 1);
+  std::vector<v1::PromptLease> first = Lease(l, "actor-a", 1, "run-a");
   ASSERT_EQ(first.size(), 1u);
   // actor-a never heartbeats again; actor-b keeps heartbeating and asks for work.
   Register(l, "actor-b", "run-b");
   absl::SleepFor(absl::Milliseconds(1500));
-  std::vector<v1::PromptLease> second = Lease(l, "actor-b", 1);
+  std::vector<v1::PromptLease> second = Lease(l, "actor-b", 1, "run-b");
   ASSERT_EQ(second.size(), 1u);
   EXPECT_EQ(second[0].prompt_id(), first[0].prompt_id()) << "the vanished client's prompt";
   EXPECT_NE(second[0].lease_id(), first[0].lease_id()) << "under a new lease id";
@@ -418,6 +421,7 @@ TEST(LearnerProcess, HeartbeatsRenewOnlyTheLeasesTheyName) {
       << "the unnamed lease expired at its deadline";
   EXPECT_NE(m->find("rhythm_learner_leases_outstanding 1"), std::string::npos)
       << "the named one is still out";
+  Register(l, "actor-2", "run-1");
   std::vector<v1::PromptLease> again = Lease(l, "actor-2", 1);
   ASSERT_EQ(again.size(), 1u);
   EXPECT_EQ(again[0].prompt_id(), leases[1].prompt_id()) << "its prompt is issued again";

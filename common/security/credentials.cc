@@ -160,6 +160,11 @@ absl::StatusOr<std::map<std::string, std::string>> ReadAcceptedTokens(const std:
   return identity_of;
 }
 
+absl::StatusOr<std::string> MetricsToken(const v1::SecurityConfig& config) {
+  if (config.metrics_token_file().empty()) return std::string();
+  return ReadSecret(config.metrics_token_file(), "metrics_token_file");
+}
+
 absl::StatusOr<ServerSecurity> ServerCredentialsFromConfig(
     const v1::SecurityConfig& c, absl::string_view address,
     std::function<void(absl::string_view)> on_refused) {

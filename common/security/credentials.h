@@ -48,6 +48,9 @@ absl::StatusOr<std::string> ReadSecret(const std::string& path, absl::string_vie
 // Errors name the file and the line number. Two identities may not share a token.
 absl::StatusOr<std::map<std::string, std::string>> ReadAcceptedTokens(const std::string& path);
 
+// The /metrics bearer token from security.metrics_token_file ("" when unset).
+absl::StatusOr<std::string> MetricsToken(const v1::SecurityConfig& config);
+
 // What a listener needs: its credentials and whether it authenticates callers.
 struct ServerSecurity {
   std::shared_ptr<grpc::ServerCredentials> credentials;

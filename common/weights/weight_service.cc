@@ -29,6 +29,20 @@ grpc::Status WeightService::WatchVersions(grpc::ServerContext* ctx, const v1::Wa
 grpc::Status WeightService::FetchWeights(grpc::ServerContext* ctx,
                                          const v1::FetchWeightsRequest* req,
                                          grpc::ServerWriter<v1::WeightChunk>* writer) {
+  const int running = downloads_.fetch_add(1) + 1;
+  struct Done {
+    std::atomic<int>& n;
+    ~Done() { n.fetch_sub(1); }
+  } done{downloads_};
+  if (options_.max_downloads > 0 && running > options_.max_downloads) {
+    if (options_.on_download_refused) options_.on_download_refused();
+    // UNAVAILABLE, not RESOURCE_EXHAUSTED: the client treats the latter as a message-size
+    // limit that no retry can pass, and this one passes with the next attempt.
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        absl::StrCat("weights: ", options_.max_downloads,
+                                     " downloads are running (learner.max_weight_downloads); "
+                                     "retry later"));
+  }
   const auto start = std::chrono::steady_clock::now();
   std::shared_ptr<const PublishedVersion> w = options_.store->Get(req->version());
   if (!w) {

@@ -21,6 +21,11 @@ struct WeightServiceOptions {
   // Test hook (fault injection): called on each chunk before it is written; it may change
   // the chunk, or return false to break the stream there as a dropped connection would.
   std::function<bool(v1::WeightChunk&)> chunk_hook;
+  // FetchWeights calls served at once (each holds a thread and up to a chunk of buffered
+  // bytes); one more is refused with UNAVAILABLE (actors retry with backoff) after
+  // on_download_refused is called. 0 = no limit.
+  int max_downloads = 0;
+  std::function<void()> on_download_refused;
 };
 
 class WeightService final : public v1::Weights::Service {
@@ -42,6 +47,7 @@ class WeightService final : public v1::Weights::Service {
  private:
   WeightServiceOptions options_;
   std::atomic<bool> stopping_{false};
+  std::atomic<int> downloads_{0};
 };
 
 }  // namespace rhythm::common::weights
