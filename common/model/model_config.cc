@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "common/json_limits.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 
@@ -123,7 +124,12 @@ absl::Status ValidateModelConfig(const ModelConfig& c, absl::string_view source)
 }
 
 absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view text, absl::string_view source) {
-  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  bool too_deep = false;
+  json j = ParseJsonBounded(text, &too_deep);
+  if (too_deep) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": nests deeper than ", kMaxJsonDepth, " levels"));
+  }
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
   }

@@ -106,5 +106,26 @@ TEST(ModelConfig, UnsupportedValuesNameFileFieldAndValue) {
             std::string::npos);
 }
 
+// Found while fuzzing (fuzz/fuzz_hf_config): the error message quoting a rope_scaling or
+// hidden_act nested 100,000 deep recursed in nlohmann's dump() and overflowed the stack
+// (SIGSEGV). Nesting is now bounded at parse time (common/json_limits.h).
+TEST(ModelConfig, DeepNestingIsAnErrorNotAStackOverflow) {
+  auto nested = [](int depth) { return std::string(depth, '[') + std::string(depth, ']'); };
+  auto parse = [](const std::string& from, const std::string& to) {
+    std::string text = kQwen25;
+    text.replace(text.find(from), from.size(), to);
+    return ParseHfConfig(text, "cfg.json").status();
+  };
+  for (const absl::Status& s :
+       {parse("\"rope_scaling\": null", "\"rope_scaling\": " + nested(100000)),
+        parse("\"silu\"", nested(100000)), parse("\"silu\"", nested(65))}) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(s.message(), "cfg.json: nests deeper than 64 levels");
+  }
+  // 64 levels below the document are read, and refused for what they are.
+  EXPECT_NE(parse("\"silu\"", nested(64)).message().find("cfg.json: hidden_act: [[[["),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace rhythm::common::model

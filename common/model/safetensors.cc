@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/json_limits.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 
@@ -119,7 +120,11 @@ absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path) {
   }
   std::string header(header_len, '\0');
   ReadAt(f.fd, header.data(), header_len, 8);
-  json j = json::parse(header, nullptr, /*allow_exceptions=*/false);
+  bool too_deep = false;
+  json j = ParseJsonBounded(header, &too_deep);
+  if (too_deep) {
+    return FileError(path, absl::StrCat("header nests deeper than ", kMaxJsonDepth, " levels"));
+  }
   if (j.is_discarded() || !j.is_object()) {
     return FileError(path, "header is not a JSON object");
   }
@@ -250,7 +255,11 @@ absl::StatusOr<CheckpointTensors> ReadCheckpointTensors(const std::string& dir) 
   }
   std::stringstream text;
   text << in.rdbuf();
-  json index = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  bool too_deep = false;
+  json index = ParseJsonBounded(text.str(), &too_deep);
+  if (too_deep) {
+    return FileError(index_path, absl::StrCat("nests deeper than ", kMaxJsonDepth, " levels"));
+  }
   if (index.is_discarded() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
     return FileError(index_path, "weight_map missing or not an object");
   }

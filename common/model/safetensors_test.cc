@@ -109,6 +109,24 @@ TEST(Safetensors, BadFilesNameTheFileAndTheTensor) {
             absl::StatusCode::kNotFound);
 }
 
+// Found while fuzzing (fuzz/): "bad shape <shape>" quoted a shape nested 100,000 deep and
+// overflowed the stack in nlohmann's dump(). Headers and indexes nest at most 64 levels.
+TEST(Safetensors, DeepNestingIsAnErrorNotAStackOverflow) {
+  const std::string dir = TempDir("deep");
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  WriteRaw(dir + "/deep.safetensors",
+           R"({"w":{"dtype":"F32","shape":)" + deep + R"(,"data_offsets":[0,0]}})", "");
+  absl::StatusOr<TensorMap> r = ReadSafetensors(dir + "/deep.safetensors");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message(), dir + "/deep.safetensors: header nests deeper than 64 levels");
+  std::ofstream(dir + "/model.safetensors.index.json") << R"({"weight_map": )" << deep << "}";
+  absl::StatusOr<CheckpointTensors> c = ReadCheckpointTensors(dir);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().message(),
+            dir + "/model.safetensors.index.json: nests deeper than 64 levels");
+}
+
 TEST(Safetensors, TruncatingAWrittenFileIsDetected) {
   const std::string dir = TempDir("trunc");
   ASSERT_TRUE(WriteSafetensors(dir + "/m.safetensors", {{"w", at::ones({64})}}).ok());

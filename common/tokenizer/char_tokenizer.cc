@@ -5,6 +5,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/json_limits.h"
 #include "common/status.h"
 #include "common/tokenizer/file_util.h"
 #include "common/tokenizer/unicode.h"
@@ -101,7 +102,12 @@ absl::StatusOr<std::unique_ptr<CharTokenizer>> CharTokenizer::Load(const std::st
 
 absl::StatusOr<std::unique_ptr<CharTokenizer>> CharTokenizer::FromJson(absl::string_view text,
                                                                        absl::string_view source) {
-  json doc = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  bool too_deep = false;
+  json doc = ParseJsonBounded(text, &too_deep);
+  if (too_deep) {
+    return FileError(source, "(document)",
+                     absl::StrCat("nests deeper than ", kMaxJsonDepth, " levels"));
+  }
   if (doc.is_discarded()) return FileError(source, "(document)", "not valid JSON");
   if (!doc.is_object()) return FileError(source, "(document)", "expected a JSON object");
   auto type = doc.find("type");

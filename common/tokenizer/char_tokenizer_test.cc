@@ -192,6 +192,16 @@ TEST(CharTokenizer, MalformedFilesNameTheField) {
   EXPECT_EQ(parse("[]").code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Found while fuzzing (fuzz/): "type: expected ..., got <value>" quoted a value nested
+// 100,000 deep and overflowed the stack in nlohmann's dump().
+TEST(CharTokenizer, DeepNestingIsAnErrorNotAStackOverflow) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  absl::Status s =
+      CharTokenizer::FromJson(R"({"type": )" + deep + "}", "d/rhythm_tokenizer.json").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("d/rhythm_tokenizer.json: (document): nests deeper than 64"));
+}
+
 TEST(LoadTokenizer, NotFoundNamesTheDirectory) {
   const std::string dir = TempDir("empty");
   auto tok = LoadTokenizer(dir);

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "common/json_limits.h"
 #include "common/status.h"
 #include "common/tokenizer/file_util.h"
 #include "common/tokenizer/unicode.h"
@@ -859,7 +860,11 @@ absl::Status ResolveEosPad(const HfTokenizerFiles& files, const FileError& token
   std::optional<std::string> eos, pad;
   const FileError err(files.config_json_source);
   if (files.config_json.has_value()) {
-    json config = json::parse(*files.config_json, nullptr, /*allow_exceptions=*/false);
+    bool too_deep = false;
+    json config = ParseJsonBounded(*files.config_json, &too_deep);
+    if (too_deep) {
+      return err("(document)", absl::StrCat("nests deeper than ", kMaxJsonDepth, " levels"));
+    }
     if (config.is_discarded()) return err("(document)", "not valid JSON");
     if (!config.is_object()) return err("(document)", "expected a JSON object");
     RHYTHM_ASSIGN_OR_RETURN(eos, ConfigToken(config, "eos_token", err));
@@ -914,7 +919,11 @@ absl::StatusOr<std::unique_ptr<HfBpeTokenizer>> HfBpeTokenizer::FromFiles(HfToke
   auto m = std::make_unique<Model>();
   const FileError err(files.tokenizer_json_source);
   {
-    const json doc = json::parse(files.tokenizer_json, nullptr, /*allow_exceptions=*/false);
+    bool too_deep = false;
+    const json doc = ParseJsonBounded(files.tokenizer_json, &too_deep);
+    if (too_deep) {
+      return err("(document)", absl::StrCat("nests deeper than ", kMaxJsonDepth, " levels"));
+    }
     if (doc.is_discarded()) return err("(document)", "not valid JSON");
     if (!doc.is_object()) return err("(document)", "expected a JSON object");
     RHYTHM_RETURN_IF_ERROR(ParseModel(doc, err, m.get()));

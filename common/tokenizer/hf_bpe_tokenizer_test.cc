@@ -564,6 +564,26 @@ TEST(HfBpeMalformed, NotJsonAndBadConfig) {
   EXPECT_THAT(no_eos.status().message(), HasSubstr("tiny/tokenizer.json: (eos)"));
 }
 
+// Found while fuzzing (fuzz/fuzz_tokenizer_json): quoting a value nested 100,000 deep in an
+// error message ("normalizer": [[[...]]]) overflowed the stack in nlohmann's dump().
+TEST(HfBpeMalformed, DeepNestingIsAnErrorNotAStackOverflow) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  std::string text = TinyJson().dump();
+  const std::string nfc = R"({"type":"NFC"})";
+  ASSERT_NE(text.find(nfc), std::string::npos);
+  text.replace(text.find(nfc), nfc.size(), deep);
+  HfTokenizerFiles files;
+  files.tokenizer_json = text;
+  files.tokenizer_json_source = "x/tokenizer.json";
+  auto tok = HfBpeTokenizer::FromFiles(files);
+  EXPECT_EQ(tok.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(tok.status().message(),
+              HasSubstr("x/tokenizer.json: (document): nests deeper than 64 levels"));
+  auto config = Build(TinyJson(), R"({"eos_token": )" + deep + "}");
+  EXPECT_THAT(config.status().message(),
+              HasSubstr("tiny/tokenizer_config.json: (document): nests deeper than 64 levels"));
+}
+
 TEST(HfBpeMalformed, LoadNamesThePathOnDisk) {
   const std::string dir = TempDir("bad_hf");
   json j = TinyJson();
