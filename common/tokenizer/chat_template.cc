@@ -1,13 +1,13 @@
 #include "common/tokenizer/chat_template.h"
 
 #include <optional>
-#include <regex>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
+#include "common/json_limits.h"
 #include "nlohmann/json.hpp"
 
 namespace rhythm::common {
@@ -179,10 +179,33 @@ std::string WrittenAfter(absl::string_view tail) {
   return "";
 }
 
-std::optional<std::string> Capture(const std::string& s, const std::regex& re) {
-  std::smatch m;
-  if (!std::regex_search(s, m, re)) return std::nullopt;
-  return m[1].str();
+// The body of a Jinja '...' literal written right after `prefix` and followed by `suffix`: the
+// regex prefix((?:[^'\\]|\\.)*?)suffix (lazy) or ...*)suffix (greedy), leftmost match, written
+// out. std::regex recursed once per character and overflowed the stack on a chat template with
+// a 100 KB default system prompt (found while fuzzing the tokenizer files, fuzz/).
+std::optional<std::string> CaptureQuoted(absl::string_view s, absl::string_view prefix,
+                                         absl::string_view suffix, bool lazy) {
+  for (size_t from = s.find(prefix); from != absl::string_view::npos;
+       from = s.find(prefix, from + 1)) {
+    const size_t begin = from + prefix.size();
+    std::optional<size_t> end;
+    for (size_t b = begin;;) {
+      if (absl::StartsWith(s.substr(b), suffix)) {
+        end = b;
+        if (lazy) break;
+      }
+      if (b >= s.size() || s[b] == '\'') break;
+      if (s[b] != '\\') {
+        ++b;
+        continue;
+      }
+      // An escape: the backslash and any character but a line terminator (regex '.').
+      if (b + 1 >= s.size() || s[b + 1] == '\n' || s[b + 1] == '\r') break;
+      b += 2;
+    }
+    if (end) return std::string(s.substr(begin, *end - begin));
+  }
+  return std::nullopt;
 }
 
 absl::StatusOr<ChatTemplate> RecognizeChatMl(const std::string& st, absl::string_view tmpl,
@@ -228,9 +251,9 @@ absl::StatusOr<ChatTemplate> RecognizeChatMl(const std::string& st, absl::string
   ChatTemplate t;
   t.family = ChatFamily::kChatMl;
   t.name = "ChatML";
-  static const std::regex kDefaultSystem(
-      R"('<\|im_start\|>system\\n((?:[^'\\]|\\.)*?)<\|im_end\|>\\n')");
-  if (std::optional<std::string> d = Capture(st, kDefaultSystem); d && !d->empty()) {
+  if (std::optional<std::string> d =
+          CaptureQuoted(st, "'<|im_start|>system\\n", "<|im_end|>\\n'", /*lazy=*/true);
+      d && !d->empty()) {
     t.default_system = Unescape(*d);
     t.name = "ChatML with a default system prompt";
   }
@@ -285,10 +308,10 @@ absl::StatusOr<ChatTemplate> RecognizeLlama3(const std::string& st, absl::string
   }
   if (absl::StrContains(st, "'Cutting Knowledge Date:")) {
     // Llama 3.1 / 3.2 / 3.3: the system turn is always written, preamble first.
-    static const std::regex kKnowledge(R"(\{\{'Cutting Knowledge Date: ((?:[^'\\]|\\.)*)\\n'\}\})");
-    static const std::regex kDate(R"(\{%setdate_string='((?:[^'\\]|\\.)*)'%\})");
-    const std::optional<std::string> knowledge = Capture(st, kKnowledge);
-    const std::optional<std::string> date = Capture(st, kDate);
+    const std::optional<std::string> knowledge =
+        CaptureQuoted(st, "{{'Cutting Knowledge Date: ", "\\n'}}", /*lazy=*/false);
+    const std::optional<std::string> date =
+        CaptureQuoted(st, "{%setdate_string='", "'%}", /*lazy=*/false);
     if (!knowledge || !date || !absl::StrContains(st, "{{'Today Date: '+date_string+'\\n\\n'}}") ||
         !absl::StrContains(st, "{{'<|start_header_id|>system<|end_header_id|>\\n\\n'}}") ||
         !absl::StrContains(st, "{%setsystem_message=messages[0]['content']|trim%}") ||
@@ -375,7 +398,12 @@ absl::StatusOr<ChatTemplate> ChatTemplateFromFiles(const ChatTemplateFiles& file
   std::optional<std::string> tmpl;
   std::string tmpl_src;
   if (files.config_json.has_value()) {
-    const json config = json::parse(*files.config_json, nullptr, /*allow_exceptions=*/false);
+    bool too_deep = false;
+    const json config = ParseJsonBounded(*files.config_json, &too_deep);
+    if (too_deep) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(cfg_src, ": nests deeper than ", kMaxJsonDepth, " levels"));
+    }
     if (config.is_discarded() || !config.is_object()) {
       return absl::InvalidArgumentError(absl::StrCat(cfg_src, ": not a JSON object"));
     }

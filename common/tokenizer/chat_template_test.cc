@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_replace.h"
 #include "common/tokenizer/hf_bpe_tokenizer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -230,6 +231,29 @@ TEST(ChatTemplate, ChatMlDefaultSystemIsReplacedBySystemPrompt) {
   EXPECT_EQ(RenderChat(*t, " S ", " x "),
             "<|im_start|>system\n S <|im_end|>\n<|im_start|>user\n x <|im_end|>\n"
             "<|im_start|>assistant\n");
+}
+
+// Found while fuzzing the tokenizer files (fuzz/): the default system prompt was captured with
+// std::regex, which recursed once per character and overflowed the stack (SIGSEGV) on a
+// 100 KB prompt. Also: tokenizer_config.json nested 100,000 deep is an error.
+TEST(ChatTemplate, LongDefaultSystemPromptAndDeepConfig) {
+  const auto it = Templates().find("qwen2.5:0.5b");
+  ASSERT_NE(it, Templates().end());
+  const std::string qwen = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+  const std::string long_system = std::string(50000, 'x') + "\\'" + std::string(50000, 'y');
+  const std::string text = absl::StrReplaceAll(it->second.text, {{qwen, long_system}});
+  ASSERT_NE(text, it->second.text);
+  absl::StatusOr<ChatTemplate> t = RecognizeChatTemplate(text, "", "long.jinja");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->default_system, std::string(50000, 'x') + "'" + std::string(50000, 'y'));
+
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  ChatTemplateFiles files;
+  files.config_json = R"({"chat_template": )" + deep + "}";
+  files.config_json_source = "d/tokenizer_config.json";
+  absl::StatusOr<ChatTemplate> c = ChatTemplateFromFiles(files);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.status().message(), "d/tokenizer_config.json: nests deeper than 64 levels");
 }
 
 TEST(ChatTemplate, ErrorsNameTheFileAndField) {
