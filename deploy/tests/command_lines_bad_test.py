@@ -10,8 +10,10 @@ one command line of each kind, and runs command_lines_test.py --root on it:
               a manifest in a new folder (deploy/k8s/variants/), a Job whose --config names a
               file the ConfigMap does not hold                    (globbing picks it up)
   systemd     the actor unit gets --no-such-flag                   (unknown flag)
-The checker must exit 1 and name each of the four; the shipped actor Deployment (cuda:0) must
-not be among the failures. Env: RHYTHM_BIN_DIR. Exits 77 when command_lines_test.py would.
+              a copy of the actor Deployment without its nvidia.com/gpu request (on a CPU-only
+              build, where cuda:0 is only "needs the CUDA image": it must fail all the same)
+The checker must exit 1 and name each; the shipped actor Deployment (cuda:0) must not be among
+the failures. Env: RHYTHM_BIN_DIR. Exits 77 when command_lines_test.py would.
 """
 import copy
 import os
@@ -64,6 +66,16 @@ def main():
         with open(os.path.join(root, "deploy", "k8s", "variants", "job.yaml"), "w") as f:
             yaml.safe_dump(job, f)
 
+        # A copy of the shipped actor Deployment (cuda:0) without its GPU request.
+        with open(os.path.join(root, "deploy", "k8s", "base", "actor.yaml")) as f:
+            actor = next(d for d in yaml.safe_load_all(f) if d and d.get("kind") == "Deployment")
+        actor["metadata"]["name"] = "actor-without-gpu"
+        for c in actor["spec"]["template"]["spec"]["containers"]:
+            for part in ("requests", "limits"):
+                ((c.get("resources") or {}).get(part) or {}).pop("nvidia.com/gpu", None)
+        with open(os.path.join(root, "deploy", "k8s", "variants", "actor-cpu.yaml"), "w") as f:
+            yaml.safe_dump(actor, f)
+
         # systemd: the actor unit.
         path = os.path.join(root, "deploy", "systemd", "rhythm-actor@.service")
         with open(path) as f:
@@ -103,6 +115,9 @@ def main():
     bin_dir = os.environ.get("RHYTHM_BIN_DIR", os.path.join(REPO, "build", "bin"))
     cpu_only = subprocess.run([os.path.join(bin_dir, "rhythm-actor"), "--check-config", "--set",
                                "runtime.device=cuda:0"], capture_output=True).returncode == 3
+    if cpu_only and not any(line.startswith("FAIL:") and "Deployment actor-without-gpu" in line
+                            and "requests no GPU" in line for line in fails):
+        problems.append("not caught: a cuda:0 Deployment that requests no GPU")
     if cpu_only and not any(line.startswith("note:") and "Deployment rhythm-actor" in line and
                             "needs the CUDA image" in line for line in out.splitlines()):
         problems.append("the actor Deployment is not noted as needing the CUDA image")
@@ -111,7 +126,7 @@ def main():
         for p in problems:
             print(f"FAIL: {p}")
         return 1
-    print(f"deploy_command_lines_bad_test: all {len(want)} broken command lines caught "
+    print(f"deploy_command_lines_bad_test: all {len(want) + int(cpu_only)} broken command lines caught "
           f"({len(fails)} FAIL lines), the CUDA-only one noted, not failed")
     return 0
 

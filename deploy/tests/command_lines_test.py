@@ -19,7 +19,8 @@ A variable a unit or pod does not define, or an /etc/rhythm path that maps to no
 
 Verdicts: exit 0 passes; exit 3 with the line "<binary>: needs the CUDA image: ..." (a valid
 configuration that names cuda:N on a CPU-only LibTorch) passes with that note, and only for that
-reason; anything else fails, with the binary's line. A command line whose program is not a rhythm
+reason, unless the container requests no GPU (nvidia.com/gpu, compose device reservations);
+anything else fails, with the binary's line. A command line whose program is not a rhythm
 binary (prometheus, grafana) is listed and skipped.
 
 Usage: command_lines_test.py [--root DIR]   (DIR: a tree laid out like the repository; the
@@ -54,11 +55,12 @@ TEMPLATE_INSTANCE = "9465"
 
 
 class CommandLine:
-    def __init__(self, where, argv, mounts, image=""):
+    def __init__(self, where, argv, mounts, image="", gpus=None):
         self.where = where    # "file: what" for messages
         self.argv = argv      # program + arguments, as shipped (variables expanded)
         self.mounts = mounts  # [(path in the container/host, local path)], longest first
         self.image = image    # the container image, "" for systemd
+        self.gpus = gpus      # GPUs the container requests; None = not declared here (systemd)
 
 
 def map_path(arg, mounts):
@@ -120,8 +122,12 @@ def compose_lines(root, path, tmp, yaml):
                 local = tempfile.mkdtemp(prefix="vol-", dir=tmp)
             mounts.append((target, local))
         mounts.sort(key=lambda m: -len(m[0]))
+        devices = ((((svc.get("deploy") or {}).get("resources") or {}).get("reservations") or {})
+                   .get("devices") or [])
+        gpus = sum(int(d.get("count", 1)) if str(d.get("count", 1)).isdigit() else 1
+                   for d in devices if "gpu" in (d.get("capabilities") or []))
         out.append(CommandLine(f"{os.path.relpath(path, root)}: service {name}", argv, mounts,
-                               str(svc.get("image", ""))))
+                               str(svc.get("image", "")), gpus))
     return out
 
 
@@ -195,7 +201,8 @@ def k8s_lines(root, files, tmp, yaml):
                 name = doc.get("metadata", {}).get("name", "?")
                 out.append(CommandLine(
                     f"{os.path.relpath(path, root)}: {doc.get('kind')} {name} container "
-                    f"{c.get('name')}", argv, mounts, str(c.get("image", ""))))
+                    f"{c.get('name')}", argv, mounts, str(c.get("image", "")),
+                    int(((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", 0))))
     return out
 
 
@@ -268,7 +275,9 @@ def check(line, problems, notes, passed):
                        timeout=60)
     said = (r.stdout + r.stderr).strip()
     shown = " ".join(shlex.quote(a) for a in argv)
-    if r.returncode == 0 and len(said.splitlines()) == 1:
+    if r.returncode == NEEDS_CUDA_EXIT and line.gpus == 0:
+        problems.append(f"{line.where}: names a CUDA device but requests no GPU: {said}")
+    elif r.returncode == 0 and len(said.splitlines()) == 1:
         passed.append(f"{line.where}: {said}")
     elif (r.returncode == NEEDS_CUDA_EXIT and len(said.splitlines()) == 1 and
           said.startswith(f"{prog}: needs the CUDA image: ")):
