@@ -289,6 +289,30 @@ TEST(LearnerState, ARestartedActorsOldLeasesAreReleasedEvenAcrossALearnerRestart
   EXPECT_EQ(again[1].prompt_id(), 1001u);
 }
 
+// Issue 17: the identity that registered an actor is part of its durable session, so a learner
+// restart (checkpoint or journal replay) does not let another identity take the actor_id.
+TEST(LearnerState, TheRegisteringIdentitySurvivesCheckpointAndReplay) {
+  Machine m;
+  std::optional<v1::JournalRecord> s = m.state.PlanSession("a", "r1", "cn-a");
+  ASSERT_TRUE(s.has_value());
+  m.Commit({*s});
+  EXPECT_EQ(m.state.IdentityOf("a"), "cn-a");
+  EXPECT_EQ(m.state.IdentityOf("b"), "") << "never registered";
+  EXPECT_FALSE(m.state.PlanSession("a", "r1", "cn-a").has_value());
+  EXPECT_TRUE(m.state.PlanSession("a", "r1", "cn-b").has_value())
+      << "another identity is a change the server must decide on";
+  std::vector<v1::PromptLease> l = m.Lease("a", 3, 0);
+  EXPECT_EQ(m.state.LeasesHeldBy("a"), 3);
+  EXPECT_EQ(m.state.LeasesHeldBy("b"), 0);
+  Machine back;  // from the checkpoint
+  ASSERT_TRUE(back.state.Restore(m.state.Snapshot()).ok());
+  EXPECT_EQ(back.state.IdentityOf("a"), "cn-a");
+  EXPECT_EQ(back.state.LeasesHeldBy("a"), 3);
+  Machine replayed;  // from the journal alone
+  replayed.Commit({*s});
+  EXPECT_EQ(replayed.state.IdentityOf("a"), "cn-a");
+}
+
 TEST(LearnerState, RolloutsAreIngestedOnceAndPublicationsSurviveARestore) {
   Machine m;
   std::vector<v1::PromptLease> l = m.Lease("a", 1, 0);

@@ -10,9 +10,13 @@
 //   - limits: id lengths, actors, leases per actor, weight downloads, and a rollout stream that
 //     sends nothing is cut by learner.idle_timeout_s while others are served; a stream whose
 //     bytes do not parse ends with INVALID_ARGUMENT and is counted;
-//   - /metrics with a bearer token refuses scrapes without it.
+//   - /metrics with a bearer token refuses scrapes without it;
+//   - the shipped deploy/tls/make-certs.sh makes certificates a real learner and a real actor
+//     train with over mutual TLS, and an actor without a certificate gets nowhere.
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -26,6 +30,7 @@
 #include "rhythm/v1/learner_service.grpc.pb.h"
 #include "rhythm/v1/weights.grpc.pb.h"
 #include "tests/learner_client.h"
+#include "tests/loop_procs.h"
 #include "tests/scripted_rollout.h"
 #include "tests/subprocess.h"
 
@@ -473,6 +478,57 @@ TEST(LearnerSecurity, LimitsAndIdleStreams) {
   EXPECT_EQ(Series(m, "rhythm_learner_limit_refusals_total{limit=\"max_leases_per_actor\"}"), 1);
   EXPECT_GE(Series(m, "rhythm_learner_limit_refusals_total{limit=\"max_weight_downloads\"}"), 1);
   EXPECT_EQ(Series(m, "rhythm_learner_limit_refusals_total{limit=\"idle_timeout\"}"), 20);
+}
+
+TEST(LearnerSecurity, TheShippedScriptsCertificatesRunTheLoopOverMutualTls) {
+  const std::string dir = ::testing::TempDir() + "/learner_security_script";
+  std::filesystem::remove_all(dir);
+  const std::string script = std::string(RHYTHM_SOURCE_DIR) + "/deploy/tls/make-certs.sh";
+  ASSERT_EQ(std::system(absl::StrCat(script, " ", dir, " localhost rhythm-actor,other > ", dir,
+                                     ".log 2>&1")
+                            .c_str()),
+            0)
+      << "see " << dir << ".log";
+  const std::string run = TempRunDir("script_loop");
+  const int learner_port = FreePort();
+  Proc learner;
+  StartLearner(learner, run, learner_port, false, run + ".log",
+               {"--set",
+                "security.tls_cert=" + dir + "/learner.crt", "--set",
+                "security.tls_key=" + dir + "/learner.key", "--set", "security.tls_ca=" + dir +
+                "/ca.crt", "--set", "security.require_client_cert=true", "--set",
+                "security.metrics_token_file=" + dir + "/metrics-token", "--set",
+                "trainer.steps=2"});
+  ASSERT_GT(learner.metrics_port, 0);
+  auto tls = [&](const std::string& who) {
+    return std::vector<std::string>{"--set", "security.tls_ca=" + dir + "/ca.crt",
+                                    "--set", "security.tls_server_name=localhost",
+                                    "--set", "security.tls_cert=" + dir + "/" + who + ".crt",
+                                    "--set", "security.tls_key=" + dir + "/" + who + ".key"};
+  };
+  Proc stranger;
+  StartActor(stranger, learner_port, "stranger", run + ".stranger.log",
+             {"--set", "security.tls_ca=" + dir + "/ca.crt", "--set",
+              "security.tls_server_name=localhost"});
+  Proc actor;
+  StartActor(actor, learner_port, "rhythm-actor", run + ".actor.log", tls("rhythm-actor"));
+  std::ifstream token_file(dir + "/metrics-token");
+  std::string token;
+  token_file >> token;
+  auto version = [&] {
+    absl::StatusOr<std::string> m = common::ScrapeLocal(learner.metrics_port, "/metrics", token);
+    return m.ok() ? Series(*m, "rhythm_learner_policy_version") : -1;
+  };
+  EXPECT_TRUE(WaitFor([&] { return version() >= 2; }, 120))
+      << "the actor with the script's certificate trains the learner; see " << run << ".log";
+  absl::StatusOr<std::string> m = common::ScrapeLocal(learner.metrics_port, "/metrics", token);
+  ASSERT_TRUE(m.ok());
+  EXPECT_GE(Series(*m, "rhythm_learner_auth_refused_total{reason=\"no_client_certificate\"}"), 1)
+      << "the actor without a certificate was refused";
+  EXPECT_EQ(Metric(stranger.metrics_port, "rhythm_actor_rollouts_acked_total"), 0);
+  stranger.p.Stop(SIGTERM, 30);
+  actor.p.Stop(SIGTERM, 30);
+  learner.p.Stop(SIGTERM, 60);
 }
 
 }  // namespace
