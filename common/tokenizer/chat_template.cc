@@ -147,7 +147,9 @@ std::string Excerpt(absl::string_view t, size_t at = 0) {
   }
   if (!flat.empty() && static_cast<unsigned char>(flat.back()) >= 0xC0) flat.pop_back();
   const bool cut = flat.size() + at < t.size();
-  return json(flat + (cut ? "..." : "")).dump();
+  // A template is any bytes: dump() would throw type_error 316 on invalid UTF-8, which aborted
+  // the process (found by fuzz/fuzz_tokenizer_json); invalid bytes are written as U+FFFD.
+  return json(flat + (cut ? "..." : "")).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 constexpr char kCustomHint[] =
@@ -488,7 +490,8 @@ std::string RenderChat(const ChatTemplate& t, absl::string_view system, absl::st
 absl::Status CheckPromptTemplate(absl::string_view prompt_template, absl::string_view field) {
   if (!absl::StrContains(prompt_template, "{prompt}")) {
     return absl::InvalidArgumentError(
-        absl::StrCat(field, " = ", json(std::string(prompt_template.substr(0, 80))).dump(),
+        absl::StrCat(field, " = ", json(std::string(prompt_template.substr(0, 80)))
+                                    .dump(-1, ' ', false, json::error_handler_t::replace),
                      prompt_template.size() > 80 ? "..." : "",
                      " has no {prompt} placeholder (prompt_format custom renders each prompt "
                      "through it; {system} is replaced by task.system_prompt)"));

@@ -256,6 +256,20 @@ TEST(ChatTemplate, LongDefaultSystemPromptAndDeepConfig) {
   EXPECT_EQ(c.status().message(), "d/tokenizer_config.json: nests deeper than 64 levels");
 }
 
+// Found by fuzz/fuzz_tokenizer_json: quoting a template or prompt_template with invalid UTF-8
+// (or one cut inside a character at byte 80) in the error message threw nlohmann's type_error
+// 316, which nothing caught: the process aborted. Invalid bytes are now quoted as U+FFFD.
+TEST(ChatTemplate, InvalidUtf8IsQuotedNotThrown) {
+  absl::StatusOr<ChatTemplate> t = RecognizeChatTemplate("{{ x }}\xf1\x80 y", "", "t.jinja");
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(t.status().message(), HasSubstr("t.jinja: chat_template \"{{ x }}\xef\xbf\xbd"));
+  // 79 ASCII bytes, then a two-byte character: the 80-byte excerpt ends inside it.
+  const std::string prompt = std::string(79, 'a') + "\xc3\xa9 no placeholder";
+  absl::Status s = CheckPromptTemplate(prompt, "task.prompt_template");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("task.prompt_template = \"aaaa"));
+}
+
 TEST(ChatTemplate, ErrorsNameTheFileAndField) {
   ChatTemplateFiles none;
   none.config_json_source = "m/tokenizer_config.json";
