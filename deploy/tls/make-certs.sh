@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Makes a private CA and the certificates rhythm's TLS settings need (README.md, "Security"):
 #
-#   deploy/tls/make-certs.sh [OUT_DIR] [LEARNER_NAMES] [ACTOR_NAMES]
+#   deploy/tls/make-certs.sh [OUT_DIR] [LEARNER_NAMES] [ACTOR_NAMES] [OWNER]
 #
 #   OUT_DIR        where the PEM files go (default deploy/tls/out; mode 0700, keys 0600)
 #   LEARNER_NAMES  comma-separated DNS names the learner's certificate carries
 #                  (default: learner,rhythm-learner,rhythm-learner.rhythm.svc,localhost)
 #   ACTOR_NAMES    comma-separated actor identities, one client certificate each, the name as
 #                  its subject CN (default: rhythm-actor)
+#   OWNER          uid:gid to own the files (run as root), e.g. 10001:10001, the image's
+#                  rhythm user, for docker compose, which mounts them as they are
 #
 # Writes ca.crt and ca.key (keep ca.key offline once the certificates exist), learner.crt and
 # learner.key, and <name>.crt and <name>.key per actor, plus metrics-token (a random bearer
@@ -21,6 +23,7 @@ set -euo pipefail
 out=${1:-"$(dirname "$0")/out"}
 learner_names=${2:-learner,rhythm-learner,rhythm-learner.rhythm.svc,localhost}
 actor_names=${3:-rhythm-actor}
+owner=${4:-}
 days=825
 
 mkdir -p "$out"
@@ -64,6 +67,7 @@ for a in "${actors[@]}"; do issue "$a" "$a" "" clientAuth; done
 [[ -f metrics-token ]] || { openssl rand -hex 32 > metrics-token; echo "made metrics-token"; }
 chmod 600 ./*.key metrics-token
 chmod 644 ./*.crt
+if [[ -n $owner ]]; then chown "$owner" . ./*.crt ./*.key metrics-token; fi
 
 cat <<MSG
 
