@@ -331,8 +331,8 @@ ForwardOutput Transformer::Run(const at::Tensor& input_ids, const at::Tensor& po
       const Layer& L = layers_[l];
       hidden = Checkpointed(
           [this, l, in](const at::Tensor& x) { return DecoderLayer(l, x, in, nullptr); }, hidden,
-          {L.input_norm, L.q_w, L.q_b, L.k_w, L.k_b, L.v_w, L.v_b, L.o_w, L.o_b, L.q_norm,
-           L.k_norm, L.post_norm, L.gate_w, L.up_w, L.down_w});
+          {L.input_norm, L.q_w, L.q_b, L.k_w, L.k_b, L.v_w, L.v_b, L.o_w, L.o_b, L.q_norm, L.k_norm,
+           L.post_norm, L.gate_w, L.up_w, L.down_w});
       continue;
     }
     at::Tensor probs;
@@ -349,8 +349,8 @@ ForwardOutput Transformer::Run(const at::Tensor& input_ids, const at::Tensor& po
   return out;
 }
 
-at::Tensor Transformer::DecoderLayer(int64_t l, const at::Tensor& hidden_in,
-                                     const LayerInputs& in, at::Tensor* probs_out) const {
+at::Tensor Transformer::DecoderLayer(int64_t l, const at::Tensor& hidden_in, const LayerInputs& in,
+                                     at::Tensor* probs_out) const {
   const ModelConfig& c = config_;
   const Layer& L = layers_[l];
   const CacheAccess& cache = in.cache;
@@ -396,8 +396,7 @@ at::Tensor Transformer::DecoderLayer(int64_t l, const at::Tensor& hidden_in,
               .reshape({b, c.num_heads, s, c.head_dim});
     }
     at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).to(at::kFloat) * scale;
-    scores =
-        scores.masked_fill(in.allowed.logical_not(), -std::numeric_limits<float>::infinity());
+    scores = scores.masked_fill(in.allowed.logical_not(), -std::numeric_limits<float>::infinity());
     const at::Tensor probs = at::softmax(scores, -1);
     if (probs_out != nullptr) *probs_out = probs;
     attn = at::matmul(probs.to(dtype_), v);
@@ -405,8 +404,7 @@ at::Tensor Transformer::DecoderLayer(int64_t l, const at::Tensor& hidden_in,
   attn = attn.transpose(1, 2).reshape({b, t, c.num_heads * c.head_dim});
   hidden = hidden + Linear(attn, L.o_w, L.o_b);
   const at::Tensor h2 = RmsNorm(hidden, L.post_norm, c.rms_norm_eps);
-  return hidden + at::linear(at::silu(at::linear(h2, L.gate_w)) * at::linear(h2, L.up_w),
-                             L.down_w);
+  return hidden + at::linear(at::silu(at::linear(h2, L.gate_w)) * at::linear(h2, L.up_w), L.down_w);
 }
 
 absl::Status Transformer::CheckCaptureLayers(const std::vector<int64_t>& layers) const {

@@ -209,8 +209,7 @@ class Transformer {
   // (int64 [B]) only that token's logits are computed: logits [B, 1, V].
   ForwardOutput Run(const at::Tensor& input_ids, const at::Tensor& positions,
                     const at::Tensor& allowed, const CacheAccess& cache,
-                    const std::vector<int64_t>& capture_layers,
-                    const at::Tensor& last_index = {},
+                    const std::vector<int64_t>& capture_layers, const at::Tensor& last_index = {},
                     const TrainingAttention* train = nullptr) const;
   // Decoder layer l on hidden [B, T, hidden_size]; with probs_out, the explicit path, and the
   // layer's probabilities float32 [B, heads, T, S] land there.
