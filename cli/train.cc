@@ -123,6 +123,10 @@ void ApplyTrainDefaults(v1::RhythmConfig& c) {
 
 void RegisterTrainFlags(common::FlagParser& parser, TrainFlags& f) {
   parser.AddString("actors", "N", "train: actor processes", &f.actors);
+  parser.AddString("learner-ranks", "N",
+                   "train: data-parallel learner processes (learner.world_size; rank 0 serves "
+                   "the actors, every rank trains its share of each batch; default 1)",
+                   &f.learner_ranks);
   parser.AddString("sft-steps", "N",
                    "train, ablate: most supervised warm-start steps (default 5000; countdown "
                    "steps format 2000; --model DIR skips it)",
@@ -145,7 +149,7 @@ namespace {
 
 // What the flags and the config ask for, checked.
 struct TrainPlan {
-  int64_t actors = 0, n = 0, k = 0, curve_n = 0;
+  int64_t actors = 0, n = 0, k = 0, curve_n = 0, learner_ranks = 1;
   std::string out;
   SftOptions sft;
 };
@@ -159,6 +163,11 @@ absl::StatusOr<TrainPlan> Plan(const TrainFlags& f, const SftEvalFlags& sft_flag
   TrainPlan plan;
   if (!absl::SimpleAtoi(f.actors, &plan.actors) || plan.actors < 1 || plan.actors > 64) {
     return absl::InvalidArgumentError("--actors '" + f.actors + "' must be in [1, 64]");
+  }
+  if (!absl::SimpleAtoi(f.learner_ranks, &plan.learner_ranks) || plan.learner_ranks < 1 ||
+      plan.learner_ranks > 64) {
+    return absl::InvalidArgumentError("--learner-ranks '" + f.learner_ranks +
+                                      "' must be in [1, 64]");
   }
   if (!absl::SimpleAtoi(sft_flags.n, &plan.n) || plan.n < 1) {
     return absl::InvalidArgumentError("--n '" + sft_flags.n + "' must be >= 1");
@@ -210,20 +219,35 @@ std::string Describe(const EvalResult& r, int64_t k) {
 }
 
 // The learner and the actors as child processes on localhost: a crashed actor is restarted, a
-// crashed learner ends the run.
+// crashed learner (any of its ranks: rank 0 then stops) ends the run. With `learner_ranks` > 1
+// ranks 1 .. N-1 start first (learner-rank-<i>.log) and meet rank 0 through the store it
+// announces in out/run; they exit when rank 0 does.
 class LocalCluster {
  public:
-  absl::Status Start(const std::string& out, int64_t actors) {
+  absl::Status Start(const std::string& out, int64_t actors, int64_t learner_ranks = 1) {
     out_ = out;
     bin_ = BinaryDir();
     config_path_ = out + "/config.yaml";
-    if (!learner_.Start({bin_ + "/rhythm-learner", "--config", config_path_, "--set",
-                         "learner.run_dir=" + out + "/run", "--set", "learner.address=127.0.0.1:0",
-                         "--set", "learner.metrics_address=127.0.0.1:0",
-                         // rhythm train decides when to stop: actors first, while the learner
-                         // can still ack what they flush.
-                         "--set", "trainer.steps=0", "--dump-rollouts", out + "/dump"},
-                        out + "/learner.log")) {
+    auto learner_args = [&](int64_t rank) {
+      return std::vector<std::string>{
+          bin_ + "/rhythm-learner", "--config", config_path_, "--set",
+          "learner.run_dir=" + out + "/run", "--set", "learner.address=127.0.0.1:0", "--set",
+          rank == 0 ? "learner.metrics_address=127.0.0.1:0" : "learner.metrics_address=",
+          // rhythm train decides when to stop: actors first, while the learner
+          // can still ack what they flush.
+          "--set", "trainer.steps=0", "--set",
+          absl::StrCat("learner.world_size=", learner_ranks), "--set",
+          absl::StrCat("learner.rank=", rank)};
+    };
+    for (int64_t r = 1; r < learner_ranks; ++r) {
+      ranks_.push_back(std::make_unique<common::ChildProcess>());
+      if (!ranks_.back()->Start(learner_args(r), absl::StrCat(out, "/learner-rank-", r, ".log"))) {
+        return absl::InternalError("cannot start " + bin_ + "/rhythm-learner");
+      }
+    }
+    std::vector<std::string> args0 = learner_args(0);
+    args0.insert(args0.end(), {"--dump-rollouts", out + "/dump"});
+    if (!learner_.Start(args0, out + "/learner.log")) {
       return absl::InternalError("cannot start " + bin_ + "/rhythm-learner");
     }
     std::vector<std::string> first = absl::StrSplit(learner_.ReadLine(120), ' ');
@@ -268,6 +292,8 @@ class LocalCluster {
     }
     for (auto& a : actors_) a->Stop(SIGTERM, 30);
     if (learner_.pid() > 0) learner_.Stop(SIGTERM, 60);
+    // Rank 0 stopped them after its final checkpoint (or they saw it die).
+    for (auto& r : ranks_) r->Stop(SIGTERM, 30);
   }
 
  private:
@@ -283,6 +309,7 @@ class LocalCluster {
   std::string out_, bin_, config_path_, learner_port_;
   int metrics_port_ = 0, restarts_ = 0;
   common::ChildProcess learner_;
+  std::vector<std::unique_ptr<common::ChildProcess>> ranks_;  // learner ranks 1 .. N-1
   std::vector<std::unique_ptr<common::ChildProcess>> actors_;
 };
 
@@ -510,7 +537,7 @@ int RunTrain(const TrainFlags& f, const SftEvalFlags& sft_flags, const std::stri
   }
   // 3. The learner and the actors, supervised until the last step.
   LocalCluster cluster;
-  if (absl::Status s = cluster.Start(out, run.plan.actors); !s.ok()) {
+  if (absl::Status s = cluster.Start(out, run.plan.actors, run.plan.learner_ranks); !s.ok()) {
     return Fail(std::string(s.message()));
   }
   const double rl_start = run.Elapsed();

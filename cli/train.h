@@ -28,6 +28,7 @@ struct TrainFlags {
   std::string sft_target;  // empty: the task's default
   std::string curve_n = "256";
   std::string before_eval;
+  std::string learner_ranks = "1";  // learner.world_size: data-parallel learner processes
 };
 
 void RegisterTrainFlags(common::FlagParser& parser, TrainFlags& flags);

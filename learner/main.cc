@@ -67,11 +67,6 @@ int main(int argc, char** argv) {
   if (start.exit) return start.exit_code;
   v1::RhythmConfig config = start.config;
   if (!resume_dir.empty()) config.mutable_learner()->set_run_dir(resume_dir);
-  if (rank_from_hostname) {
-    absl::StatusOr<int> rank = learner::RankFromHostName();
-    if (!rank.ok()) return Fail(std::string(rank.status().message()), 2);
-    config.mutable_learner()->set_rank(*rank);
-  }
 
   if (check_config) {
     // What start-up refuses before loading a model: the task, then (last) the device.
@@ -103,29 +98,6 @@ int main(int argc, char** argv) {
   std::unique_ptr<common::Tokenizer> tokenizer = std::move(loaded->tokenizer);
   std::unique_ptr<common::model::Transformer> model = std::move(loaded->model);
 
-  // Data-parallel ranks (learner.world_size > 1, learner/rank_group.h): every rank joins the
-  // group; rank 0 goes on to be the learner, the others only train (learner/rank_follower.h).
-  // Declared before the server, which holds a pointer to it and stops the ranks on the way out.
-  std::unique_ptr<learner::RankGroup> ranks;
-  if (config.learner().world_size() > 1) {
-    auto g = learner::RankGroup::Create(learner::RankGroup::Options::FromConfig(config));
-    if (!g.ok()) {
-      const bool bad = g.status().code() == absl::StatusCode::kInvalidArgument ||
-                       g.status().code() == absl::StatusCode::kUnimplemented;
-      return Fail(std::string(g.status().message()), bad ? 2 : 1);
-    }
-    ranks = *std::move(g);
-    if (ranks->rank() > 0) {
-      // Ctrl-C reaches every process of a terminal's group: rank 0 decides when the ranks
-      // stop (after its final checkpoint, which needs them), or dies and they notice.
-      std::signal(SIGINT, SIG_IGN);
-      absl::Status s =
-          learner::RunRankFollower(config, !resume_dir.empty(), std::move(model), *ranks);
-      if (!s.ok()) return Fail(s.ToString());
-      return 0;
-    }
-  }
-
   learner::LearnerServerOptions options;
   options.config = config;
   options.resume = !resume_dir.empty();
@@ -143,7 +115,6 @@ int main(int argc, char** argv) {
   options.registry = std::make_shared<prometheus::Registry>();
   options.task = task->get();  // learner.eval_every: the held-out split and verifier
   options.tokenizer = tok;
-  options.ranks = ranks.get();
 
   std::unique_ptr<common::MetricsServer> metrics;
   if (!config.learner().metrics_address().empty()) {
@@ -153,6 +124,34 @@ int main(int argc, char** argv) {
                                           *token);
     if (!m.ok()) return Fail(std::string(m.status().message()));
     metrics = *std::move(m);
+  }
+  // Data-parallel ranks (learner.world_size > 1, learner/rank_group.h): every rank joins the
+  // group (and serves /metrics, for its probes); rank 0 goes on to be the learner, the others
+  // only train (learner/rank_follower.h). Declared before the server, which holds a pointer to
+  // it and stops the ranks on the way out.
+  std::unique_ptr<learner::RankGroup> ranks;
+  if (rank_from_hostname) {  // a property of the pod, not of the configuration: checked here
+    absl::StatusOr<int> rank = learner::RankFromHostName();
+    if (!rank.ok()) return Fail(std::string(rank.status().message()), 2);
+    config.mutable_learner()->set_rank(*rank);
+  }
+  if (config.learner().world_size() > 1) {
+    auto g = learner::RankGroup::Create(learner::RankGroup::Options::FromConfig(config));
+    if (!g.ok()) {
+      const bool bad = g.status().code() == absl::StatusCode::kInvalidArgument ||
+                       g.status().code() == absl::StatusCode::kUnimplemented;
+      return Fail(std::string(g.status().message()), bad ? 2 : 1);
+    }
+    ranks = *std::move(g);
+    if (ranks->rank() > 0) {
+      // Ctrl-C reaches every process of a terminal's group: rank 0 decides when the ranks
+      // stop (after its final checkpoint, which needs them), or dies and they notice.
+      std::signal(SIGINT, SIG_IGN);
+      absl::Status s = learner::RunRankFollower(config, std::move(options.model), *ranks);
+      if (!s.ok()) return Fail(s.ToString());
+      return 0;
+    }
+    options.ranks = ranks.get();
   }
   auto server = learner::LearnerServer::Create(std::move(options));
   if (!server.ok()) return Fail(std::string(server.status().message()));

@@ -5,21 +5,12 @@
 #include "common/logging.h"
 #include "common/rollout/engine.h"
 #include "common/status.h"
-#include "learner/checkpoint.h"
 #include "learner/trainer.h"
 
 namespace rhythm::learner {
 
-absl::Status RunRankFollower(const v1::RhythmConfig& c, bool resume,
+absl::Status RunRankFollower(const v1::RhythmConfig& c,
                              std::unique_ptr<common::model::Transformer> model, RankGroup& ranks) {
-  if (resume) {
-    absl::StatusOr<LoadedCheckpoint> ck = LoadLatestCheckpoint(c.learner().run_dir());
-    if (ck.ok()) {
-      model = std::move(ck->model);
-    } else if (ck.status().code() != absl::StatusCode::kNotFound) {
-      return ck.status();
-    }
-  }
   RHYTHM_ASSIGN_OR_RETURN(
       std::unique_ptr<Trainer> trainer,
       Trainer::Create(*model, c.trainer(), c.credit(), c.runtime().seed(), 0,

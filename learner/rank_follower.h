@@ -13,12 +13,11 @@
 namespace rhythm::learner {
 
 // Builds the trainer as the learner does (LearnerServer: the same trainer, credit, seed,
-// temperature, taps and sampler settings) on `model` and follows rank 0. With `resume`, the
-// model is first replaced by the checkpoint <run_dir>/checkpoints/LATEST names, so that a
-// frozen reference copied from the weights (trainer.kl_coef > 0) is rank 0's; the weights
-// themselves and the AdamW shards come from rank 0. OK when rank 0 stopped the ranks;
-// UNAVAILABLE when rank 0 or another rank died or hung past learner.rank_timeout_s.
-absl::Status RunRankFollower(const v1::RhythmConfig& config, bool resume,
+// temperature, taps and sampler settings) on `model` (of rank 0's shape; its weights, the
+// frozen reference's and the AdamW shards come from rank 0, so a resumed run needs no copy of
+// the checkpoint here) and follows rank 0. OK when rank 0 stopped the ranks; UNAVAILABLE when
+// rank 0 or another rank died or hung past learner.rank_timeout_s.
+absl::Status RunRankFollower(const v1::RhythmConfig& config,
                              std::unique_ptr<common::model::Transformer> model, RankGroup& ranks);
 
 }  // namespace rhythm::learner

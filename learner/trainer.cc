@@ -914,6 +914,7 @@ absl::Status Trainer::SyncRanks() {
   RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(meta));
   at::Tensor params = sharded_->FlatParams();
   RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(params));
+  RHYTHM_RETURN_IF_ERROR(BroadcastReference());
   if (with_state) {
     RHYTHM_ASSIGN_OR_RETURN(auto flat, sharded_->FlattenNamed(pending_state_));
     RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(flat.first));
@@ -921,6 +922,18 @@ absl::Status Trainer::SyncRanks() {
     pending_state_.clear();
   }
   synced_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::BroadcastReference() {
+  if (reference_ == nullptr) return absl::OkStatus();
+  // A reference copied from the weights a resumed rank 0 started with is not the other ranks'.
+  at::NoGradGuard no_grad;
+  for (auto& [name, t] : reference_->NamedParameters()) {
+    at::Tensor c = t.contiguous();
+    RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(c));
+    if (ranks_->rank() != 0) t.copy_(c);
+  }
   return absl::OkStatus();
 }
 
@@ -932,6 +945,7 @@ absl::Status Trainer::ReceiveSync(bool with_state) {
   at::Tensor params = sharded_->FlatParams();
   RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(params));
   sharded_->SetParams(params);
+  RHYTHM_RETURN_IF_ERROR(BroadcastReference());
   common::model::TensorMap local = sharded_->LocalState();
   if (with_state) {
     at::Tensor m = at::zeros_like(params), v = at::zeros_like(params);

@@ -150,6 +150,8 @@ class Trainer {
   // ranks when they do not have them yet. The others: ReceiveSync.
   absl::Status SyncRanks();
   absl::Status ReceiveSync(bool with_state);
+  // Rank 0's frozen reference (kl_coef > 0) to every rank, in place.
+  absl::Status BroadcastReference();
   // Every rank: the moment shards gathered on rank 0 (the others get an empty map).
   absl::StatusOr<common::model::TensorMap> GatherShards();
   // Rank 0: one command to every rank.
