@@ -490,8 +490,9 @@ std::string RenderChat(const ChatTemplate& t, absl::string_view system, absl::st
 absl::Status CheckPromptTemplate(absl::string_view prompt_template, absl::string_view field) {
   if (!absl::StrContains(prompt_template, "{prompt}")) {
     return absl::InvalidArgumentError(
-        absl::StrCat(field, " = ", json(std::string(prompt_template.substr(0, 80)))
-                                    .dump(-1, ' ', false, json::error_handler_t::replace),
+        absl::StrCat(field, " = ",
+                     json(std::string(prompt_template.substr(0, 80)))
+                         .dump(-1, ' ', false, json::error_handler_t::replace),
                      prompt_template.size() > 80 ? "..." : "",
                      " has no {prompt} placeholder (prompt_format custom renders each prompt "
                      "through it; {system} is replaced by task.system_prompt)"));
