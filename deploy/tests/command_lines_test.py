@@ -16,6 +16,9 @@ Paths inside a container or on the target host are mapped to repository files:
               listed item; emptyDir and claims become empty temporary directories;
   systemd     HOST_FILES and ENV_FILES below: add a line there for a new file a unit names.
 A variable a unit or pod does not define, or an /etc/rhythm path that maps to nothing, fails.
+Each binary runs with the environment it is deployed with: the pod's or service's literal env
+values, the unit's Environment, and HOSTNAME as there (a pod: <name>-0, a StatefulSet's first
+ordinal; compose: <service>-1; systemd: "host").
 
 Verdicts: exit 0 passes; exit 3 with the line "<binary>: needs the CUDA image: ..." (a valid
 configuration that names cuda:N on a CPU-only LibTorch) passes with that note, and only for that
@@ -55,12 +58,13 @@ TEMPLATE_INSTANCE = "9465"
 
 
 class CommandLine:
-    def __init__(self, where, argv, mounts, image="", gpus=None):
+    def __init__(self, where, argv, mounts, image="", gpus=None, env=None):
         self.where = where    # "file: what" for messages
         self.argv = argv      # program + arguments, as shipped (variables expanded)
         self.mounts = mounts  # [(path in the container/host, local path)], longest first
         self.image = image    # the container image, "" for systemd
         self.gpus = gpus      # GPUs the container requests; None = not declared here (systemd)
+        self.env = env or {}  # the process's environment as deployed (HOSTNAME included)
 
 
 def map_path(arg, mounts):
@@ -126,8 +130,13 @@ def compose_lines(root, path, tmp, yaml):
                    .get("devices") or [])
         gpus = sum(int(d.get("count", 1)) if str(d.get("count", 1)).isdigit() else 1
                    for d in devices if "gpu" in (d.get("capabilities") or []))
+        env = svc.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(e.split("=", 1) for e in env if "=" in e)
+        env = {k: expand_compose(str(v)) for k, v in env.items()}
+        env.setdefault("HOSTNAME", str(svc.get("hostname", f"{name}-1")))
         out.append(CommandLine(f"{os.path.relpath(path, root)}: service {name}", argv, mounts,
-                               str(svc.get("image", "")), gpus))
+                               str(svc.get("image", "")), gpus, env))
     return out
 
 
@@ -199,10 +208,12 @@ def k8s_lines(root, files, tmp, yaml):
                     mounts.append((m["mountPath"], local))
                 mounts.sort(key=lambda x: -len(x[0]))
                 name = doc.get("metadata", {}).get("name", "?")
+                env.setdefault("HOSTNAME", f"{name}-0")  # the pod's name: a StatefulSet's ordinal
                 out.append(CommandLine(
                     f"{os.path.relpath(path, root)}: {doc.get('kind')} {name} container "
                     f"{c.get('name')}", argv, mounts, str(c.get("image", "")),
-                    int(((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", 0))))
+                    int(((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", 0)),
+                    env))
     return out
 
 
@@ -242,7 +253,8 @@ def systemd_lines(root, path, problems):
             return env.get(name, "")
 
         argv = [re.sub(r"\$\{(\w+)\}|\$(\w+)", var, a) for a in shlex.split(cmd)]
-        out.append(CommandLine(f"{os.path.relpath(path, root)}: ExecStart", argv, mounts))
+        out.append(CommandLine(f"{os.path.relpath(path, root)}: ExecStart", argv, mounts,
+                               env=dict(env, HOSTNAME="host")))
     return out
 
 
@@ -272,7 +284,7 @@ def check(line, problems, notes, passed):
         args.append(mapped)
     exe = os.path.join(BIN, prog)
     r = subprocess.run([exe] + args + ["--check-config"], capture_output=True, text=True,
-                       timeout=60)
+                       timeout=60, env=dict(os.environ, **line.env))
     said = (r.stdout + r.stderr).strip()
     shown = " ".join(shlex.quote(a) for a in argv)
     if r.returncode == NEEDS_CUDA_EXIT and line.gpus == 0:
