@@ -7,7 +7,8 @@
 //   1 rank, --threads torch threads;  1 rank, 2 x --threads threads (the same cores as two
 //   ranks);  2 ranks, --threads each.
 // Prints one line per case: median step time, the 2-rank ratio, and AdamW state per rank.
-// Run: build/bin/bench_data_parallel [--steps 5] [--rounds 3] [--threads 1]
+// Run: build/bin/bench_data_parallel [--steps 5] [--rounds 3] [--threads 1] [--wide 0|1]
+// (--wide 0 skips the 2 x --threads case)
 #include <unistd.h>
 
 #include <csignal>
@@ -89,7 +90,7 @@ int Follower(const std::string& dir) {
 
 int Main(int argc, char** argv) {
   common::UseTheCpusBlasKernels();
-  int steps = 5, rounds = 3, threads = 1, rank = 0;
+  int steps = 5, rounds = 3, threads = 1, rank = 0, wide = 1;
   std::string dir;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
@@ -98,6 +99,7 @@ int Main(int argc, char** argv) {
     else if (k == "--rounds") ok = absl::SimpleAtoi(v, &rounds);
     else if (k == "--threads") ok = absl::SimpleAtoi(v, &threads);
     else if (k == "--rank") ok = absl::SimpleAtoi(v, &rank);
+    else if (k == "--wide") ok = absl::SimpleAtoi(v, &wide);
     else if (k == "--dir") dir = v;
     else ok = false;
     if (!ok) {
@@ -116,7 +118,7 @@ int Main(int argc, char** argv) {
       return 1;
     }
     at::set_num_threads(2 * threads);
-    if (absl::Status s = TimeSteps(steps, nullptr, one_wide); !s.ok()) {
+    if (absl::Status s = wide ? TimeSteps(steps, nullptr, one_wide) : absl::OkStatus(); !s.ok()) {
       std::fprintf(stderr, "1 rank, wide: %s\n", s.ToString().c_str());
       return 1;
     }
@@ -151,10 +153,19 @@ int Main(int argc, char** argv) {
               "per rank\n", rounds, steps, threads);
   std::printf("  1 rank,  %d thread(s):  %.3f s/step  AdamW state %lld elements\n", threads, t1,
               static_cast<long long>(one.state_numel));
-  std::printf("  1 rank,  %d thread(s):  %.3f s/step\n", 2 * threads, t1w);
-  std::printf("  2 ranks, %d thread(s) each: %.3f s/step  (%.2fx the 1-rank time, %.2fx the "
-              "wide one)  AdamW state %lld elements per rank\n",
-              threads, t2, t2 / t1, t2 / t1w, static_cast<long long>(two.state_numel));
+  if (wide) std::printf("  1 rank,  %d thread(s):  %.3f s/step\n", 2 * threads, t1w);
+  std::printf("  2 ranks, %d thread(s) each: %.3f s/step  (%.2fx the 1-rank time)  AdamW state "
+              "%lld elements per rank\n",
+              threads, t2, t2 / t1, static_cast<long long>(two.state_numel));
+  std::printf("  per-round 1-rank / 2-rank medians:");
+  for (int r = 0; r < rounds; ++r) {
+    auto round = [&](const Case& c) {
+      return bench::Median(std::vector<double>(c.seconds.begin() + r * steps,
+                                               c.seconds.begin() + (r + 1) * steps));
+    };
+    std::printf(" %.2f/%.2f", round(one), round(two));
+  }
+  std::printf("\n");
   return 0;
 }
 

@@ -166,6 +166,77 @@ INSTANTIATE_TEST_SUITE_P(Aggregation, TwoRanks,
                          ::testing::Values(v1::LOSS_AGGREGATION_TOKEN_MEAN,
                                            v1::LOSS_AGGREGATION_SEQ_MEAN_TOKEN_MEAN));
 
+// A resumed run: rank 0 starts from a checkpoint (weights and AdamW state after one step, with
+// a KL reference copied from them), rank 1 from other weights entirely. Rank 0 hands rank 1 its
+// weights, the reference and its shard of the state, so the two still train the weights of
+// one trainer resumed from the same checkpoint.
+TEST(TwoRanksResume, RankZeroHandsTheOtherRankItsWeightsReferenceAndStateShard) {
+  at::set_num_threads(1);
+  v1::TrainerConfig tc = Config(v1::LOSS_AGGREGATION_TOKEN_MEAN);
+  tc.set_kl_coef(0.05);
+  auto gen = Model();
+  std::vector<std::vector<Group>> batches;
+  for (int i = 0; i < 3; ++i) batches.push_back(Rollouts(*gen, 3, 3, 20 + i, 100 * (i + 1)));
+  // The checkpoint: one step of a trainer alone.
+  auto first_model = Model();
+  auto first = *Trainer::Create(*first_model, tc, v1::CreditConfig(), 1, 0);
+  ASSERT_TRUE(first->Step(batches[0]).ok());
+  const TensorMap ck_params = Clone(first_model->NamedParameters());
+  const TensorMap ck_state = Clone(first->OptimizerState());
+  auto from_checkpoint = [&](uint64_t seed) {
+    auto m = *Transformer::RandomInit(testing::TinyModel(), seed);
+    at::NoGradGuard no_grad;
+    for (auto& [name, p] : m->NamedParameters()) p.copy_(ck_params.at(name));
+    return m;
+  };
+  // Resumed alone.
+  auto alone_model = from_checkpoint(5);
+  auto alone = *Trainer::Create(*alone_model, tc, v1::CreditConfig(), 1, 1);
+  ASSERT_TRUE(alone->RestoreOptimizerState(ck_state, 1, 1).ok());
+  for (int i = 1; i < 3; ++i) ASSERT_TRUE(alone->Step(batches[i]).ok());
+  // Resumed on two ranks.
+  const std::string dir = ::testing::TempDir() + "/rank_group_resume";
+  std::filesystem::remove_all(dir);
+  RankGroup::Options o;
+  o.world_size = 2;
+  o.run_dir = dir;
+  o.timeout = absl::Seconds(30);
+  absl::Status follower = absl::UnknownError("not run");
+  TensorMap rank1_params;
+  std::thread rank1([&] {
+    RankGroup::Options o1 = o;
+    o1.rank = 1;
+    auto g = RankGroup::Create(o1);
+    if (!g.ok()) {
+      follower = g.status();
+      return;
+    }
+    auto m = *Transformer::RandomInit(testing::TinyModel(), 99);  // not the checkpoint
+    auto t = *Trainer::Create(*m, tc, v1::CreditConfig(), 1, 0, 1.0, {}, {}, g->get());
+    follower = t->FollowRank0();
+    rank1_params = Clone(m->NamedParameters());
+  });
+  auto g = RankGroup::Create(o);
+  ASSERT_TRUE(g.ok()) << g.status();
+  auto m = from_checkpoint(5);
+  auto t = *Trainer::Create(*m, tc, v1::CreditConfig(), 1, 1, 1.0, {}, {}, g->get());
+  ASSERT_TRUE(t->RestoreOptimizerState(ck_state, 1, 1).ok());
+  for (int i = 1; i < 3; ++i) {
+    absl::StatusOr<StepStats> s = t->Step(batches[i]);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->version, i + 1);
+  }
+  absl::StatusOr<TensorMap> state = t->GatherOptimizerState();
+  ASSERT_TRUE(state.ok()) << state.status();
+  t->StopRanks();
+  rank1.join();
+  ASSERT_TRUE(follower.ok()) << follower;
+  EXPECT_EQ(t->optimizer_steps(), alone->optimizer_steps());  // 1 + 2 steps x 2 mini-batches
+  EXPECT_LT(MaxAbsDiff(m->NamedParameters(), alone_model->NamedParameters()), 1e-5);
+  EXPECT_LT(MaxAbsDiff(rank1_params, alone_model->NamedParameters()), 1e-5);
+  EXPECT_LT(MaxAbsDiff(*state, alone->OptimizerState()), 1e-5);
+}
+
 TEST(TwoRanksGuard, APoisonedBatchIsSkippedOnBothRanks) {
   at::set_num_threads(1);
   const v1::TrainerConfig tc = Config(v1::LOSS_AGGREGATION_TOKEN_MEAN);
