@@ -13,9 +13,15 @@
 //   - /metrics with a bearer token refuses scrapes without it;
 //   - the shipped deploy/tls/make-certs.sh makes certificates a real learner and a real actor
 //     train with over mutual TLS, and an actor without a certificate gets nowhere.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -478,6 +484,73 @@ TEST(LearnerSecurity, LimitsAndIdleStreams) {
   EXPECT_EQ(Series(m, "rhythm_learner_limit_refusals_total{limit=\"max_leases_per_actor\"}"), 1);
   EXPECT_GE(Series(m, "rhythm_learner_limit_refusals_total{limit=\"max_weight_downloads\"}"), 1);
   EXPECT_EQ(Series(m, "rhythm_learner_limit_refusals_total{limit=\"idle_timeout\"}"), 20);
+}
+
+int Threads(int pid) {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/task"))) {
+    (void)e;
+    ++n;
+  }
+  return n;
+}
+
+// Issue 17: 300 idle streams held 614 threads. The thread quota (learner.max_concurrent_rpcs)
+// bounds the streams served at once; the others wait, and each is cut by
+// learner.idle_timeout_s once served.
+// A /metrics client trickling one byte at a time does not hold up scrapes either.
+TEST(LearnerSecurity, IdleStreamsHoldABoundedNumberOfThreads) {
+  LearnerUnderTest l;
+  const std::string run = TempRunDir("threads");
+  StartLearner(l, run, {"--set", "learner.max_concurrent_rpcs=32", "--set",
+                        "learner.idle_timeout_s=4"});
+  const int before = Threads(l.process.pid());
+  Client c = Connect(l, "", "", /*plaintext=*/true);
+  ASSERT_TRUE(Register(c, "actor-1").ok());
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<
+      grpc::ClientReaderWriter<v1::RolloutStreamRequest, v1::RolloutStreamResponse>>>
+      streams;
+  for (int i = 0; i < 300; ++i) {
+    contexts.push_back(Deadline(60));
+    streams.push_back(c.stub->StreamRollouts(contexts.back().get()));
+    v1::RolloutStreamRequest hello;
+    hello.mutable_hello()->set_actor_id("actor-1");
+    hello.mutable_hello()->set_run_id("run-1");
+    streams.back()->Write(hello);
+  }
+  // A trickling /metrics client: one byte now, more later.
+  const int trickle = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(l.metrics_port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  ASSERT_EQ(connect(trickle, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(send(trickle, "G", 1, 0), 1);
+  absl::SleepFor(absl::Seconds(2));
+  const int during = Threads(l.process.pid());
+  const auto scrape_start = std::chrono::steady_clock::now();
+  const std::string m = Scrape(l);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - scrape_start).count(),
+            1.0)
+      << "a trickling client does not hold up a scrape";
+  EXPECT_NE(m.find("rhythm_learner_policy_version"), std::string::npos);
+  // Each stream served holds a gRPC thread and its writer thread: at most 2 x 32, plus gRPC's
+  // own few. (Before the quota: 614 threads for 300 streams.)
+  EXPECT_LE(during - before, 2 * 32 + 8)
+      << before << " threads before, " << during << " with 300 streams";
+  std::printf("learner threads: %d before, %d with 300 idle streams (max_concurrent_rpcs 32)\n",
+              before, during);
+  for (auto& s : streams) {
+    v1::RolloutStreamResponse resp;
+    while (s->Read(&resp)) {
+    }
+    s->Finish();
+  }
+  EXPECT_GE(Series(Scrape(l), "rhythm_learner_streams_ended_total{how=\"idle\"}"), 1);
+  char buf[16];
+  EXPECT_LE(recv(trickle, buf, sizeof buf, 0), 0) << "the trickling client was cut";
+  close(trickle);
 }
 
 TEST(LearnerSecurity, TheShippedScriptsCertificatesRunTheLoopOverMutualTls) {
