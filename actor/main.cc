@@ -57,7 +57,8 @@ int main(int argc, char** argv) {
   if (check_config) {
     const absl::Status valid =
         config.actor().learner_address().empty()
-            ? absl::InvalidArgumentError("actor.learner_address is empty: set the learner's host:port")
+            ? absl::InvalidArgumentError(
+                  "actor.learner_address is empty: set the learner's host:port")
             : absl::OkStatus();
     return common::FinishConfigCheck("rhythm-actor", config, valid,
                                      "learner " + config.actor().learner_address());

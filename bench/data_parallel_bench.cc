@@ -11,10 +11,9 @@
 // (--wide 0 skips the 2 x --threads case)
 #include <unistd.h>
 
-#include <csignal>
-
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -95,13 +94,20 @@ int Main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
     bool ok = true;
-    if (k == "--steps") ok = absl::SimpleAtoi(v, &steps);
-    else if (k == "--rounds") ok = absl::SimpleAtoi(v, &rounds);
-    else if (k == "--threads") ok = absl::SimpleAtoi(v, &threads);
-    else if (k == "--rank") ok = absl::SimpleAtoi(v, &rank);
-    else if (k == "--wide") ok = absl::SimpleAtoi(v, &wide);
-    else if (k == "--dir") dir = v;
-    else ok = false;
+    if (k == "--steps")
+      ok = absl::SimpleAtoi(v, &steps);
+    else if (k == "--rounds")
+      ok = absl::SimpleAtoi(v, &rounds);
+    else if (k == "--threads")
+      ok = absl::SimpleAtoi(v, &threads);
+    else if (k == "--rank")
+      ok = absl::SimpleAtoi(v, &rank);
+    else if (k == "--wide")
+      ok = absl::SimpleAtoi(v, &wide);
+    else if (k == "--dir")
+      dir = v;
+    else
+      ok = false;
     if (!ok) {
       std::fprintf(stderr, "bench_data_parallel: bad flag %s %s\n", k.c_str(), v.c_str());
       return 2;
@@ -149,19 +155,22 @@ int Main(int argc, char** argv) {
   }
   const double t1 = bench::Median(one.seconds), t1w = bench::Median(one_wide.seconds),
                t2 = bench::Median(two.seconds);
-  std::printf("bench_data_parallel: %d rounds x %d steps, 32 sequences per step, %d thread(s) "
-              "per rank\n", rounds, steps, threads);
+  std::printf(
+      "bench_data_parallel: %d rounds x %d steps, 32 sequences per step, %d thread(s) "
+      "per rank\n",
+      rounds, steps, threads);
   std::printf("  1 rank,  %d thread(s):  %.3f s/step  AdamW state %lld elements\n", threads, t1,
               static_cast<long long>(one.state_numel));
   if (wide) std::printf("  1 rank,  %d thread(s):  %.3f s/step\n", 2 * threads, t1w);
-  std::printf("  2 ranks, %d thread(s) each: %.3f s/step  (%.2fx the 1-rank time)  AdamW state "
-              "%lld elements per rank\n",
-              threads, t2, t2 / t1, static_cast<long long>(two.state_numel));
+  std::printf(
+      "  2 ranks, %d thread(s) each: %.3f s/step  (%.2fx the 1-rank time)  AdamW state "
+      "%lld elements per rank\n",
+      threads, t2, t2 / t1, static_cast<long long>(two.state_numel));
   std::printf("  per-round 1-rank / 2-rank medians:");
   for (int r = 0; r < rounds; ++r) {
     auto round = [&](const Case& c) {
-      return bench::Median(std::vector<double>(c.seconds.begin() + r * steps,
-                                               c.seconds.begin() + (r + 1) * steps));
+      return bench::Median(
+          std::vector<double>(c.seconds.begin() + r * steps, c.seconds.begin() + (r + 1) * steps));
     };
     std::printf(" %.2f/%.2f", round(one), round(two));
   }

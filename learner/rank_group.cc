@@ -32,8 +32,8 @@ absl::Status SplitAddress(const std::string& address, std::string& host, int& po
   const size_t colon = address.rfind(':');
   if (colon == std::string::npos || colon == 0 ||
       !absl::SimpleAtoi(address.substr(colon + 1), &port) || port <= 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("learner.rendezvous_address = '", address,
-                                                   "': want host:port"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("learner.rendezvous_address = '", address, "': want host:port"));
   }
   host = address.substr(0, colon);
   return absl::OkStatus();
@@ -67,8 +67,9 @@ struct RankGroup::Impl {
   // Runs `works()` (which issues collectives) and waits for them all; any exception aborts.
   template <typename F>
   absl::Status Run(const char* what, F&& works) {
-    if (aborted) return absl::UnavailableError(absl::StrCat("learner ranks: ", what,
-                                                            ": the rank group was aborted"));
+    if (aborted)
+      return absl::UnavailableError(
+          absl::StrCat("learner ranks: ", what, ": the rank group was aborted"));
     try {
       std::vector<c10::intrusive_ptr<c10d::Work>> w = works();
       for (auto& x : w) x->wait(weights::GlooMillis(timeout));
@@ -76,7 +77,8 @@ struct RankGroup::Impl {
     } catch (const std::exception& e) {
       aborted = true;
       return absl::UnavailableError(absl::StrCat("learner ranks: ", what, " failed on rank ", rank,
-                                                 " of ", world, " (a rank died or exceeded "
+                                                 " of ", world,
+                                                 " (a rank died or exceeded "
                                                  "learner.rank_timeout_s): ",
                                                  weights::FirstLine(e)));
     }
@@ -113,8 +115,8 @@ absl::StatusOr<std::unique_ptr<RankGroup>> RankGroup::Create(const Options& o) {
   }
   if (o.rank < 0 || o.rank >= o.world_size) {
     return absl::InvalidArgumentError(absl::StrCat("learner.rank = ", o.rank, ": want 0 .. ",
-                                                   o.world_size - 1, " (learner.world_size = ",
-                                                   o.world_size, ")"));
+                                                   o.world_size - 1,
+                                                   " (learner.world_size = ", o.world_size, ")"));
   }
 #if !defined(USE_C10D_NCCL)
   if (o.nccl) {
@@ -154,14 +156,15 @@ absl::StatusOr<std::unique_ptr<RankGroup>> RankGroup::Create(const Options& o) {
     // Poll the announcement (rank 0 may start later than this rank, and a previous run may
     // have left one behind: a store that does not answer is re-read).
     const absl::Time deadline = absl::Now() + o.timeout;
-    absl::Status last = absl::UnavailableError(absl::StrCat(
-        "no announcement in ", AnnouncePath(o.run_dir), " from learner rank 0"));
+    absl::Status last = absl::UnavailableError(
+        absl::StrCat("no announcement in ", AnnouncePath(o.run_dir), " from learner rank 0"));
     while (!store) {
       if (absl::Now() > deadline) {
         return absl::UnavailableError(absl::StrCat("learner rank ", o.rank,
                                                    ": no rendezvous within learner.rank_timeout_s"
-                                                   " = ", absl::ToDoubleSeconds(o.timeout),
-                                                   ": ", last.message()));
+                                                   " = ",
+                                                   absl::ToDoubleSeconds(o.timeout), ": ",
+                                                   last.message()));
       }
       if (local) {
         std::ifstream in(AnnouncePath(o.run_dir));
@@ -190,8 +193,8 @@ absl::StatusOr<std::unique_ptr<RankGroup>> RankGroup::Create(const Options& o) {
       opts->timeout = weights::GlooMillis(o.timeout);
       impl->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, o.rank, o.world_size, opts);
     } catch (const std::exception& e) {
-      return absl::UnavailableError(absl::StrCat("learner rank ", o.rank, ": NCCL group: ",
-                                                 weights::FirstLine(e)));
+      return absl::UnavailableError(
+          absl::StrCat("learner rank ", o.rank, ": NCCL group: ", weights::FirstLine(e)));
     }
 #endif
   } else {
@@ -291,8 +294,8 @@ absl::StatusOr<int> RankFromHostName() {
   const size_t dash = name.rfind('-');
   int rank = -1;
   if (dash == std::string::npos || !absl::SimpleAtoi(name.substr(dash + 1), &rank) || rank < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--rank-from-hostname: host name '", name, "' does not end in -N (a StatefulSet ordinal)"));
+    return absl::InvalidArgumentError(absl::StrCat("--rank-from-hostname: host name '", name,
+                                                   "' does not end in -N (a StatefulSet ordinal)"));
   }
   return rank;
 }
@@ -321,8 +324,8 @@ absl::StatusOr<std::vector<Group>> DecodeBatch(const std::string& bytes) {
     return true;
   };
   const auto bad = [&] {
-    return absl::DataLossError(absl::StrCat("learner ranks: malformed batch at byte ", pos,
-                                            " of ", bytes.size()));
+    return absl::DataLossError(
+        absl::StrCat("learner ranks: malformed batch at byte ", pos, " of ", bytes.size()));
   };
   uint64_t groups = 0;
   if (!get(groups) || groups > bytes.size()) return bad();

@@ -15,9 +15,9 @@
 // rank: a rank that died or hangs fails the next heartbeat within learner.rank_timeout_s even
 // while rank 0 waits for rollouts.
 //
-// Errors: every collective returns UNAVAILABLE naming itself and the rank when a peer died, or
-// DEADLINE_EXCEEDED-like UNAVAILABLE after the timeout; the group is then aborted and every
-// later call fails at once (the learner stops; `--resume` forms a new group). No c10d types
+// Errors: every collective returns UNAVAILABLE, naming itself and the rank, when a peer died
+// or did not take part within the timeout; the group is then aborted and every later call
+// fails at once (the learner stops; `--resume` forms a new group). No c10d types
 // appear here. Thread-safety: none; one thread (the training thread) makes every call.
 #pragma once
 

@@ -2,6 +2,8 @@
 // Gloo group (two threads of this process, TCP on loopback) train the same weights as one
 // trainer alone on the same batches, with half the AdamW state each; the gathered state is the
 // one-rank state; the guard skips a poisoned step on both ranks; and the batch codec round-trips.
+#include "learner/rank_group.h"
+
 #include <cmath>
 #include <filesystem>
 #include <thread>
@@ -10,7 +12,6 @@
 #include "ATen/Parallel.h"
 #include "common/rollout/engine.h"
 #include "gtest/gtest.h"
-#include "learner/rank_group.h"
 #include "learner/trainer.h"
 #include "learner/trainer_testing.h"
 
@@ -35,7 +36,9 @@ std::vector<Group> Rollouts(const Transformer& m, int groups, int samples, uint6
       testing::EngineBatch(m, testing::SimplePrompts(groups), o, 0, first_id);
   for (Group& g : batch) {
     for (v1::Rollout& r : g) {
-      r.mutable_verifier()->set_reward(r.sample_index() == 0 ? 1.0 : r.sample_index() == 2 ? 0.5 : 0);
+      r.mutable_verifier()->set_reward(r.sample_index() == 0   ? 1.0
+                                       : r.sample_index() == 2 ? 0.5
+                                                               : 0);
     }
   }
   return batch;
@@ -292,8 +295,7 @@ TEST(RankGroupCreate, RejectsARankOutsideTheWorldNamingTheField) {
   o.rendezvous_address = "nohost";
   g = RankGroup::Create(o);
   ASSERT_FALSE(g.ok());
-  EXPECT_NE(g.status().message().find("learner.rendezvous_address = 'nohost'"),
-            std::string::npos)
+  EXPECT_NE(g.status().message().find("learner.rendezvous_address = 'nohost'"), std::string::npos)
       << g.status();
 }
 

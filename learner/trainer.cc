@@ -791,7 +791,9 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
           return;
         }
         stats.grad_norm = std::sqrt(flat.to(at::kDouble).pow(2).sum().item<double>());
-        if (!std::isfinite(stats.grad_norm)) return abandon("non_finite_grad_norm", OffendingRollouts(chunk));
+        if (!std::isfinite(stats.grad_norm)) {
+          return abandon("non_finite_grad_norm", OffendingRollouts(chunk));
+        }
         if (config_.grad_clip() > 0 && stats.grad_norm > config_.grad_clip()) {
           flat.mul_(config_.grad_clip() / (stats.grad_norm + 1e-12));
         }
@@ -842,7 +844,9 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
         inner = s;
         return;
       }
-      for (size_t k = 0; k < std::size(sums); ++k) *sums[k] = t[static_cast<int64_t>(k)].item<double>();
+      for (size_t k = 0; k < std::size(sums); ++k) {
+        *sums[k] = t[static_cast<int64_t>(k)].item<double>();
+      }
     }
     for (double* v : {&stats.clip_fraction, &stats.mean_ratio, &stats.approx_kl,
                       &stats.preplan_token_fraction, &stats.anchor_token_fraction,

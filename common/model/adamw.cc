@@ -62,8 +62,8 @@ TensorMap AdamW::State() const {
 
 absl::Status AdamW::Restore(const TensorMap& state, int64_t steps) {
   for (size_t i = 0; i < names_.size(); ++i) {
-    for (auto [suffix, dst] : {std::pair{".exp_avg", &exp_avg_[i]},
-                               std::pair{".exp_avg_sq", &exp_avg_sq_[i]}}) {
+    for (auto [suffix, dst] :
+         {std::pair{".exp_avg", &exp_avg_[i]}, std::pair{".exp_avg_sq", &exp_avg_sq_[i]}}) {
       auto it = state.find(names_[i] + suffix);
       if (it == state.end() || it->second.sizes() != dst->sizes()) {
         return absl::InvalidArgumentError(
@@ -146,7 +146,8 @@ TensorMap ShardedAdamW::LocalState() const {
 }
 
 absl::Status ShardedAdamW::RestoreLocal(const TensorMap& state, int64_t steps) {
-  for (auto [name, dst] : {std::pair{"exp_avg", &exp_avg_}, std::pair{"exp_avg_sq", &exp_avg_sq_}}) {
+  for (auto [name, dst] :
+       {std::pair{"exp_avg", &exp_avg_}, std::pair{"exp_avg_sq", &exp_avg_sq_}}) {
     auto it = state.find(name);
     if (it == state.end() || it->second.sizes() != dst->sizes()) {
       return absl::InvalidArgumentError(

@@ -60,9 +60,8 @@ absl::StatusOr<c10::intrusive_ptr<c10d::ProcessGroupGloo>> JoinGlooGroup(
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>(prefix, store);
     auto opts = c10d::ProcessGroupGloo::Options::create(GlooMillis(timeout));
     for (int i = 0; i < connections; ++i) {
-      opts->devices.push_back(host.empty()
-                                  ? c10d::ProcessGroupGloo::createDefaultDevice()
-                                  : c10d::ProcessGroupGloo::createDeviceForHostname(host));
+      opts->devices.push_back(host.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
+                                           : c10d::ProcessGroupGloo::createDeviceForHostname(host));
     }
     opts->threads = connections;
     return c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, world_size, opts);
