@@ -75,8 +75,7 @@ TEST(Runtime, ResolvesDevicesAndRefusesWhatThisBuildCannotRun) {
       EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition) << name;
     }
     if (!cuda.ok()) {
-      EXPECT_NE(cuda.status().message().find("runtime.device = '" + name + "'"),
-                std::string::npos);
+      EXPECT_NE(cuda.status().message().find("runtime.device = '" + name + "'"), std::string::npos);
     }
   }
   if (LibTorchHasCuda() && at::hasCUDA()) {
