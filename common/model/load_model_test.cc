@@ -42,5 +42,22 @@ TEST(LoadModelTest, AMissingDirectoryIsAnErrorNamingIt) {
       << m.status();
 }
 
+TEST(LoadModelTest, Bf16IsTheFp32ModelRoundedAndFp16IsRefusedNamingTheKey) {
+  auto fp32 = LoadModelAndTokenizer("", Tiny(), 5);
+  auto bf16 = LoadModelAndTokenizer("", Tiny(), 5, at::kCPU, v1::DTYPE_BF16);
+  ASSERT_TRUE(fp32.ok() && bf16.ok()) << bf16.status();
+  EXPECT_EQ(bf16->model->dtype(), at::kBFloat16);
+  EXPECT_EQ(fp32->model->dtype(), at::kFloat);
+  const TensorMap b = bf16->model->NamedParameters();
+  for (const auto& [name, t] : fp32->model->NamedParameters()) {
+    EXPECT_EQ(b.at(name).scalar_type(), at::kBFloat16) << name;
+    EXPECT_TRUE(at::equal(b.at(name), t.to(at::kBFloat16))) << name;
+  }
+  auto fp16 = LoadModelAndTokenizer("", Tiny(), 5, at::kCPU, v1::DTYPE_FP16);
+  ASSERT_FALSE(fp16.ok());
+  EXPECT_EQ(fp16.status().message(), "model.dtype = DTYPE_FP16: not supported (fp32, bf16)");
+  EXPECT_EQ(*ModelDType(v1::DTYPE_UNSPECIFIED), at::kFloat);
+}
+
 }  // namespace
 }  // namespace rhythm::common::model
