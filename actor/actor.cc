@@ -132,7 +132,8 @@ absl::Status Actor::BuildProducer() {
   // (A fresh tiny model's weights do not matter here: the learner's replace them.)
   RHYTHM_ASSIGN_OR_RETURN(
       common::model::ModelAndTokenizer loaded,
-      common::model::LoadModelAndTokenizer(c.model().path(), c.model().tiny(), 0, device));
+      common::model::LoadModelAndTokenizer(c.model().path(), c.model().tiny(), 0, device,
+                                           c.model().dtype()));
   model_ = std::move(loaded.model);
   tokenizer_ = std::move(loaded.tokenizer);
   RHYTHM_ASSIGN_OR_RETURN(task_, common::tasks::CreateTask(c.task(), c.runtime().seed()));

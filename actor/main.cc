@@ -13,6 +13,7 @@
 #include "common/flags.h"
 #include "common/logging.h"
 #include "common/metrics_server.h"
+#include "common/model/load_model.h"
 #include "common/security/credentials.h"
 #include "common/runtime.h"
 #include "common/startup.h"
@@ -59,9 +60,13 @@ int main(int argc, char** argv) {
         config.actor().learner_address().empty()
             ? absl::InvalidArgumentError(
                   "actor.learner_address is empty: set the learner's host:port")
-            : absl::OkStatus();
+            : common::model::ModelDType(config.model().dtype()).status();
     return common::FinishConfigCheck("rhythm-actor", config, valid,
                                      "learner " + config.actor().learner_address());
+  }
+  if (absl::Status d = common::model::ModelDType(config.model().dtype()).status(); !d.ok()) {
+    std::cerr << "rhythm-actor: " << d.message() << "\n";
+    return 2;
   }
   common::InitRuntime(config.runtime());
   // The device is resolved again when the learner's model arrives; refusing it here fails at

@@ -87,6 +87,22 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
           r, "rhythm_learner_tis_capped_fraction_ratio",
           "Share of the last step's trained response tokens whose pi_old / pi_behaviour exceeds "
           "trainer.tis_cap (truncated)")),
+      logprob_mismatch_mean(common::AddGauge(
+          r, "rhythm_learner_logprob_mismatch_mean",
+          "Mean |learner log-prob - actor behaviour log-prob| (nats) of the last step's response "
+          "tokens from rollouts at staleness 0: the train/infer mismatch (bf16, kernels, wire)")),
+      logprob_mismatch_max(common::AddGauge(
+          r, "rhythm_learner_logprob_mismatch_max",
+          "Largest |learner log-prob - actor behaviour log-prob| (nats) over the same tokens")),
+      tis_weight_stddev(common::AddGauge(
+          r, "rhythm_learner_tis_weight_stddev",
+          "Standard deviation of exp(learner - behaviour log-prob) over the same tokens")),
+      tis_weight_min(common::AddGauge(
+          r, "rhythm_learner_tis_weight_min",
+          "Smallest exp(learner - behaviour log-prob) over the same tokens")),
+      tis_weight_max(common::AddGauge(
+          r, "rhythm_learner_tis_weight_max",
+          "Largest exp(learner - behaviour log-prob) over the same tokens")),
       masked_tokens(prometheus::BuildCounter()
                         .Name("rhythm_learner_masked_tokens_total")
                         .Help("Response tokens left out of the loss, by reason: token_mask "
@@ -212,6 +228,19 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
     g->Set(std::numeric_limits<double>::quiet_NaN());
   }
   // Every labelled series exists from the start, so dashboards and alerts see zeros.
+  for (const char* reason :
+       {"no_credentials", "bad_token", "no_client_certificate", "wrong_identity",
+        "actor_id_taken"}) {
+    auth_refused.Add({{"reason", reason}});
+  }
+  for (const char* limit : {"max_actors", "max_id_bytes", "max_leases_per_actor",
+                            "max_weight_downloads", "idle_timeout"}) {
+    limit_refusals.Add({{"limit", limit}});
+  }
+  for (const char* how :
+       {"half_close", "cancelled", "unparseable", "no_hello", "refused", "idle", "stopping"}) {
+    streams_ended.Add({{"how", how}});
+  }
   for (const char* reason : {"stale", "zero_variance", "expired"}) {
     groups_dropped.Add({{"reason", reason}});
   }
@@ -273,6 +302,13 @@ void LearnerMetrics::RecordStep(const StepStats& s) {
   amplified_tokens.Set(s.amplified_token_fraction);
   tis_weight_mean.Set(s.tis_weight_mean);
   tis_capped_fraction.Set(s.tis_capped_fraction);
+  if (s.logprob_mismatch_tokens > 0) {
+    logprob_mismatch_mean.Set(s.logprob_mismatch_mean);
+    logprob_mismatch_max.Set(s.logprob_mismatch_max);
+    tis_weight_stddev.Set(s.tis_weight_stddev);
+    tis_weight_min.Set(s.tis_weight_min);
+    tis_weight_max.Set(s.tis_weight_max);
+  }
   masked_tokens.Add({{"reason", "token_mask"}}).Increment(static_cast<double>(s.masked_tokens));
   masked_tokens.Add({{"reason", "out_of_filter"}})
       .Increment(static_cast<double>(s.out_of_filter_tokens));

@@ -60,6 +60,14 @@ struct LearnerMetrics {
   // responses left out by reason (sequence_mask, truncated).
   prometheus::Gauge& tis_weight_mean;
   prometheus::Gauge& tis_capped_fraction;
+  // The train/infer mismatch on the last step's rollouts at staleness 0 (StepStats:
+  // logprob_mismatch_*): |pi_old log-prob - behaviour log-prob| mean and max, and the spread of
+  // their TIS weights. Left as they were by a step without such rollouts.
+  prometheus::Gauge& logprob_mismatch_mean;
+  prometheus::Gauge& logprob_mismatch_max;
+  prometheus::Gauge& tis_weight_stddev;
+  prometheus::Gauge& tis_weight_min;
+  prometheus::Gauge& tis_weight_max;
   prometheus::Family<prometheus::Counter>& masked_tokens;     // label reason
   prometheus::Family<prometheus::Counter>& masked_responses;  // label reason
   // KL(pi_old || pi_ref) per token (trainer.kl_estimator), last step; DAPO overlong penalty.

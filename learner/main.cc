@@ -72,8 +72,10 @@ int main(int argc, char** argv) {
     // What start-up refuses before loading a model: the task, then (last) the device.
     absl::StatusOr<std::unique_ptr<common::tasks::Task>> task =
         common::tasks::CreateTask(config.task(), config.runtime().seed());
+    absl::Status valid = task.status();
+    if (valid.ok()) valid = common::model::ModelDType(config.model().dtype()).status();
     return common::FinishConfigCheck(
-        "rhythm-learner", config, task.status(),
+        "rhythm-learner", config, valid,
         absl::StrCat("task ", v1::TaskKind_Name(config.task().kind()), ", model ",
                      config.model().path().empty() ? "tiny" : config.model().path()));
   }
@@ -88,8 +90,13 @@ int main(int argc, char** argv) {
   if (!task.ok()) return Fail(std::string(task.status().message()), 2);
   for (const std::string& w : (*task)->warnings()) RHYTHM_LOG(Warning) << w;
 
+  // model.dtype: the model computes in it; with bf16 the trainer steps fp32 masters.
+  if (absl::Status d = common::model::ModelDType(config.model().dtype()).status(); !d.ok()) {
+    return Fail(std::string(d.message()), 2);
+  }
   absl::StatusOr<common::model::ModelAndTokenizer> loaded = common::model::LoadModelAndTokenizer(
-      config.model().path(), config.model().tiny(), config.runtime().seed(), *device);
+      config.model().path(), config.model().tiny(), config.runtime().seed(), *device,
+      config.model().dtype());
   if (!loaded.ok()) {
     // A model directory that cannot be read is a runtime error; a tiny shape that cannot be
     // built is the configuration's.

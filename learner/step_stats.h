@@ -72,6 +72,17 @@ struct StepStats {
   // the share above trainer.tis_cap.
   double tis_weight_mean = 0;
   double tis_capped_fraction = 0;
+  // The train/infer mismatch (common/credit/logprob_mismatch.h) over the response tokens inside
+  // the replayed filter of the rollouts at staleness 0, where pi_old is the policy that sampled
+  // and only numerics differ (bf16, decode kernels, wire dtype): |old - behaviour| mean and
+  // max, and the spread of their TIS weights exp(old - behaviour): stddev, min, max. All 0
+  // when the batch has no rollout at staleness 0 (tokens 0).
+  int64_t logprob_mismatch_tokens = 0;
+  double logprob_mismatch_mean = 0;
+  double logprob_mismatch_max = 0;
+  double tis_weight_stddev = 0;
+  double tis_weight_min = 0;
+  double tis_weight_max = 0;
   // Left out of the loss: tokens by the IcePop token mask (token_mask_low / high) in responses
   // the sequence mask kept; responses by the sequence mask (sequence_mask_low / high);
   // responses cut at max_new_tokens (mask_truncated); tokens pi_old's replayed top-k / top-p

@@ -11,9 +11,11 @@
 #include "absl/strings/str_cat.h"
 #include "common/analysis/rhythm_stats.h"
 #include "common/credit/advantages.h"
+#include "common/credit/logprob_mismatch.h"
 #include "common/credit/policy_loss.h"
 #include "common/credit/token_credit.h"
 #include "common/model/hf_checkpoint.h"
+#include "common/model/mixed_precision.h"
 #include "common/rollout/sampler.h"
 #include "common/rollout/summary_codec.h"
 #include "common/status.h"
@@ -377,12 +379,16 @@ Trainer::Trainer(common::model::Transformer& model, const v1::TrainerConfig& tra
       ranks_(ranks) {
   const common::model::AdamW::Options o{trainer.adam_beta1(), trainer.adam_beta2(), 1e-8,
                                         trainer.weight_decay()};
+  // A bf16 model (model.dtype) computes; AdamW steps fp32 masters of its weights.
+  if (model.dtype() != at::kFloat) masters_ = common::model::MasterWeights::From(model);
+  const common::model::TensorMap params =
+      masters_ ? masters_->parameters() : model.NamedParameters();
   if (ranks_ != nullptr) {
-    sharded_ = std::make_unique<common::model::ShardedAdamW>(model.NamedParameters(), o,
-                                                             ranks_->rank(), ranks_->world_size());
+    sharded_ = std::make_unique<common::model::ShardedAdamW>(params, o, ranks_->rank(),
+                                                             ranks_->world_size());
     synced_ = ranks_->rank() != 0;  // only rank 0 hands out its state
   } else {
-    optimizer_ = std::make_unique<common::model::AdamW>(model.NamedParameters(), o);
+    optimizer_ = std::make_unique<common::model::AdamW>(params, o);
   }
 }
 
@@ -564,8 +570,12 @@ absl::Status Trainer::AdvantagesAndMasks(std::vector<Sequence>& seqs, size_t gro
   mo.tis_cap = config_.tis_cap();
   double weight_sum = 0;
   int64_t weighed = 0, capped = 0;
+  common::credit::LogprobMismatch mismatch;  // rollouts of the current weights only
   for (Sequence& s : seqs) {
     at::Tensor mask = s.in_filter.to(at::kFloat);
+    if (s.staleness == 0) {
+      common::credit::AddLogprobMismatch(s.old_logprobs, s.behaviour, mask, mismatch);
+    }
     stats.out_of_filter_tokens +=
         s.response_len - static_cast<int64_t>(std::llround(mask.sum().item<double>()));
     if (config_.mask_truncated() && s.truncated) {
@@ -587,6 +597,12 @@ absl::Status Trainer::AdvantagesAndMasks(std::vector<Sequence>& seqs, size_t gro
   }
   stats.tis_weight_mean = weighed > 0 ? weight_sum / weighed : 0;
   stats.tis_capped_fraction = weighed > 0 ? static_cast<double>(capped) / weighed : 0;
+  stats.logprob_mismatch_tokens = mismatch.tokens;
+  stats.logprob_mismatch_mean = mismatch.mean_abs();
+  stats.logprob_mismatch_max = mismatch.abs_max;
+  stats.tis_weight_stddev = mismatch.weight_stddev();
+  stats.tis_weight_min = mismatch.tokens > 0 ? mismatch.weight_min : 0;
+  stats.tis_weight_max = mismatch.weight_max;
   return absl::OkStatus();
 }
 
@@ -685,10 +701,15 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
     // With ranks: this rank's share of each mini-batch, and where it sits among them.
     const int64_t rank = ranks_ != nullptr ? ranks_->rank() : 0;
     const int64_t world = ranks_ != nullptr ? ranks_->world_size() : 1;
-    auto zero_grad = [&] { sharded() ? sharded_->ZeroGrad() : optimizer_->ZeroGrad(); };
+    auto zero_grad = [&] {
+      sharded() ? sharded_->ZeroGrad() : optimizer_->ZeroGrad();
+      if (masters_) common::model::MasterWeights::DropGrads(model_);
+    };
     if (chunks > 1) {
       at::NoGradGuard no_grad;
-      for (const auto& [name, p] : model_.NamedParameters()) saved_params.push_back({p, p.clone()});
+      for (const auto& [name, p] : masters_ ? masters_->parameters() : model_.NamedParameters()) {
+        saved_params.push_back({p, p.clone()});
+      }
       for (const auto& [name, t] : OptimizerState()) saved_moments[name] = t.clone();
     }
     int64_t stepped = 0;  // optimizer steps this call has taken
@@ -697,6 +718,7 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
       if (stepped > 0) {
         at::NoGradGuard no_grad;
         for (auto& [p, copy] : saved_params) p.copy_(copy);
+        if (masters_) masters_->CopyTo(model_);
         inner = sharded() ? sharded_->RestoreLocal(saved_moments, saved_steps)
                           : optimizer_->Restore(saved_moments, saved_steps);
       }
@@ -785,6 +807,7 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
           return;
         }
         if (flag.item<double>() > 0) return abandon("non_finite_loss", OffendingRollouts(chunk));
+        if (masters_) masters_->TakeGrads(model_);  // bf16 gradients to the fp32 masters
         at::Tensor flat = sharded_->FlatGrads();
         if (absl::Status s = ranks_->AllReduceSum(flat); !s.ok()) {
           inner = s;
@@ -809,11 +832,13 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
           return;
         }
         sharded_->SetParams(*full);
+        if (masters_) masters_->CopyTo(model_);
         zero_grad();
         ++stepped;
         continue;
       }
-      // Global-norm clipping, then AdamW with linear warm-up.
+      // Global-norm clipping, then AdamW with linear warm-up (on the fp32 masters with bf16).
+      if (masters_) masters_->TakeGrads(model_);
       stats.grad_norm = optimizer_->GradNorm();
       if (!std::isfinite(stats.grad_norm)) {
         std::vector<const Sequence*> chunk;
@@ -829,6 +854,7 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
               : 1.0;
       stats.lr = config_.lr() * warm;
       optimizer_->Step(stats.lr);
+      if (masters_) masters_->CopyTo(model_);
       ++stepped;
     }
     if (sharded()) {
@@ -949,6 +975,7 @@ absl::Status Trainer::ReceiveSync(bool with_state) {
   at::Tensor params = sharded_->FlatParams();
   RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(params));
   sharded_->SetParams(params);
+  if (masters_) masters_->CopyTo(model_);
   RHYTHM_RETURN_IF_ERROR(BroadcastReference());
   common::model::TensorMap local = sharded_->LocalState();
   if (with_state) {

@@ -30,6 +30,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/model/adamw.h"
+#include "common/model/mixed_precision.h"
 #include "common/model/transformer.h"
 #include "common/rollout/attention_summary.h"
 #include "learner/batch_assembler.h"
@@ -191,6 +192,10 @@ class Trainer {
   // The frozen reference policy (kl_coef > 0), never trained; null otherwise.
   const std::unique_ptr<common::model::Transformer> reference_;
   int64_t version_;
+  // With a bf16 model (model.dtype = bf16): fp32 copies of its weights that AdamW steps; after
+  // each step they are rounded into the model (common/model/mixed_precision.h), whose bf16
+  // weights the learner publishes and checkpoints. Null for an fp32 model.
+  std::unique_ptr<common::model::MasterWeights> masters_;
   // One of the two: AdamW alone, or this rank's shard with ranks (world_size > 1).
   std::unique_ptr<common::model::AdamW> optimizer_;
   std::unique_ptr<common::model::ShardedAdamW> sharded_;

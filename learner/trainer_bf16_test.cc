@@ -1,0 +1,129 @@
+// The trainer with a bf16 model (model.dtype = bf16, issue 18): forward and backward in bf16,
+// AdamW on fp32 masters with fp32 moments; one step lands where the fp32 trainer's step from
+// the same weights lands, within bf16 rounding; the step reports the train/infer mismatch of
+// rollouts at staleness 0 (and none for older ones); the guard still restores a bad step.
+#include <cmath>
+
+#include "ATen/ATen.h"
+#include "common/rollout/engine.h"
+#include "gtest/gtest.h"
+#include "learner/trainer.h"
+#include "learner/trainer_testing.h"
+
+namespace rhythm::learner {
+namespace {
+
+using common::model::TensorMap;
+using common::model::Transformer;
+
+// A bf16 model and an fp32 model with the same (bf16-representable) weights.
+std::pair<std::unique_ptr<Transformer>, std::unique_ptr<Transformer>> Models(uint64_t seed) {
+  auto bf16 = *Transformer::RandomInit(testing::TinyModel(), seed, at::kBFloat16);
+  auto fp32 = *Transformer::RandomInit(testing::TinyModel(), seed, at::kFloat);
+  at::NoGradGuard no_grad;
+  const TensorMap src = bf16->NamedParameters();
+  for (auto& [name, t] : fp32->NamedParameters()) t.copy_(src.at(name));
+  return {std::move(bf16), std::move(fp32)};
+}
+
+std::vector<Group> Rollouts(const Transformer& m, int64_t version, uint64_t seed) {
+  common::rollout::GenerationOptions o;
+  o.samples_per_prompt = 2;
+  o.max_new_tokens = 8;
+  o.seed = seed;
+  o.taps = false;
+  o.stop_token_ids = {15};
+  std::vector<Group> batch = testing::EngineBatch(m, testing::SimplePrompts(3), o, version, 1);
+  for (Group& g : batch) {
+    for (v1::Rollout& r : g) r.mutable_verifier()->set_reward(r.sample_index() == 0 ? 1.0 : 0.0);
+  }
+  return batch;
+}
+
+TEST(TrainerBf16, StepsFp32MastersLikeTheFp32TrainerAndReportsTheMismatch) {
+  auto [m16, m32] = Models(5);
+  const TensorMap start = m16->NamedParameters();
+  TensorMap start_copy;
+  for (const auto& [name, t] : start) start_copy[name] = t.clone();
+  v1::TrainerConfig tc;
+  const double lr = 1e-3;
+  tc.set_lr(lr);
+  auto t16 = *Trainer::Create(*m16, tc, v1::CreditConfig(), 1, 0);
+  auto t32 = *Trainer::Create(*m32, tc, v1::CreditConfig(), 1, 0);
+  // The actor computes in bf16 too: its behaviour log-probs come from the bf16 model.
+  const std::vector<Group> batch = Rollouts(*m16, 0, 9);
+  absl::StatusOr<StepStats> s16 = t16->Step(batch);
+  absl::StatusOr<StepStats> s32 = t32->Step(batch);
+  ASSERT_TRUE(s16.ok() && s32.ok()) << s16.status() << " " << s32.status();
+  ASSERT_FALSE(s16->skipped()) << s16->skipped_reason;
+  for (const auto& [name, t] : t16->OptimizerState()) {
+    EXPECT_EQ(t.scalar_type(), at::kFloat) << name << ": AdamW moments are fp32";
+  }
+  double sum = 0, moved = 0;
+  int64_t n = 0;
+  const TensorMap p32 = m32->NamedParameters();
+  for (const auto& [name, t] : m16->NamedParameters()) {
+    EXPECT_EQ(t.scalar_type(), at::kBFloat16) << name << ": the model computes in bf16";
+    EXPECT_TRUE(at::isfinite(t).all().item<bool>()) << name;
+    sum += (t.to(at::kDouble) - p32.at(name).to(at::kBFloat16).to(at::kDouble)).abs().sum().item<double>();
+    moved += (t.to(at::kDouble) - start_copy.at(name).to(at::kDouble)).abs().sum().item<double>();
+    n += t.numel();
+  }
+  // An AdamW step moves each weight by about lr; bf16 compute changes where it lands by a small
+  // fraction of that (the masters' rounding to bf16 is applied to both sides here).
+  EXPECT_GT(moved / n, 0.3 * lr) << "the step moved the bf16 weights";
+  EXPECT_LT(sum / n, 0.1 * lr) << "mean |w_bf16 - bf16(w_fp32)| after one step";
+  EXPECT_NEAR(s16->loss, s32->loss, 0.02 * std::abs(s32->loss) + 1e-3);
+  // Staleness 0, no sampler filter: every response token is measured.
+  EXPECT_EQ(s16->logprob_mismatch_tokens, s16->tokens);
+  EXPECT_GE(s16->logprob_mismatch_mean, 0);
+  EXPECT_LE(s16->logprob_mismatch_mean, s16->logprob_mismatch_max);
+  EXPECT_LT(s16->logprob_mismatch_max, 0.5);
+  EXPECT_GT(s16->tis_weight_min, 0);
+  EXPECT_GE(s16->tis_weight_max, s16->tis_weight_min);
+  std::printf("bf16 trainer step: mean |w16 - w32| %.3g lr, moved %.3g lr; mismatch bf16 actor "
+              "vs bf16 learner mean %.3g max %.3g (TIS stddev %.3g), vs fp32 learner mean %.3g "
+              "max %.3g (TIS stddev %.3g)\n",
+              sum / n / lr, moved / n / lr, s16->logprob_mismatch_mean,
+              s16->logprob_mismatch_max, s16->tis_weight_stddev, s32->logprob_mismatch_mean,
+              s32->logprob_mismatch_max, s32->tis_weight_stddev);
+  // A second batch from the trained weights, stamped with version 0 (stale by 1): trained on,
+  // but not measured.
+  absl::StatusOr<StepStats> stale = t16->Step(Rollouts(*m16, 0, 10));
+  ASSERT_TRUE(stale.ok()) << stale.status();
+  EXPECT_EQ(stale->logprob_mismatch_tokens, 0);
+  EXPECT_EQ(t16->version(), 2);
+}
+
+TEST(TrainerBf16, ANonFiniteStepRestoresTheBf16WeightsAndTheMasters) {
+  auto [m16, m32] = Models(6);
+  v1::TrainerConfig tc;
+  tc.set_lr(1e-3);
+  tc.set_mini_batches(3);
+  auto t16 = *Trainer::Create(*m16, tc, v1::CreditConfig(), 1, 0);
+  TensorMap before;
+  for (const auto& [name, t] : m16->NamedParameters()) before[name] = t.clone();
+  std::vector<Group> batch = Rollouts(*m16, 0, 11);
+  batch[2][0].mutable_verifier()->set_reward(1e308);  // the last mini-batch's group
+  batch[2][1].mutable_verifier()->set_reward(1.7e308);
+  absl::StatusOr<StepStats> s = t16->Step(batch);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE(s->skipped());
+  for (const auto& [name, t] : m16->NamedParameters()) {
+    EXPECT_TRUE(at::equal(t, before.at(name))) << name;
+  }
+  // The masters were restored too: the next good step starts from `before`, exactly as a fresh
+  // trainer on the same weights does.
+  auto [fresh, unused] = Models(6);
+  auto t_fresh = *Trainer::Create(*fresh, tc, v1::CreditConfig(), 1, 0);
+  const std::vector<Group> good = Rollouts(*m16, 0, 12);
+  ASSERT_TRUE(t16->Step(good).ok());
+  ASSERT_TRUE(t_fresh->Step(good).ok());
+  const TensorMap f = fresh->NamedParameters();
+  for (const auto& [name, t] : m16->NamedParameters()) {
+    EXPECT_TRUE(at::equal(t, f.at(name))) << name;
+  }
+}
+
+}  // namespace
+}  // namespace rhythm::learner
