@@ -23,6 +23,23 @@ void StartLearnerProcess(LearnerUnderTest& l, const std::vector<std::string>& ar
   l.weights = v1::Weights::NewStub(channel);
 }
 
+std::vector<std::string> TinyLearnerArgs(const std::string& run) {
+  return {BinaryPath("rhythm-learner"),
+          "--set", "learner.run_dir=" + run,
+          "--set", "learner.address=127.0.0.1:0",
+          "--set", "learner.metrics_address=127.0.0.1:0",
+          "--set", "learner.checkpoint_every=100",
+          "--set", "task.kind=arithmetic",
+          "--set", "trainer.group_size=2",
+          "--set", "trainer.batch_groups=1",
+          "--set", "trainer.lr=1e-3",
+          "--set", "model.tiny.hidden_size=32",
+          "--set", "model.tiny.num_layers=2",
+          "--set", "model.tiny.num_heads=2",
+          "--set", "model.tiny.num_kv_heads=1",
+          "--set", "model.tiny.intermediate_size=64"};
+}
+
 std::unique_ptr<grpc::ClientContext> Deadline(double seconds) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() +

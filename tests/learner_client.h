@@ -31,6 +31,11 @@ struct LearnerUnderTest {
 void StartLearnerProcess(LearnerUnderTest& l, const std::vector<std::string>& args,
                          const std::string& log);
 
+// A rhythm-learner command line for scripted-client tests: run dir `run`, free local ports,
+// arithmetic prompts, groups of 2, one group per batch, lr 1e-3, a 2-layer 32-wide model, a
+// checkpoint every 100 steps. Append --set flags to override.
+std::vector<std::string> TinyLearnerArgs(const std::string& run);
+
 // A client context whose deadline is `seconds` from now.
 std::unique_ptr<grpc::ClientContext> Deadline(double seconds = 30);
 

@@ -36,20 +36,7 @@ std::string TempRunDir(const std::string& name) {
 }
 
 void StartLearner(Learner& l, const std::string& run, std::vector<std::string> extra) {
-  std::vector<std::string> args = {BinaryPath("rhythm-learner"),
-                                   "--set", "learner.run_dir=" + run,
-                                   "--set", "learner.address=127.0.0.1:0",
-                                   "--set", "learner.metrics_address=127.0.0.1:0",
-                                   "--set", "learner.checkpoint_every=100",
-                                   "--set", "task.kind=arithmetic",
-                                   "--set", "trainer.group_size=2",
-                                   "--set", "trainer.batch_groups=1",
-                                   "--set", "trainer.lr=1e-3",
-                                   "--set", "model.tiny.hidden_size=32",
-                                   "--set", "model.tiny.num_layers=2",
-                                   "--set", "model.tiny.num_heads=2",
-                                   "--set", "model.tiny.num_kv_heads=1",
-                                   "--set", "model.tiny.intermediate_size=64"};
+  std::vector<std::string> args = TinyLearnerArgs(run);
   args.insert(args.end(), extra.begin(), extra.end());
   StartLearnerProcess(l, args, run + ".log");
 }

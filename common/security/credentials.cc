@@ -22,7 +22,8 @@ constexpr char kIdentityProperty[] = "rhythm_identity";
 constexpr char kAuthorization[] = "authorization";
 constexpr char kBearer[] = "Bearer ";
 
-absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view key) {
+// The whole of `path`; the error names security.<key> and the path.
+absl::StatusOr<std::string> ReadConfigFile(const std::string& path, absl::string_view key) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::InvalidArgumentError(
@@ -30,7 +31,11 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view k
   }
   std::stringstream ss;
   ss << in.rdbuf();
-  std::string pem = ss.str();
+  return ss.str();
+}
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view key) {
+  RHYTHM_ASSIGN_OR_RETURN(std::string pem, ReadConfigFile(path, key));
   if (pem.find("-----BEGIN ") == std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("config: security.", key, " = '", path, "': not a PEM file"));
@@ -115,14 +120,8 @@ bool IsLoopback(absl::string_view address) {
 }
 
 absl::StatusOr<std::string> ReadSecret(const std::string& path, absl::string_view key) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config: security.", key, " = '", path, "': cannot be read"));
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string secret(absl::StripAsciiWhitespace(ss.str()));
+  RHYTHM_ASSIGN_OR_RETURN(const std::string text, ReadConfigFile(path, key));
+  std::string secret(absl::StripAsciiWhitespace(text));
   if (secret.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("config: security.", key, " = '", path, "': the file is empty"));
