@@ -15,6 +15,7 @@ PACKAGES=(
   python3-torch python3-numpy
   chromium
   prometheus docker-compose python3-yaml nodejs
+  openssl
 )
 
 missing=()
