@@ -23,22 +23,11 @@ namespace {
 
 using Learner = LearnerUnderTest;
 
+// TinyLearnerArgs with 4 credits per stream (the flow-control tests count them).
 std::vector<std::string> LearnerArgs(const std::string& run_dir) {
-  return {BinaryPath("rhythm-learner"),
-          "--set", "learner.run_dir=" + run_dir,
-          "--set", "learner.address=127.0.0.1:0",
-          "--set", "learner.metrics_address=127.0.0.1:0",
-          "--set", "learner.credits_per_actor=4",
-          "--set", "learner.checkpoint_every=100",
-          "--set", "task.kind=arithmetic",
-          "--set", "trainer.group_size=2",
-          "--set", "trainer.batch_groups=1",
-          "--set", "trainer.lr=1e-3",
-          "--set", "model.tiny.hidden_size=32",
-          "--set", "model.tiny.num_layers=2",
-          "--set", "model.tiny.num_heads=2",
-          "--set", "model.tiny.num_kv_heads=1",
-          "--set", "model.tiny.intermediate_size=64"};
+  std::vector<std::string> args = TinyLearnerArgs(run_dir);
+  args.insert(args.end(), {"--set", "learner.credits_per_actor=4"});
+  return args;
 }
 
 void StartLearner(Learner& l, std::vector<std::string> args, const std::string& log) {
