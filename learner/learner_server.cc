@@ -407,13 +407,17 @@ bool LearnerServer::MayActAsLocked(const std::string& actor_id, const std::strin
   return false;
 }
 
-grpc::Status LearnerServer::CheckLength(const char* field, const std::string& value) {
+grpc::Status LearnerServer::CheckLengths(
+    std::initializer_list<std::pair<const char*, const std::string*>> fields) {
   const int64_t max = options_.config.learner().max_id_bytes();
-  if (static_cast<int64_t>(value.size()) <= max) return grpc::Status::OK;
-  metrics_->limit_refusals.Add({{"limit", "max_id_bytes"}}).Increment();
-  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                      absl::StrCat(field, " is ", value.size(),
-                                   " bytes, over learner.max_id_bytes = ", max));
+  for (const auto& [field, value] : fields) {
+    if (static_cast<int64_t>(value->size()) <= max) continue;
+    metrics_->limit_refusals.Add({{"limit", "max_id_bytes"}}).Increment();
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat(field, " is ", value->size(),
+                                     " bytes, over learner.max_id_bytes = ", max));
+  }
+  return grpc::Status::OK;
 }
 
 void LearnerServer::Submit(v1::Rollout rollout, const std::string& identity,
@@ -445,13 +449,11 @@ void LearnerServer::Submit(v1::Rollout rollout, const std::string& identity,
     ack.set_reject_reason(reason);
     done(ack);
   };
-  for (const auto& [field, value] :
-       {std::pair<const char*, const std::string*>{"actor_id", &rollout.actor_id()},
-        {"run_id", &rollout.run_id()}}) {
-    if (grpc::Status s = CheckLength(field, *value); !s.ok()) {
-      return reject(v1::REJECT_REASON_MALFORMED,
-                    absl::StrCat("rollout ", rollout.rollout_id(), ": ", s.error_message()));
-    }
+  if (grpc::Status s =
+          CheckLengths({{"actor_id", &rollout.actor_id()}, {"run_id", &rollout.run_id()}});
+      !s.ok()) {
+    return reject(v1::REJECT_REASON_MALFORMED,
+                  absl::StrCat("rollout ", rollout.rollout_id(), ": ", s.error_message()));
   }
   {
     absl::ReleasableMutexLock lock(&state_mu_);
@@ -773,11 +775,11 @@ grpc::Status LearnerServer::Register(grpc::ServerContext* ctx, const v1::Registe
   if (req->actor_id().empty() || req->run_id().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "actor_id and run_id are required");
   }
-  for (const auto& [field, value] : {std::pair<const char*, const std::string*>{
-                                         "actor_id", &req->actor_id()},
+  if (grpc::Status s = CheckLengths({{"actor_id", &req->actor_id()},
                                      {"run_id", &req->run_id()},
-                                     {"description", &req->description()}}) {
-    if (grpc::Status s = CheckLength(field, *value); !s.ok()) return s;
+                                     {"description", &req->description()}});
+      !s.ok()) {
+    return s;
   }
   const std::string identity = authenticates_ ? common::security::CallerIdentity(*ctx) : "";
   uint64_t seq = 0;
@@ -925,10 +927,10 @@ grpc::Status LearnerServer::StreamRollouts(
     Submit(std::move(r), identity, std::move(done));
   };
   o.hello = [this, &identity](const v1::StreamHello& hello) {
-    for (const auto& [field, value] :
-         {std::pair<const char*, const std::string*>{"hello.actor_id", &hello.actor_id()},
-          {"hello.run_id", &hello.run_id()}}) {
-      if (grpc::Status s = CheckLength(field, *value); !s.ok()) return s;
+    if (grpc::Status s = CheckLengths(
+            {{"hello.actor_id", &hello.actor_id()}, {"hello.run_id", &hello.run_id()}});
+        !s.ok()) {
+      return s;
     }
     absl::MutexLock lock(&state_mu_);
     if (!MayActAsLocked(hello.actor_id(), identity)) {

@@ -28,10 +28,12 @@
 #pragma once
 
 #include <atomic>
+#include <initializer_list>
 #include <memory>
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -142,9 +144,10 @@ class LearnerServer final : public v1::Learner::Service {
   // the identity that registered it (durable in its session). Counts a refusal.
   bool MayActAsLocked(const std::string& actor_id, const std::string& identity)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
-  // INVALID_ARGUMENT (counted under limit max_id_bytes) when `value` is longer than
-  // learner.max_id_bytes.
-  grpc::Status CheckLength(const char* field, const std::string& value);
+  // INVALID_ARGUMENT naming the first (field, value) longer than learner.max_id_bytes
+  // (counted under limit max_id_bytes).
+  grpc::Status CheckLengths(
+      std::initializer_list<std::pair<const char*, const std::string*>> fields);
   // Ends rollout streams silent past learner.idle_timeout_s (the housekeeping thread).
   void CutIdleStreams();
   // Appends `records` to the journal (no fsync) and applies them to state_, in order; returns
