@@ -110,7 +110,13 @@ Client Connect(const LearnerUnderTest& l, const std::string& cert, const std::st
     }
   }
   Client out;
-  out.channel = grpc::CreateChannel(absl::StrCat("localhost:", l.port), creds);
+  // A fixed 64 KB stream window (no BDP growth): a download nobody reads stays in flight on
+  // the learner, as over a slow link.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 65536);
+  out.channel =
+      grpc::CreateCustomChannel(absl::StrCat("localhost:", l.port), creds, args);
   out.stub = v1::Learner::NewStub(out.channel);
   out.weights = v1::Weights::NewStub(out.channel);
   return out;
@@ -463,7 +469,17 @@ TEST(LearnerSecurity, LimitsAndIdleStreams) {
 
   EXPECT_EQ(SendGarbage(c.channel).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 
-  const std::string m = Scrape(l);
+  // The client sees CANCELLED as soon as the learner cancels; the learner's handler counts
+  // the end a moment later.
+  std::string m;
+  for (int i = 0; i < 50; ++i) {
+    m = Scrape(l);
+    if (Series(m, "rhythm_learner_streams_ended_total{how=\"idle\"}") >= 20 &&
+        Series(m, "rhythm_learner_streams_ended_total{how=\"unparseable\"}") >= 1) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
   EXPECT_EQ(Series(m, "rhythm_learner_streams_ended_total{how=\"idle\"}"), 20) << m;
   EXPECT_EQ(Series(m, "rhythm_learner_streams_ended_total{how=\"half_close\"}"), 20);
   EXPECT_EQ(Series(m, "rhythm_learner_streams_ended_total{how=\"unparseable\"}"), 1);
