@@ -157,7 +157,9 @@ TEST(LearnerGuard, NonFiniteStepIsSkippedCountedAndNeverPublished) {
   v1::WeightChunk chunk;
   std::string bytes;
   while (reader->Read(&chunk)) bytes += chunk.data();
-  ASSERT_TRUE(reader->Finish().ok());
+  const grpc::Status fetched = reader->Finish();
+  ASSERT_TRUE(fetched.ok()) << fetched.error_code() << ": " << fetched.error_message() << "; see "
+                            << l.log;
   ASSERT_GT(bytes.size(), 10000u);
   ASSERT_EQ(bytes.size() % 4, 0u) << "fp32 on the wire";
   int64_t non_finite = 0;
