@@ -87,6 +87,9 @@ LearnerMetrics::LearnerMetrics(prometheus::Registry& r)
           r, "rhythm_learner_tis_capped_fraction_ratio",
           "Share of the last step's trained response tokens whose pi_old / pi_behaviour exceeds "
           "trainer.tis_cap (truncated)")),
+      logprob_mismatch_tokens(common::AddCounter(
+          r, "rhythm_learner_logprob_mismatch_tokens_total",
+          "Response tokens of rollouts at staleness 0 whose train/infer mismatch was measured")),
       logprob_mismatch_mean(common::AddGauge(
           r, "rhythm_learner_logprob_mismatch_mean",
           "Mean |learner log-prob - actor behaviour log-prob| (nats) of the last step's response "
@@ -302,6 +305,7 @@ void LearnerMetrics::RecordStep(const StepStats& s) {
   amplified_tokens.Set(s.amplified_token_fraction);
   tis_weight_mean.Set(s.tis_weight_mean);
   tis_capped_fraction.Set(s.tis_capped_fraction);
+  logprob_mismatch_tokens.Increment(static_cast<double>(s.logprob_mismatch_tokens));
   if (s.logprob_mismatch_tokens > 0) {
     logprob_mismatch_mean.Set(s.logprob_mismatch_mean);
     logprob_mismatch_max.Set(s.logprob_mismatch_max);

@@ -62,7 +62,10 @@ struct LearnerMetrics {
   prometheus::Gauge& tis_capped_fraction;
   // The train/infer mismatch on the last step's rollouts at staleness 0 (StepStats:
   // logprob_mismatch_*): |pi_old log-prob - behaviour log-prob| mean and max, and the spread of
-  // their TIS weights. Left as they were by a step without such rollouts.
+  // their TIS weights. Left as they were by a step without such rollouts; the counter says how
+  // many tokens were measured (a mismatch of exactly 0 is real where both sides run the same
+  // kernels, as learner and actor do on one CPU).
+  prometheus::Counter& logprob_mismatch_tokens;
   prometheus::Gauge& logprob_mismatch_mean;
   prometheus::Gauge& logprob_mismatch_max;
   prometheus::Gauge& tis_weight_stddev;

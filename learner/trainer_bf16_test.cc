@@ -81,6 +81,12 @@ TEST(TrainerBf16, StepsFp32MastersLikeTheFp32TrainerAndReportsTheMismatch) {
   EXPECT_LT(s16->logprob_mismatch_max, 0.5);
   EXPECT_GT(s16->tis_weight_min, 0);
   EXPECT_GE(s16->tis_weight_max, s16->tis_weight_min);
+  // The fp32 learner's forward is not the bf16 sampler's: the mismatch is there and measured.
+  EXPECT_EQ(s32->logprob_mismatch_tokens, s32->tokens);
+  EXPECT_GT(s32->logprob_mismatch_mean, 1e-6);
+  EXPECT_GT(s32->logprob_mismatch_max, s32->logprob_mismatch_mean);
+  EXPECT_LT(s32->logprob_mismatch_max, 0.5);
+  EXPECT_GT(s32->tis_weight_stddev, 0);
   std::printf("bf16 trainer step: mean |w16 - w32| %.3g lr, moved %.3g lr; mismatch bf16 actor "
               "vs bf16 learner mean %.3g max %.3g (TIS stddev %.3g), vs fp32 learner mean %.3g "
               "max %.3g (TIS stddev %.3g)\n",

@@ -1,7 +1,11 @@
-// model.dtype = bf16 in the real loop (issue 18): a learner and an actor process compute in
-// bf16 on the CPU, the learner steps fp32 masters; it trains, its checkpointed weights are bf16
-// and finite, and /metrics exports the train/infer log-prob mismatch. fp16 is refused by both
-// binaries with one line naming model.dtype.
+// model.dtype = bf16 in the real loop (issue 18): a learner computes in bf16 on the CPU and steps
+// fp32 masters, and its actor computes in bf16 too (the actor takes model.* from the learner);
+// it trains, its checkpointed weights are bf16 and finite, and /metrics exports the train/infer
+// log-prob mismatch. Here both sides run the same CPU kernels on the same weights, so the
+// mismatch is mostly exactly 0 (measured: 0 over every token of hundreds of steps; once a max of
+// 5.8e-5): the test asserts it was measured and is in range, and trainer_bf16_test has the
+// case where the two forwards differ. fp16 is refused by both binaries with one line naming
+// model.dtype.
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -27,10 +31,10 @@ TEST(Bf16Loop, LearnerAndActorTrainInBf16AndExportTheLogprobMismatch) {
   std::vector<std::string> learner_flags = kBf16;
   learner_flags.insert(learner_flags.end(), {"--set", "trainer.max_staleness=0"});
   StartLearner(learner, run, port, false, run + ".learner.log", learner_flags);
-  StartActor(actor, port, "actor-bf16", run + ".actor.log", kBf16);
+  StartActor(actor, port, "actor-bf16", run + ".actor.log", {});
   ASSERT_TRUE(WaitFor([&] {
     return Metric(learner.metrics_port, "rhythm_learner_policy_version") >= 3 &&
-           Metric(learner.metrics_port, "rhythm_learner_logprob_mismatch_max") > 0;
+           Metric(learner.metrics_port, "rhythm_learner_logprob_mismatch_tokens_total") > 0;
   }, 240)) << "the learner trains in bf16 and measures the mismatch (see " << run
            << ".learner.log)";
   const double mean = Metric(learner.metrics_port, "rhythm_learner_logprob_mismatch_mean");
@@ -38,13 +42,15 @@ TEST(Bf16Loop, LearnerAndActorTrainInBf16AndExportTheLogprobMismatch) {
   const double stddev = Metric(learner.metrics_port, "rhythm_learner_tis_weight_stddev");
   const double wmin = Metric(learner.metrics_port, "rhythm_learner_tis_weight_min");
   const double wmax = Metric(learner.metrics_port, "rhythm_learner_tis_weight_max");
-  std::printf("bf16 loop: logprob mismatch mean %.4g max %.4g nats; TIS weight stddev %.4g, "
-              "min %.4g, max %.4g\n", mean, max, stddev, wmin, wmax);
-  EXPECT_GT(mean, 0);
+  std::printf("bf16 loop: logprob mismatch mean %.4g max %.4g nats over %.0f tokens; TIS weight "
+              "stddev %.4g, min %.4g, max %.4g\n", mean, max,
+              Metric(learner.metrics_port, "rhythm_learner_logprob_mismatch_tokens_total"), stddev,
+              wmin, wmax);
+  EXPECT_GE(mean, 0);
   EXPECT_LE(mean, max);
   // bf16 has 8 significant bits: the two sides' log-probs differ by rounding, not by a policy.
-  EXPECT_LT(mean, 0.5) << "nats";
-  EXPECT_GT(stddev, 0);
+  EXPECT_LT(max, 0.5) << "nats";
+  EXPECT_GE(stddev, 0);
   EXPECT_GT(wmin, 0);
   EXPECT_LE(wmin, 1.0 + 1e-9);
   EXPECT_GE(wmax, 1.0 - 1e-9);
