@@ -89,7 +89,8 @@ absl::StatusOr<std::string> WriteCheckpoint(
   return final_dir.string();
 }
 
-absl::StatusOr<LoadedCheckpoint> LoadLatestCheckpoint(const std::string& run_dir) {
+absl::StatusOr<LoadedCheckpoint> LoadLatestCheckpoint(const std::string& run_dir,
+                                                      at::ScalarType dtype, at::Device device) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
   std::ifstream latest(root / "LATEST");
   if (!latest) {
@@ -103,7 +104,7 @@ absl::StatusOr<LoadedCheckpoint> LoadLatestCheckpoint(const std::string& run_dir
   auto damaged = [&](const absl::Status& s) {
     return absl::DataLossError(absl::StrCat("checkpoint ", out.dir, ": ", s.message()));
   };
-  auto model = common::model::LoadHfModel(out.dir + "/model");
+  auto model = common::model::LoadHfModel(out.dir + "/model", dtype, device);
   if (!model.ok()) return damaged(model.status());
   out.model = *std::move(model);
   auto optimizer = common::model::ReadSafetensors(out.dir + "/optimizer.safetensors");

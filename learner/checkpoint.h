@@ -1,7 +1,8 @@
 // Learner checkpoints on disk, written atomically:
 //   <run_dir>/checkpoints/ckpt-<version, 8 digits>-<rollout-log position, 12 digits>/
 //       model/                  a Hugging Face directory (config.json, safetensors, tokenizer)
-//       optimizer.safetensors   AdamW moments by "<param>.exp_avg(_sq)"
+//       optimizer.safetensors   AdamW moments by "<param>.exp_avg(_sq)"; with a bf16 model
+//                               the fp32 masters by "<param>.master"
 //       state.pb                rhythm.v1.LearnerCheckpoint (version, cursor, leases, seen
 //                               rollout ids, queued rollouts, rollout-log position)
 //   <run_dir>/checkpoints/LATEST    the name of the newest complete checkpoint
@@ -39,7 +40,10 @@ struct LoadedCheckpoint {
 };
 
 // Loads the checkpoint LATEST names. NOT_FOUND only when there is no LATEST; a LATEST whose
-// checkpoint cannot be read is DATA_LOSS naming the file (never silently a fresh start).
-absl::StatusOr<LoadedCheckpoint> LoadLatestCheckpoint(const std::string& run_dir);
+// checkpoint cannot be read is DATA_LOSS naming the file (never silently a fresh start). The
+// model is converted to `dtype` (the run's model.dtype) on `device`.
+absl::StatusOr<LoadedCheckpoint> LoadLatestCheckpoint(const std::string& run_dir,
+                                                      at::ScalarType dtype = at::kFloat,
+                                                      at::Device device = at::kCPU);
 
 }  // namespace rhythm::learner

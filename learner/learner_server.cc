@@ -105,7 +105,11 @@ absl::Status LearnerServer::Init() {
   int64_t restored_version = 0, restored_steps = 0, optimizer_steps = 0;
   common::model::TensorMap optimizer;
   if (options_.resume) {
-    absl::StatusOr<LoadedCheckpoint> ck = LoadLatestCheckpoint(run_dir);
+    // In the run's dtype and on its device, as the fresh model was built.
+    absl::StatusOr<LoadedCheckpoint> ck =
+        options_.model ? LoadLatestCheckpoint(run_dir, options_.model->dtype(),
+                                              options_.model->device())
+                       : LoadLatestCheckpoint(run_dir);
     if (ck.ok()) {
       const v1::LearnerCheckpoint& st = ck->contents.state;
       model_ = std::move(ck->model);

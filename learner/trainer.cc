@@ -898,8 +898,29 @@ int64_t Trainer::optimizer_state_numel() const {
   return n;
 }
 
+absl::Status Trainer::RestoreWeightsFromMasters(const common::model::TensorMap& state) {
+  at::NoGradGuard no_grad;
+  const common::model::TensorMap targets =
+      masters_ ? masters_->parameters() : model_.NamedParameters();
+  int64_t found = 0;
+  for (const auto& [name, t] : targets) found += state.count(name + kMasterSuffix);
+  if (found == 0) return absl::OkStatus();  // a checkpoint of an fp32 run
+  for (const auto& [name, t] : targets) {
+    auto it = state.find(name + kMasterSuffix);
+    if (it == state.end() || it->second.sizes() != t.sizes() ||
+        !at::isfinite(it->second).all().item<bool>()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "optimizer state: missing, misshapen or non-finite '", name, kMasterSuffix, "'"));
+    }
+  }
+  for (auto& [name, t] : targets) t.copy_(state.at(name + kMasterSuffix));
+  if (masters_) masters_->CopyTo(model_);
+  return absl::OkStatus();
+}
+
 absl::Status Trainer::RestoreOptimizerState(const common::model::TensorMap& state,
                                             int64_t optimizer_steps, int64_t version) {
+  RHYTHM_RETURN_IF_ERROR(RestoreWeightsFromMasters(state));
   if (sharded()) {
     RHYTHM_RETURN_IF_ERROR(sharded_->RestoreNamed(state, optimizer_steps));
     if (ranks_->rank() == 0) {
@@ -914,12 +935,24 @@ absl::Status Trainer::RestoreOptimizerState(const common::model::TensorMap& stat
 }
 
 absl::StatusOr<common::model::TensorMap> Trainer::GatherOptimizerState() {
-  if (!sharded()) return optimizer_->State();
-  if (ranks_->rank() == 0) {
-    RHYTHM_RETURN_IF_ERROR(SyncRanks());
-    RHYTHM_RETURN_IF_ERROR(Command(static_cast<int>(RankCommand::kGatherState), 0));
+  common::model::TensorMap state;
+  if (!sharded()) {
+    state = optimizer_->State();
+  } else {
+    if (ranks_->rank() == 0) {
+      RHYTHM_RETURN_IF_ERROR(SyncRanks());
+      RHYTHM_RETURN_IF_ERROR(Command(static_cast<int>(RankCommand::kGatherState), 0));
+    }
+    RHYTHM_ASSIGN_OR_RETURN(state, GatherShards());
+    if (ranks_->rank() != 0) return state;
   }
-  return GatherShards();
+  // The fp32 masters (every rank holds all of them): the bf16 model beside them is rounded.
+  if (masters_) {
+    for (const auto& [name, t] : masters_->parameters()) {
+      state[name + kMasterSuffix] = t.detach().to(at::kCPU, false, /*copy=*/true);
+    }
+  }
+  return state;
 }
 
 absl::StatusOr<common::model::TensorMap> Trainer::GatherShards() {

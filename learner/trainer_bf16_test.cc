@@ -1,12 +1,15 @@
 // The trainer with a bf16 model (model.dtype = bf16, issue 18): forward and backward in bf16,
 // AdamW on fp32 masters with fp32 moments; one step lands where the fp32 trainer's step from
 // the same weights lands, within bf16 rounding; the step reports the train/infer mismatch of
-// rollouts at staleness 0 (and none for older ones); the guard still restores a bad step.
+// rollouts at staleness 0 (and none for older ones); the guard still restores a bad step; a
+// checkpoint keeps the fp32 masters, so a resumed run steps exactly as the run would have.
 #include <cmath>
+#include <filesystem>
 
 #include "ATen/ATen.h"
 #include "common/rollout/engine.h"
 #include "gtest/gtest.h"
+#include "learner/checkpoint.h"
 #include "learner/trainer.h"
 #include "learner/trainer_testing.h"
 
@@ -128,6 +131,72 @@ TEST(TrainerBf16, ANonFiniteStepRestoresTheBf16WeightsAndTheMasters) {
   const TensorMap f = fresh->NamedParameters();
   for (const auto& [name, t] : m16->NamedParameters()) {
     EXPECT_TRUE(at::equal(t, f.at(name))) << name;
+  }
+}
+
+// The masters of a bf16 run, saved, loaded and restored: a resumed trainer holds them to the
+// bit and its next step is the run's; a resume in fp32 takes them as its weights; a broken one
+// is refused naming the tensor, with nothing changed.
+TEST(TrainerBf16, ACheckpointKeepsTheMastersAndAResumedRunStepsAsTheRunWould) {
+  auto [m16, unused] = Models(7);
+  v1::TrainerConfig tc;
+  tc.set_lr(1e-4);  // steps below a bf16 ulp near 1: the masters and the bf16 weights part
+  auto run = *Trainer::Create(*m16, tc, v1::CreditConfig(), 1, 0);
+  for (int64_t v = 0; v < 2; ++v) ASSERT_TRUE(run->Step(Rollouts(*m16, v, 20 + v)).ok());
+  CheckpointContents contents;
+  contents.state.set_version(2);
+  contents.state.set_optimizer_steps(run->optimizer_steps());
+  contents.optimizer = *run->GatherOptimizerState();
+  double apart = 0;  // how far the masters are from the bf16 weights the model/ dir holds
+  for (const auto& [name, t] : m16->NamedParameters()) {
+    const at::Tensor& master = contents.optimizer.at(name + Trainer::kMasterSuffix);
+    EXPECT_EQ(master.scalar_type(), at::kFloat) << name;
+    apart += (master - t.to(at::kFloat)).abs().sum().item<double>();
+  }
+  ASSERT_GT(apart, 0) << "the masters hold what bf16 rounds away";
+  const std::string dir = ::testing::TempDir() + "/bf16_masters";
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(WriteCheckpoint(dir, *m16, contents, nullptr).ok());
+
+  absl::StatusOr<LoadedCheckpoint> ck = LoadLatestCheckpoint(dir, at::kBFloat16);
+  ASSERT_TRUE(ck.ok()) << ck.status();
+  ASSERT_EQ(ck->model->dtype(), at::kBFloat16);
+  auto resumed = *Trainer::Create(*ck->model, tc, v1::CreditConfig(), 1, 2);
+  ASSERT_TRUE(resumed->RestoreOptimizerState(ck->contents.optimizer, 2, 2).ok());
+  const std::vector<Group> next = Rollouts(*m16, 2, 30);
+  ASSERT_TRUE(run->Step(next).ok());
+  ASSERT_TRUE(resumed->Step(next).ok());
+  const TensorMap a = *run->GatherOptimizerState(), b = *resumed->GatherOptimizerState();
+  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
+  const TensorMap resumed_weights = ck->model->NamedParameters();
+  for (const auto& [name, t] : m16->NamedParameters()) {
+    EXPECT_TRUE(at::equal(t, resumed_weights.at(name))) << name;
+  }
+
+  // Resumed in fp32: the weights are the masters, not their bf16 rounding.
+  absl::StatusOr<LoadedCheckpoint> ck32 = LoadLatestCheckpoint(dir, at::kFloat);
+  ASSERT_TRUE(ck32.ok()) << ck32.status();
+  auto fp32 = *Trainer::Create(*ck32->model, tc, v1::CreditConfig(), 1, 2);
+  ASSERT_TRUE(fp32->RestoreOptimizerState(ck32->contents.optimizer, 2, 2).ok());
+  for (const auto& [name, t] : ck32->model->NamedParameters()) {
+    EXPECT_TRUE(at::equal(t, contents.optimizer.at(name + Trainer::kMasterSuffix))) << name;
+  }
+
+  // A non-finite master: refused, naming it; the weights stay the checkpoint's.
+  TensorMap broken = ck->contents.optimizer;
+  const std::string victim = broken.begin()->first.substr(0, broken.begin()->first.rfind('.'));
+  broken[victim + Trainer::kMasterSuffix] =
+      broken.at(victim + Trainer::kMasterSuffix).clone().fill_(NAN);
+  absl::StatusOr<LoadedCheckpoint> again = LoadLatestCheckpoint(dir, at::kBFloat16);
+  ASSERT_TRUE(again.ok());
+  TensorMap before;
+  for (const auto& [name, t] : again->model->NamedParameters()) before[name] = t.clone();
+  auto refused = *Trainer::Create(*again->model, tc, v1::CreditConfig(), 1, 2);
+  const absl::Status bad = refused->RestoreOptimizerState(broken, 2, 2);
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument) << bad;
+  EXPECT_NE(bad.message().find(victim + ".master"), std::string::npos) << bad;
+  for (const auto& [name, t] : again->model->NamedParameters()) {
+    EXPECT_TRUE(at::equal(t, before.at(name))) << name;
   }
 }
 

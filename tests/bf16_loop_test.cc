@@ -1,7 +1,7 @@
 // model.dtype = bf16 in the real loop (issue 18): a learner computes in bf16 on the CPU and steps
 // fp32 masters, and its actor computes in bf16 too (the actor takes model.* from the learner);
 // it trains, its checkpointed weights are bf16 and finite, and /metrics exports the train/infer
-// log-prob mismatch. Here both sides run the same CPU kernels on the same weights, so the
+// log-prob mismatch, and --resume carries on in bf16 from the checkpointed fp32 masters. Here both sides run the same CPU kernels on the same weights, so the
 // mismatch is mostly exactly 0 (measured: 0 over every token of hundreds of steps; once a max of
 // 5.8e-5): the test asserts it was measured and is in range, and trainer_bf16_test has the
 // case where the two forwards differ. fp16 is refused by both binaries with one line naming
@@ -14,12 +14,38 @@
 #include "ATen/ATen.h"
 #include "gtest/gtest.h"
 #include "common/model/hf_checkpoint.h"
+#include "common/model/safetensors.h"
 #include "tests/loop_procs.h"
 
 namespace rhythm::testing {
 namespace {
 
 const std::vector<std::string> kBf16 = {"--set", "model.dtype=dtype_bf16"};
+
+// The last checkpoint: its model/ is bf16 and finite, and optimizer.safetensors holds an fp32
+// master for every weight. Returns its name.
+std::string CheckBf16Checkpoint(const std::string& run) {
+  std::ifstream latest(run + "/checkpoints/LATEST");
+  std::string name;
+  EXPECT_TRUE(std::getline(latest, name)) << "a checkpoint was written";
+  const std::string dir = run + "/checkpoints/" + name;
+  auto trained = common::model::LoadHfModel(dir + "/model", at::kBFloat16);
+  EXPECT_TRUE(trained.ok()) << trained.status();
+  if (!trained.ok()) return name;
+  std::ifstream config(dir + "/model/config.json");
+  const std::string json((std::istreambuf_iterator<char>(config)), {});
+  EXPECT_NE(json.find("\"bfloat16\""), std::string::npos) << "torch_dtype of " << name;
+  auto optimizer = common::model::ReadSafetensors(dir + "/optimizer.safetensors");
+  EXPECT_TRUE(optimizer.ok()) << optimizer.status();
+  for (const auto& [tensor, t] : (*trained)->NamedParameters()) {
+    EXPECT_TRUE(at::isfinite(t).all().item<bool>()) << tensor;
+    if (!optimizer.ok()) continue;
+    auto master = optimizer->find(tensor + ".master");
+    EXPECT_TRUE(master != optimizer->end() && master->second.scalar_type() == at::kFloat)
+        << name << ": the fp32 master of " << tensor;
+  }
+  return name;
+}
 
 TEST(Bf16Loop, LearnerAndActorTrainInBf16AndExportTheLogprobMismatch) {
   const std::string run = ::testing::TempDir() + "/bf16_loop";
@@ -59,19 +85,22 @@ TEST(Bf16Loop, LearnerAndActorTrainInBf16AndExportTheLogprobMismatch) {
                       60)) << "the actor swaps in a trained version";
   ActorReport r = StopActor(actor);
   EXPECT_GT(r.acked, 0);
+  const double trained_version = Metric(learner.metrics_port, "rhythm_learner_policy_version");
   EXPECT_EQ(learner.p.Stop(SIGTERM, 60), 0);
-  // The last checkpoint's weights: bf16, finite, and moved from the step-0 ones.
-  std::ifstream latest(run + "/checkpoints/LATEST");
-  std::string name;
-  ASSERT_TRUE(std::getline(latest, name)) << "a checkpoint was written";
-  auto trained = common::model::LoadHfModel(run + "/checkpoints/" + name + "/model", at::kBFloat16);
-  ASSERT_TRUE(trained.ok()) << trained.status();
-  std::ifstream config(run + "/checkpoints/" + name + "/model/config.json");
-  const std::string json((std::istreambuf_iterator<char>(config)), {});
-  EXPECT_NE(json.find("\"bfloat16\""), std::string::npos) << "torch_dtype of the checkpoint";
-  for (const auto& [tensor, t] : (*trained)->NamedParameters()) {
-    EXPECT_TRUE(at::isfinite(t).all().item<bool>()) << tensor;
-  }
+  const std::string first = CheckBf16Checkpoint(run);
+
+  // --resume continues in bf16 from the checkpoint's fp32 masters (a resumed learner that
+  // trained in fp32 would write float32 checkpoints).
+  Proc resumed, actor2;
+  const int port2 = FreePort();
+  StartLearner(resumed, run, port2, true, run + ".resumed.log", learner_flags);
+  StartActor(actor2, port2, "actor-bf16", run + ".actor2.log", {});
+  EXPECT_TRUE(WaitFor([&] {
+    return Metric(resumed.metrics_port, "rhythm_learner_policy_version") >= trained_version + 2;
+  }, 120)) << "the resumed learner trains (see " << run << ".resumed.log)";
+  StopActor(actor2);
+  EXPECT_EQ(resumed.p.Stop(SIGTERM, 60), 0);
+  EXPECT_NE(CheckBf16Checkpoint(run), first) << "the resumed run wrote a checkpoint of its own";
 }
 
 TEST(Bf16Loop, Fp16IsRefusedNamingTheKey) {
