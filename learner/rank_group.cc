@@ -54,6 +54,17 @@ absl::Status Announce(const std::string& run_dir, const std::string& address) {
   return absl::OkStatus();
 }
 
+// A collective's tensor on its group's device (CUDA for NCCL, the CPU for Gloo): `t` itself when
+// it is there already, else a copy (the caller writes it back with WriteBack).
+at::Tensor OnGroupDevice(const at::Tensor& t, bool nccl) {
+  if (t.is_cuda() == nccl) return t;
+  return nccl ? t.cuda() : t.cpu();
+}
+
+void WriteBack(at::Tensor& t, const at::Tensor& staged) {
+  if (!staged.is_same(t)) t.copy_(staged);
+}
+
 }  // namespace
 
 struct RankGroup::Impl {
@@ -212,80 +223,81 @@ absl::Status RankGroup::ExchangeCommand(RankCommand& command, int64_t& payload) 
     t[0] = static_cast<int64_t>(command);
     t[1] = payload;
   }
-  if (impl_->nccl) t = t.cuda();
+  at::Tensor d = OnGroupDevice(t, impl_->nccl);
   RHYTHM_RETURN_IF_ERROR(impl_->Run("command", [&] {
-    std::vector<at::Tensor> ts{t};
+    std::vector<at::Tensor> ts{d};
     return std::vector{impl_->pg->allreduce(ts)};
   }));
-  t = t.cpu();
+  WriteBack(t, d);
   command = static_cast<RankCommand>(t[0].item<int64_t>());
   payload = t[1].item<int64_t>();
   return absl::OkStatus();
 }
 
 absl::Status RankGroup::Broadcast(at::Tensor& t) {
-  return impl_->Run("broadcast", [&] {
-    std::vector<at::Tensor> ts{t};
+  at::Tensor d = OnGroupDevice(t, impl_->nccl);
+  RHYTHM_RETURN_IF_ERROR(impl_->Run("broadcast", [&] {
+    std::vector<at::Tensor> ts{d};
     c10d::BroadcastOptions opts;
     opts.rootRank = 0;
     return std::vector{impl_->pg->broadcast(ts, opts)};
-  });
+  }));
+  WriteBack(t, d);
+  return absl::OkStatus();
 }
 
 absl::Status RankGroup::BroadcastBytes(std::string& bytes) {
   at::Tensor size = at::tensor({static_cast<int64_t>(bytes.size())}, at::kLong);
-  if (impl_->nccl) size = size.cuda();
   RHYTHM_RETURN_IF_ERROR(Broadcast(size));
-  const int64_t n = size.cpu().item<int64_t>();
+  const int64_t n = size.item<int64_t>();
   if (impl_->rank != 0) bytes.assign(static_cast<size_t>(n), '\0');
   if (n == 0) return absl::OkStatus();
   at::Tensor data = at::from_blob(bytes.data(), {n}, at::TensorOptions(at::kByte));
-  if (impl_->nccl) {
-    at::Tensor d = data.cuda();
-    RHYTHM_RETURN_IF_ERROR(Broadcast(d));
-    data.copy_(d.cpu());
-    return absl::OkStatus();
-  }
   return Broadcast(data);
 }
 
 absl::Status RankGroup::AllReduceSum(at::Tensor& flat) {
-  const int64_t per = std::max<int64_t>(1, kBucketBytes / flat.element_size());
-  return impl_->Run("gradient all-reduce", [&] {
+  at::Tensor d = OnGroupDevice(flat, impl_->nccl);
+  const int64_t per = std::max<int64_t>(1, kBucketBytes / d.element_size());
+  RHYTHM_RETURN_IF_ERROR(impl_->Run("gradient all-reduce", [&] {
     std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    for (int64_t off = 0; off < flat.numel(); off += per) {
-      std::vector<at::Tensor> ts{flat.narrow(0, off, std::min(per, flat.numel() - off))};
+    for (int64_t off = 0; off < d.numel(); off += per) {
+      std::vector<at::Tensor> ts{d.narrow(0, off, std::min(per, d.numel() - off))};
       works.push_back(impl_->pg->allreduce(ts));
     }
     return works;
-  });
+  }));
+  WriteBack(flat, d);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<at::Tensor> RankGroup::AllGather(const at::Tensor& shard) {
+  const at::Tensor d = OnGroupDevice(shard, impl_->nccl).contiguous();
   std::vector<std::vector<at::Tensor>> out(1);
-  for (int r = 0; r < impl_->world; ++r) out[0].push_back(at::empty_like(shard));
+  for (int r = 0; r < impl_->world; ++r) out[0].push_back(at::empty_like(d));
   RHYTHM_RETURN_IF_ERROR(impl_->Run("parameter all-gather", [&] {
-    std::vector<at::Tensor> in{shard.contiguous()};
+    std::vector<at::Tensor> in{d};
     return std::vector{impl_->pg->allgather(out, in)};
   }));
-  return at::cat(out[0]);
+  return at::cat(out[0]).to(shard.device());
 }
 
 absl::StatusOr<at::Tensor> RankGroup::GatherToRank0(const at::Tensor& shard) {
   if (impl_->nccl) return AllGather(shard);  // NCCL has no gather in this c10d
+  const at::Tensor d = OnGroupDevice(shard, false).contiguous();
   std::vector<std::vector<at::Tensor>> out;
   if (impl_->rank == 0) {
     out.resize(1);
-    for (int r = 0; r < impl_->world; ++r) out[0].push_back(at::empty_like(shard));
+    for (int r = 0; r < impl_->world; ++r) out[0].push_back(at::empty_like(d));
   }
   RHYTHM_RETURN_IF_ERROR(impl_->Run("state gather", [&] {
-    std::vector<at::Tensor> in{shard.contiguous()};
+    std::vector<at::Tensor> in{d};
     c10d::GatherOptions opts;
     opts.rootRank = 0;
     return std::vector{impl_->pg->gather(out, in, opts)};
   }));
   if (impl_->rank != 0) return at::Tensor();
-  return at::cat(out[0]);
+  return at::cat(out[0]).to(shard.device());
 }
 
 absl::StatusOr<int> RankFromHostName() {

@@ -17,8 +17,9 @@
 //
 // Errors: every collective returns UNAVAILABLE, naming itself and the rank, when a peer died
 // or did not take part within the timeout; the group is then aborted and every later call
-// fails at once (the learner stops; `--resume` forms a new group). No c10d types
-// appear here. Thread-safety: none; one thread (the training thread) makes every call.
+// fails at once (the learner stops; `--resume` forms a new group). Tensors may be on either
+// device: a collective stages them on its group's (CUDA for NCCL, the CPU for Gloo) and writes
+// the result back. No c10d types appear here. Thread-safety: none; one thread (the training thread) makes every call.
 #pragma once
 
 #include <cstdint>

@@ -74,13 +74,15 @@ std::vector<uint64_t> OffendingRollouts(const std::vector<const Sequence*>& mbs)
   return bad.empty() ? all : bad;
 }
 
-// Padded [n, L] ids and mask, and [n, Tmax] gather indices for the response tokens.
+// Padded [n, L] ids and mask, and [n, Tmax] gather indices for the response tokens, on the
+// model's device. (Per-sequence tensors stay on the CPU: they are small, and the credit math
+// and the guard read them there; Stack moves them over for the loss.)
 struct MicroBatch {
   at::Tensor ids, mask, positions, targets, response_mask;
   int64_t tmax = 0;
 };
 
-MicroBatch Pack(const std::vector<Sequence*>& seqs) {
+MicroBatch Pack(const std::vector<Sequence*>& seqs, at::Device device) {
   MicroBatch mb;
   int64_t len = 0;
   for (const Sequence* s : seqs) {
@@ -102,22 +104,23 @@ MicroBatch Pack(const std::vector<Sequence*>& seqs) {
       rmask[i * mb.tmax + j] = 1.f;
     }
   }
-  mb.ids = at::tensor(ids, at::kLong).view({n, len});
-  mb.mask = at::tensor(mask, at::kFloat).view({n, len});
-  mb.positions = at::tensor(pos, at::kLong).view({n, mb.tmax});
-  mb.targets = at::tensor(tgt, at::kLong).view({n, mb.tmax});
-  mb.response_mask = at::tensor(rmask, at::kFloat).view({n, mb.tmax});
+  mb.ids = at::tensor(ids, at::kLong).view({n, len}).to(device);
+  mb.mask = at::tensor(mask, at::kFloat).view({n, len}).to(device);
+  mb.positions = at::tensor(pos, at::kLong).view({n, mb.tmax}).to(device);
+  mb.targets = at::tensor(tgt, at::kLong).view({n, mb.tmax}).to(device);
+  mb.response_mask = at::tensor(rmask, at::kFloat).view({n, mb.tmax}).to(device);
   return mb;
 }
 
-// Per-token [n, Tmax] tensor from per-sequence [T_i] tensors, zero padded.
-at::Tensor Stack(const std::vector<Sequence*>& seqs, at::Tensor Sequence::*field, int64_t tmax) {
+// Per-token [n, Tmax] tensor from per-sequence [T_i] tensors, zero padded, on `device`.
+at::Tensor Stack(const std::vector<Sequence*>& seqs, at::Tensor Sequence::*field, int64_t tmax,
+                 at::Device device) {
   std::vector<at::Tensor> rows;
   for (const Sequence* s : seqs) {
     const at::Tensor& t = s->*field;
     rows.push_back(at::constant_pad_nd(t.to(at::kFloat), {0, tmax - t.size(0)}, 0));
   }
-  return at::stack(rows);
+  return at::stack(rows).to(device);
 }
 
 // The log-probs of one forward's response positions, all [n, Tmax].
@@ -128,6 +131,11 @@ struct TokenLogprobs {
   at::Tensor entropy;    // entropy of the unfiltered distribution (want_entropy)
   at::Tensor in_filter;  // float: 1 where the filter keeps the token (filtering only)
 };
+
+// A CPU copy (a per-sequence tensor out of a forward on the model's device).
+at::Tensor ToHost(const at::Tensor& t) {
+  return t.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
+}
 
 bool Filters(const ActorSettings& a, double temperature) {
   return temperature > 0 && (a.top_k > 0 || a.top_p < 1.0);
@@ -490,11 +498,16 @@ absl::Status Trainer::OldLogprobsAndSummaries(std::vector<Sequence>& seqs, StepS
         chunk.push_back(&seqs[j]);
         capture = capture || seqs[j].wants_learner_summary;
       }
-      const MicroBatch mb = Pack(chunk);
+      const MicroBatch mb = Pack(chunk, model_.device());
       // The maps are the softmax probabilities this pass computes anyway; capturing keeps the
       // tapped layers' [n, heads, L, L] alive until the chunk's summaries are taken.
-      common::model::ForwardOutput out =
-          model_.Forward(mb.ids, mb.mask, capture ? tap_.layers : std::vector<int64_t>{}).value();
+      // Attention as the gradient forward computes it (trainer.attention_chunk), so that
+      // pi_old is the first mini-batch's pi to float tolerance, and no untapped layer holds
+      // [n, heads, L, L]; the tapped layers attend explicitly when the learner summarises.
+      common::model::ForwardOptions fo =
+          common::model::ForwardOptions::Training(config_.attention_chunk(), false);
+      if (capture) fo.capture_layers = tap_.layers;
+      common::model::ForwardOutput out = model_.Forward(mb.ids, mb.mask, fo).value();
       const bool kl = reference_ != nullptr;
       const TokenLogprobs old =
           ResponseLogprobs(std::move(out.logits), mb, false, kl, temperature_, actor_);
@@ -512,12 +525,12 @@ absl::Status Trainer::OldLogprobsAndSummaries(std::vector<Sequence>& seqs, StepS
       }
       for (size_t j = 0; j < chunk.size(); ++j) {
         Sequence& s = *chunk[j];
-        s.old_logprobs = old.logp[j].narrow(0, 0, s.response_len).clone();
+        s.old_logprobs = ToHost(old.logp[j].narrow(0, 0, s.response_len));
         s.in_filter = old.in_filter.defined()
-                          ? old.in_filter[j].narrow(0, 0, s.response_len).clone()
+                          ? ToHost(old.in_filter[j].narrow(0, 0, s.response_len))
                           : at::ones({s.response_len});
         if (kl) {
-          s.ref_logprobs = ref[j].narrow(0, 0, s.response_len).clone();
+          s.ref_logprobs = ToHost(ref[j].narrow(0, 0, s.response_len));
           s.ref_kl_sum = kl_tokens[j].sum().item<double>();
         }
         if (!s.wants_learner_summary) continue;
@@ -680,6 +693,7 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
     const bool token_mean = config_.loss_aggregation() == v1::LOSS_AGGREGATION_TOKEN_MEAN;
     const bool kl_loss = reference_ != nullptr && config_.kl_placement() == v1::KL_PLACEMENT_LOSS;
     const bool filters = Filters(actor_, temperature_);
+    const at::Device device = model_.device();
     credit::PolicyLossOptions loss_opts;
     loss_opts.clip_eps_low = config_.clip_eps_low();
     loss_opts.clip_eps_high = config_.clip_eps_high();
@@ -747,7 +761,7 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
           mbs.push_back(&seqs[mine[q]]);
           mb_tokens += kept[mine[q]];
         }
-        const MicroBatch mb = Pack(mbs);
+        const MicroBatch mb = Pack(mbs, device);
         // Chunked attention and checkpointing as trainer.attention_chunk and
         // trainer.activation_checkpointing say: no layer keeps a [L, L] tensor for backward.
         const TokenLogprobs lp = ResponseLogprobs(
@@ -760,16 +774,16 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
         credit::PolicyLossInputs in;
         in.logprobs = lp.logp;
         if (kl_loss) {
-          in.ref_logprobs = Stack(mbs, &Sequence::ref_logprobs, mb.tmax);
+          in.ref_logprobs = Stack(mbs, &Sequence::ref_logprobs, mb.tmax, device);
           in.kl_logprobs = lp.raw;
         }
-        in.old_logprobs = Stack(mbs, &Sequence::old_logprobs, mb.tmax);
-        in.advantages = Stack(mbs, &Sequence::shaped, mb.tmax);
-        in.behaviour_logprobs = Stack(mbs, &Sequence::behaviour, mb.tmax);
-        in.mask = Stack(mbs, &Sequence::loss_mask, mb.tmax);
+        in.old_logprobs = Stack(mbs, &Sequence::old_logprobs, mb.tmax, device);
+        in.advantages = Stack(mbs, &Sequence::shaped, mb.tmax, device);
+        in.behaviour_logprobs = Stack(mbs, &Sequence::behaviour, mb.tmax, device);
+        in.mask = Stack(mbs, &Sequence::loss_mask, mb.tmax, device);
         in.entropy = lp.entropy;
-        in.preplan_mask = Stack(mbs, &Sequence::preplan, mb.tmax);
-        in.anchor_mask = Stack(mbs, &Sequence::anchor, mb.tmax);
+        in.preplan_mask = Stack(mbs, &Sequence::preplan, mb.tmax, device);
+        in.anchor_mask = Stack(mbs, &Sequence::anchor, mb.tmax, device);
         absl::StatusOr<credit::PolicyLossResult> loss = credit::ComputePolicyLoss(in, loss_opts);
         if (!loss.ok()) {
           inner = loss.status();
