@@ -144,6 +144,7 @@ absl::Status Actor::BuildProducer() {
   wo.reconnect = {absl::Seconds(a.backoff_initial_s()), absl::Seconds(a.backoff_max_s()), 2.0, 0.5};
   wo.seed = options_.config.runtime().seed();
   wo.metrics = &metrics_->weights;
+  wo.cuda_device = device.is_cuda() ? device.index() : 0;  // NCCL receives on the model's GPU
   weights_ = common::weights::NewActorWeightSource(weights_stub_, options_.config.transport(), wo);
 
   RolloutProducer::Options po;

@@ -14,6 +14,7 @@
 #include "common/logging.h"
 #include "common/model/flat_weights.h"
 #include "common/rollout/engine.h"
+#include "common/runtime.h"
 #include "common/security/credentials.h"
 #include "common/status.h"
 #include "common/weights/weight_client.h"
@@ -254,6 +255,11 @@ absl::Status LearnerServer::InitWeightTransport() {
     co.host = t.collective_host();
     co.store_port = t.store_port();
     co.host_rendezvous = true;
+    // NCCL broadcasts from the GPU the model is on (ResolveDevice gives CUDA an index).
+    if (absl::StatusOr<c10::Device> d = common::ResolveDevice(options_.config.runtime().device());
+        d.ok() && d->is_cuda()) {
+      co.cuda_device = d->index();
+    }
     absl::StatusOr<std::unique_ptr<common::weights::CommunicatorFactory>> factory =
         common::weights::NewCommunicatorFactory(t.kind(), co);
     if (!factory.ok()) {

@@ -284,6 +284,7 @@ std::unique_ptr<WeightSource> NewActorWeightSource(v1::Weights::StubInterface& s
   mo.actor_id = options.actor_id;
   mo.kind = kind;
   mo.collective.host = transport.collective_host();
+  mo.collective.cuda_device = options.cuda_device;
   mo.seed = options.seed + 7;
   mo.metrics = options.metrics;
   return std::make_unique<FallbackWeightSource>(std::make_unique<GroupWeightSource>(stub, mo),

@@ -187,6 +187,7 @@ struct ActorWeightSourceOptions {
   BackoffOptions reconnect;  // the watch's reconnects (the actor's own backoff)
   uint64_t seed = 0;
   ActorWeightMetrics* metrics = nullptr;  // optional
+  int cuda_device = 0;  // NCCL: the actor's GPU (runtime.device's index)
 };
 
 // For transport.kind GLOO or NCCL: FallbackWeightSource(group, gRPC); otherwise the gRPC
