@@ -162,6 +162,9 @@ TEST_P(TwoRanks, TrainTheWeightsOfOneRankOverThreeStepsWithHalfTheOptimizerState
     EXPECT_NEAR(run.stats[i].loss, alone_stats[i].loss, 1e-6) << "step " << i;
     EXPECT_NEAR(run.stats[i].grad_norm, alone_stats[i].grad_norm, 1e-5) << "step " << i;
     EXPECT_NEAR(run.stats[i].clip_fraction, alone_stats[i].clip_fraction, 1e-9) << "step " << i;
+    // The pi_old pass is shared too: rank 0 forwarded sequences 0, 2, .., 8 of the 9.
+    EXPECT_EQ(alone_stats[i].old_pass_sequences, 9);
+    EXPECT_EQ(run.stats[i].old_pass_sequences, 5);
   }
 }
 
@@ -196,7 +199,12 @@ TEST(TwoRanksResume, RankZeroHandsTheOtherRankItsWeightsReferenceAndStateShard) 
   auto alone_model = from_checkpoint(5);
   auto alone = *Trainer::Create(*alone_model, tc, v1::CreditConfig(), 1, 1);
   ASSERT_TRUE(alone->RestoreOptimizerState(ck_state, 1, 1).ok());
-  for (int i = 1; i < 3; ++i) ASSERT_TRUE(alone->Step(batches[i]).ok());
+  std::vector<double> alone_ref_kl;
+  for (int i = 1; i < 3; ++i) {
+    absl::StatusOr<StepStats> s = alone->Step(batches[i]);
+    ASSERT_TRUE(s.ok()) << s.status();
+    alone_ref_kl.push_back(s->ref_kl);
+  }
   // Resumed on two ranks.
   const std::string dir = ::testing::TempDir() + "/rank_group_resume";
   std::filesystem::remove_all(dir);
@@ -228,6 +236,10 @@ TEST(TwoRanksResume, RankZeroHandsTheOtherRankItsWeightsReferenceAndStateShard) 
     absl::StatusOr<StepStats> s = t->Step(batches[i]);
     ASSERT_TRUE(s.ok()) << s.status();
     EXPECT_EQ(s->version, i + 1);
+    // The reference's log-probs were shared with the pi_old pass's: the same KL as alone (0
+    // at the first step, where the weights are still the reference's).
+    if (i == 2) EXPECT_GT(s->ref_kl, 0);
+    EXPECT_NEAR(s->ref_kl, alone_ref_kl[static_cast<size_t>(i - 1)], 1e-7) << "step " << i;
   }
   absl::StatusOr<TensorMap> state = t->GatherOptimizerState();
   ASSERT_TRUE(state.ok()) << state.status();

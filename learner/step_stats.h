@@ -66,6 +66,9 @@ struct StepStats {
   // trainer.kl_estimator estimate of KL(pi_old || pi_ref), at the weights that start the step,
   // at the sampling temperature, unfiltered; 0 without a reference.
   double ref_kl = 0;
+  // Sequences this process forwarded in the pi_old pass: all of them alone, every world-th
+  // with ranks (plus those the learner summarises, which every rank forwards).
+  int64_t old_pass_sequences = 0;
   // Truncated importance sampling: pi_old / pi_behaviour over the tokens the loss takes before
   // the off-policy masks (not truncated with mask_truncated, inside the replayed filter): the
   // mean of the raw weight (1 on-policy; below 1 when the actor's filter is not replayed) and

@@ -486,17 +486,25 @@ absl::Status Trainer::BuildSequences(const std::vector<Group>& batch, std::vecto
 
 absl::Status Trainer::OldLogprobsAndSummaries(std::vector<Sequence>& seqs, StepStats& stats) const {
   const size_t micro = static_cast<size_t>(std::max<int64_t>(1, config_.micro_batch_size()));
-  double ref_kl_sum = 0;
-  int64_t ref_kl_tokens = 0;
+  // With ranks, each computes every world-th sequence and ShareOldLogprobs hands the results
+  // to all (a sequence the learner summarises is computed on every rank: its summary stays
+  // where it was made).
+  std::vector<size_t> todo;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    if (!sharded() || seqs[i].wants_learner_summary ||
+        static_cast<int>(i % ranks_->world_size()) == ranks_->rank()) {
+      todo.push_back(i);
+    }
+  }
   absl::Status inner;  // an error a summary returned (not threw): kept as it is
   absl::Status status = common::TorchCall("training step", [&]() {
     at::NoGradGuard no_grad;
-    for (size_t i = 0; i < seqs.size(); i += micro) {
+    for (size_t i = 0; i < todo.size(); i += micro) {
       std::vector<Sequence*> chunk;
       bool capture = false;
-      for (size_t j = i; j < std::min(seqs.size(), i + micro); ++j) {
-        chunk.push_back(&seqs[j]);
-        capture = capture || seqs[j].wants_learner_summary;
+      for (size_t j = i; j < std::min(todo.size(), i + micro); ++j) {
+        chunk.push_back(&seqs[todo[j]]);
+        capture = capture || seqs[todo[j]].wants_learner_summary;
       }
       const MicroBatch mb = Pack(chunk, model_.device());
       // The maps are the softmax probabilities this pass computes anyway; capturing keeps the
@@ -520,8 +528,6 @@ absl::Status Trainer::OldLogprobsAndSummaries(std::vector<Sequence>& seqs, StepS
                                false, temperature_, ActorSettings{})
                   .logp;
         kl_tokens = credit::KlPerToken(ref, old.raw, config_.kl_estimator()) * mb.response_mask;
-        ref_kl_sum += kl_tokens.sum().item<double>();
-        ref_kl_tokens += static_cast<int64_t>(mb.response_mask.sum().item<double>());
       }
       for (size_t j = 0; j < chunk.size(); ++j) {
         Sequence& s = *chunk[j];
@@ -551,8 +557,49 @@ absl::Status Trainer::OldLogprobsAndSummaries(std::vector<Sequence>& seqs, StepS
     }
   });
   RHYTHM_RETURN_IF_ERROR(status);
-  stats.ref_kl = ref_kl_tokens > 0 ? ref_kl_sum / ref_kl_tokens : 0;
-  return inner;
+  RHYTHM_RETURN_IF_ERROR(inner);
+  stats.old_pass_sequences = static_cast<int64_t>(todo.size());
+  if (sharded()) RHYTHM_RETURN_IF_ERROR(ShareOldLogprobs(seqs));
+  if (reference_ != nullptr) {
+    double ref_kl_sum = 0;
+    int64_t ref_kl_tokens = 0;
+    for (const Sequence& s : seqs) {
+      ref_kl_sum += s.ref_kl_sum;
+      ref_kl_tokens += s.response_len;
+    }
+    stats.ref_kl = ref_kl_tokens > 0 ? ref_kl_sum / ref_kl_tokens : 0;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::ShareOldLogprobs(std::vector<Sequence>& seqs) const {
+  const int64_t n = static_cast<int64_t>(seqs.size());
+  int64_t tmax = 0;
+  for (const Sequence& s : seqs) tmax = std::max(tmax, s.response_len);
+  const bool kl = reference_ != nullptr;
+  // Rows [old log-probs | in filter | ref log-probs] and a ref KL sum per sequence, filled by
+  // the sequence's owner and zero elsewhere: one all-reduce sum makes them every rank's.
+  at::Tensor rows = at::zeros({n, (kl ? 3 : 2) * tmax + 1}, at::kDouble);
+  for (int64_t i = 0; i < n; ++i) {
+    if (static_cast<int>(i % ranks_->world_size()) != ranks_->rank()) continue;
+    const Sequence& s = seqs[static_cast<size_t>(i)];
+    const int64_t t = s.response_len;
+    rows[i].narrow(0, 0, t).copy_(s.old_logprobs);
+    rows[i].narrow(0, tmax, t).copy_(s.in_filter);
+    if (kl) rows[i].narrow(0, 2 * tmax, t).copy_(s.ref_logprobs);
+    rows[i][-1] = s.ref_kl_sum;
+  }
+  at::Tensor flat = rows.view({-1});
+  RHYTHM_RETURN_IF_ERROR(ranks_->AllReduceSum(flat));
+  for (int64_t i = 0; i < n; ++i) {
+    Sequence& s = seqs[static_cast<size_t>(i)];
+    const int64_t t = s.response_len;
+    s.old_logprobs = rows[i].narrow(0, 0, t).to(at::kFloat);
+    s.in_filter = rows[i].narrow(0, tmax, t).to(at::kFloat);
+    if (kl) s.ref_logprobs = rows[i].narrow(0, 2 * tmax, t).to(at::kFloat);
+    s.ref_kl_sum = rows[i][-1].item<double>();
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::AdvantagesAndMasks(std::vector<Sequence>& seqs, size_t groups,

@@ -175,6 +175,9 @@ class Trainer {
   // and each response's summed KL to it; with learner summaries the same pass captures the
   // tapped layers and summarises each sequence that needs one.
   absl::Status OldLogprobsAndSummaries(std::vector<Sequence>& seqs, StepStats& stats) const;
+  // With ranks: every rank's share of the pi_old pass (old and reference log-probs, filter
+  // membership, reference KL) to every rank, so each holds them for the whole batch.
+  absl::Status ShareOldLogprobs(std::vector<Sequence>& seqs) const;
   // Group advantages from the final rewards (less the reference KL with kl_placement reward),
   // and every sequence's loss mask (truncated, outside the filter, IcePop and sequence masks)
   // with their counts and the TIS weight figures.
