@@ -1,10 +1,11 @@
 // A learner step at long response lengths (issue 18): peak memory and time of the gradient
 // forward + backward for today's explicit attention, chunked attention, and chunked attention
-// with per-layer activation checkpointing; plus the no-grad old-log-prob pass, which runs
-// explicitly (Trainer's own call site).
+// with per-layer activation checkpointing; plus the no-grad old-log-prob pass, explicit (as it
+// ran before 2026-12-02) and chunked (the Trainer's call site now).
 //
 //   build/bin/bench_long_sequence [--lengths 512,2048,4096] [--reps 3] [--warmup 1]
-//                                 [--threads 1] [--batch 2] [--chunk 256]
+//                                 [--threads 1] [--batch 2] [--chunk 256] [--configs a,b]
+// (--configs: a comma-separated subset of the configuration names in the table)
 //
 // Each (length, configuration) runs in a fresh child process (this binary with --child), so
 // its peak RSS (VmHWM) is its own; the parent never touches torch. The model is
@@ -54,9 +55,11 @@ struct Args {
   bool child = false;
   int64_t length = 0;
   std::string config;
+  std::vector<std::string> configs;  // the parent's subset; empty = all
 };
 
-const char* const kConfigs[] = {"explicit", "chunked", "chunked+ckpt", "old-logprob pass"};
+const char* const kConfigs[] = {"explicit", "chunked", "chunked+ckpt", "old-logprob explicit",
+                                "old-logprob chunked"};
 
 int64_t StatusKb(const char* key) {
   std::ifstream f("/proc/self/status");
@@ -85,7 +88,7 @@ int Child(const Args& a) {
     return 1;
   }
   common::model::Transformer& m = **model;
-  const bool grad = a.config != "old-logprob pass";
+  const bool grad = a.config.rfind("old-logprob", 0) != 0;
   m.SetRequiresGrad(grad);
   const int64_t t = kPrompt + a.length;
   at::manual_seed(2);
@@ -99,6 +102,7 @@ int Child(const Args& a) {
   ForwardOptions o;
   if (a.config == "chunked") o = ForwardOptions::Training(a.chunk, false);
   if (a.config == "chunked+ckpt") o = ForwardOptions::Training(a.chunk, true);
+  if (a.config == "old-logprob chunked") o = ForwardOptions::Training(a.chunk, false);
   auto step = [&]() {
     for (const at::Tensor& p : m.Parameters()) p.mutable_grad() = at::Tensor();
     if (!grad) {
@@ -152,6 +156,10 @@ int Parent(const Args& a, const std::string& self) {
   std::printf("|---:|---|---:|---:|---:|\n");
   for (int64_t len : a.lengths) {
     for (const char* config : kConfigs) {
+      if (!a.configs.empty() &&
+          std::find(a.configs.begin(), a.configs.end(), config) == a.configs.end()) {
+        continue;
+      }
       std::ostringstream cmd;
       cmd << "'" << self << "' --child --length " << len << " --config '" << config << "' --reps "
           << a.reps << " --warmup " << a.warmup << " --threads " << a.threads << " --batch "
@@ -207,6 +215,9 @@ int main(int argc, char** argv) {
       a.length = std::atoll(value().c_str());
     } else if (k == "--config") {
       a.config = value();
+    } else if (k == "--configs") {
+      std::stringstream in(value());
+      for (std::string c; std::getline(in, c, ',');) a.configs.push_back(c);
     } else {
       std::cerr << "unknown flag " << k << "\n";
       return 2;

@@ -10,19 +10,24 @@
 # one actor until the learner has trained LOOP_STEPS steps (default 20), and prints tokens/s and weight-sync
 # GB/s from their /metrics. Weights go over NCCL when the actor has a GPU of its own (two or
 # more GPUs: the actor on cuda:1); NCCL refuses two ranks on one GPU, so on one GPU both
-# processes share cuda:0 and weights go over gRPC. bf16 (model.dtype) is not passed: the
-# binaries do not implement it yet, so the loop runs in fp32.
+# processes share cuda:0 and weights go over gRPC. Both compute in bf16 (model.dtype; the
+# learner steps fp32 masters; LOOP_DTYPE=dtype_fp32 for fp32), and the loop also prints the
+# learner's train/infer log-prob mismatch.
 # Usage: scripts/gpu-check.sh   (build folder: build-gpu; override with BUILD_DIR)
-#        LOOP_DEVICE=cpu runs the loop on the CPU instead (a dry run of its plumbing, any build);
+#        LOOP_DEVICE=cpu runs the loop on the CPU instead (a dry run of its plumbing, any build,
+#        no GPU needed: the GPU tests then only report that they skip);
 #        LOOP_SET="key=value ..." adds settings to both processes (e.g. a smaller batch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build-gpu}
 LOOP_STEPS=${LOOP_STEPS:-20}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || {
-  echo "gpu-check: nvidia-smi failed: no usable GPU here" >&2
-  exit 1
-}
+LOOP_DTYPE=${LOOP_DTYPE:-dtype_bf16}
+if [ "${LOOP_DEVICE:-}" != cpu ]; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || {
+    echo "gpu-check: nvidia-smi failed: no usable GPU here" >&2
+    exit 1
+  }
+fi
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRHYTHM_WITH_NCCL=ON \
     ${TORCH_DIR:+-DTorch_DIR="$TORCH_DIR"}
@@ -48,7 +53,7 @@ elif [ "$rc" -ne 0 ]; then
   exit 1
 fi
 
-gpus=$(nvidia-smi -L | wc -l)
+gpus=$(nvidia-smi -L 2>/dev/null | wc -l || echo 0)
 learner_device=cuda:0
 if [ "${LOOP_DEVICE:-}" = cpu ]; then learner_device=cpu actor_device=cpu transport=grpc
 elif [ "$gpus" -ge 2 ]; then actor_device=cuda:1 transport=nccl
@@ -78,7 +83,8 @@ metric() {
   grep -E "^$2(\{[^}]*${3:-}[^}]*\})? " <&5 | head -1 | awk '{print $2}'
   exec 5<&-
 }
-common=(--config deploy/config/rhythm.yaml --set "transport.kind=$transport")
+common=(--config deploy/config/rhythm.yaml --set "transport.kind=$transport"
+        --set "model.dtype=$LOOP_DTYPE")
 # The loop measures throughput, not learning: a fresh tiny model's groups all score 0, and the
 # default drops zero-variance groups, so no step would ever run.
 for kv in credit.drop_zero_variance_groups=false ${LOOP_SET:-}; do common+=(--set "$kv"); done
@@ -113,11 +119,17 @@ while [ "${steps%.*}" -lt "$LOOP_STEPS" ]; do
   v=$(metric "$lmetrics" rhythm_learner_tokens_per_second || true); learner_tps=${v:-$learner_tps}
   v=$(metric "$ametrics" rhythm_actor_tokens_per_second || true); actor_tps=${v:-$actor_tps}
   v=$(metric "$ametrics" rhythm_actor_weight_sync_gbps "$transport" || true); sync=${v:-$sync}
+  v=$(metric "$lmetrics" rhythm_learner_logprob_mismatch_mean || true); mm_mean=${v:-${mm_mean:-}}
+  v=$(metric "$lmetrics" rhythm_learner_logprob_mismatch_max || true); mm_max=${v:-${mm_max:-}}
+  v=$(metric "$lmetrics" rhythm_learner_logprob_mismatch_tokens_total || true); mm_n=${v:-${mm_n:-}}
 done
 kill -TERM "${pids[@]}"
 wait "${pids[0]}" || { echo "gpu-check: the learner failed to stop:" >&2; tail -20 "$tmp/learner.err" >&2; exit 1; }
 echo "gpu-check loop: $LOOP_STEPS steps, learner $learner_device, actor $actor_device," \
-     "weights $transport, fp32"
+     "weights $transport, $LOOP_DTYPE"
 fmt() { if [ -n "$1" ]; then printf "%.${2}f" "$1"; else printf n/a; fi; }
 echo "  learner tokens/s $(fmt "$learner_tps" 0)   actor tokens/s $(fmt "$actor_tps" 0)" \
      "  sync GB/s $(fmt "$sync" 3) (last sync, rhythm_actor_weight_sync_gbps)"
+# Measured only on rollouts at staleness 0 (LOOP_SET=trainer.max_staleness=0 trains only those).
+echo "  log-prob mismatch mean $(fmt "${mm_mean:-}" 6) max $(fmt "${mm_max:-}" 6) nats over" \
+     "$(fmt "${mm_n:-}" 0) tokens (rhythm_learner_logprob_mismatch_*)"
