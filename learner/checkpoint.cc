@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "common/model/hf_checkpoint.h"
@@ -110,6 +111,18 @@ absl::StatusOr<LoadedCheckpoint> LoadLatestCheckpoint(const std::string& run_dir
   auto optimizer = common::model::ReadSafetensors(out.dir + "/optimizer.safetensors");
   if (!optimizer.ok()) return damaged(optimizer.status());
   out.contents.optimizer = *std::move(optimizer);
+  const bool has_masters = std::any_of(
+      out.contents.optimizer.begin(), out.contents.optimizer.end(),
+      [](const auto& entry) { return absl::EndsWith(entry.first, kMasterSuffix); });
+  if (dtype != at::kFloat && !has_masters) {
+    // The masters of a run that now computes in bf16: the weights at full precision, not
+    // their rounding.
+    auto full = common::model::LoadHfModel(out.dir + "/model", at::kFloat);
+    if (!full.ok()) return damaged(full.status());
+    for (const auto& [param, t] : (*full)->NamedParameters()) {
+      out.contents.optimizer[param + kMasterSuffix] = t.detach();
+    }
+  }
   std::ifstream state(out.dir + "/state.pb", std::ios::binary);
   std::stringstream bytes;
   bytes << state.rdbuf();

@@ -21,6 +21,9 @@
 
 namespace rhythm::learner {
 
+// optimizer.safetensors: the fp32 master of parameter P (a bf16 run's) is "P" + kMasterSuffix.
+inline constexpr char kMasterSuffix[] = ".master";
+
 struct CheckpointContents {
   v1::LearnerCheckpoint state;
   common::model::TensorMap optimizer;
@@ -41,7 +44,8 @@ struct LoadedCheckpoint {
 
 // Loads the checkpoint LATEST names. NOT_FOUND only when there is no LATEST; a LATEST whose
 // checkpoint cannot be read is DATA_LOSS naming the file (never silently a fresh start). The
-// model is converted to `dtype` (the run's model.dtype) on `device`.
+// model is converted to `dtype` (the run's model.dtype) on `device`. When `dtype` is not fp32
+// and the checkpoint has no masters (an fp32 run's), its weights read in fp32 become them.
 absl::StatusOr<LoadedCheckpoint> LoadLatestCheckpoint(const std::string& run_dir,
                                                       at::ScalarType dtype = at::kFloat,
                                                       at::Device device = at::kCPU);

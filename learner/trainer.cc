@@ -20,6 +20,7 @@
 #include "common/rollout/summary_codec.h"
 #include "common/status.h"
 #include "common/torch_status.h"
+#include "learner/checkpoint.h"
 #include "learner/rank_group.h"
 #include "learner/rollout_validation.h"
 

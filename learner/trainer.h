@@ -114,9 +114,10 @@ class Trainer {
   // GatherOptimizerState.
   common::model::TensorMap OptimizerState() const;
   // The full AdamW state in the one-rank form, whatever the world size (what a checkpoint
-  // holds, so that --resume may change it), plus, with a bf16 model, the fp32 master weights
-  // by "<param>.master" (copies; the checkpoint's model/ holds them rounded to bf16). With ranks, rank 0
-  // commands the others and gathers their shards; UNAVAILABLE when a rank is gone.
+  // holds, so that --resume may change it), plus, with a bf16 model, copies of the fp32
+  // master weights by "<param>.master" (checkpoint.h kMasterSuffix; the checkpoint's model/
+  // holds them rounded to bf16). With ranks, rank 0 commands the others and gathers their
+  // shards; UNAVAILABLE when a rank is gone.
   absl::StatusOr<common::model::TensorMap> GatherOptimizerState();
   // Takes the one-rank form (a checkpoint's) from any world size; with ranks, rank 0 hands the
   // other ranks their shards before the next step. "<param>.master" entries, when there are
@@ -128,7 +129,6 @@ class Trainer {
   // Elements of AdamW state this process holds (exp_avg + exp_avg_sq): 2 N for N parameters
   // alone, 2 ceil(N / world) per rank.
   int64_t optimizer_state_numel() const;
-  static constexpr const char* kMasterSuffix = ".master";
 
   // Rank 0, with ranks: a heartbeat command when none was sent for the heartbeat interval
   // (min(0.5 s, learner.rank_timeout_s / 4)), so that a dead or hung rank is found while no

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "ATen/ATen.h"
+#include "absl/strings/match.h"
 #include "common/rollout/engine.h"
 #include "gtest/gtest.h"
 #include "learner/checkpoint.h"
@@ -149,7 +150,7 @@ TEST(TrainerBf16, ACheckpointKeepsTheMastersAndAResumedRunStepsAsTheRunWould) {
   contents.optimizer = *run->GatherOptimizerState();
   double apart = 0;  // how far the masters are from the bf16 weights the model/ dir holds
   for (const auto& [name, t] : m16->NamedParameters()) {
-    const at::Tensor& master = contents.optimizer.at(name + Trainer::kMasterSuffix);
+    const at::Tensor& master = contents.optimizer.at(name + kMasterSuffix);
     EXPECT_EQ(master.scalar_type(), at::kFloat) << name;
     apart += (master - t.to(at::kFloat)).abs().sum().item<double>();
   }
@@ -179,14 +180,14 @@ TEST(TrainerBf16, ACheckpointKeepsTheMastersAndAResumedRunStepsAsTheRunWould) {
   auto fp32 = *Trainer::Create(*ck32->model, tc, v1::CreditConfig(), 1, 2);
   ASSERT_TRUE(fp32->RestoreOptimizerState(ck32->contents.optimizer, 2, 2).ok());
   for (const auto& [name, t] : ck32->model->NamedParameters()) {
-    EXPECT_TRUE(at::equal(t, contents.optimizer.at(name + Trainer::kMasterSuffix))) << name;
+    EXPECT_TRUE(at::equal(t, contents.optimizer.at(name + kMasterSuffix))) << name;
   }
 
   // A non-finite master: refused, naming it; the weights stay the checkpoint's.
   TensorMap broken = ck->contents.optimizer;
   const std::string victim = broken.begin()->first.substr(0, broken.begin()->first.rfind('.'));
-  broken[victim + Trainer::kMasterSuffix] =
-      broken.at(victim + Trainer::kMasterSuffix).clone().fill_(NAN);
+  broken[victim + kMasterSuffix] =
+      broken.at(victim + kMasterSuffix).clone().fill_(NAN);
   absl::StatusOr<LoadedCheckpoint> again = LoadLatestCheckpoint(dir, at::kBFloat16);
   ASSERT_TRUE(again.ok());
   TensorMap before;
@@ -198,6 +199,36 @@ TEST(TrainerBf16, ACheckpointKeepsTheMastersAndAResumedRunStepsAsTheRunWould) {
   for (const auto& [name, t] : again->model->NamedParameters()) {
     EXPECT_TRUE(at::equal(t, before.at(name))) << name;
   }
+}
+
+// An fp32 run's checkpoint (no masters) resumed in bf16: the masters are its weights at full
+// precision, not their bf16 rounding.
+TEST(TrainerBf16, AnFp32CheckpointResumedInBf16KeepsItsFullPrecisionWeightsAsMasters) {
+  auto [unused, m32] = Models(8);
+  v1::TrainerConfig tc;
+  tc.set_lr(1e-4);
+  auto run = *Trainer::Create(*m32, tc, v1::CreditConfig(), 1, 0);
+  ASSERT_TRUE(run->Step(Rollouts(*m32, 0, 40)).ok());  // fp32 weights off the bf16 grid
+  CheckpointContents contents;
+  contents.state.set_version(1);
+  contents.optimizer = *run->GatherOptimizerState();
+  for (const auto& [name, t] : contents.optimizer) {
+    ASSERT_FALSE(absl::EndsWith(name, kMasterSuffix)) << "an fp32 run has no masters: " << name;
+  }
+  const std::string dir = ::testing::TempDir() + "/fp32_to_bf16";
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(WriteCheckpoint(dir, *m32, contents, nullptr).ok());
+  absl::StatusOr<LoadedCheckpoint> ck = LoadLatestCheckpoint(dir, at::kBFloat16);
+  ASSERT_TRUE(ck.ok()) << ck.status();
+  auto resumed = *Trainer::Create(*ck->model, tc, v1::CreditConfig(), 1, 1);
+  ASSERT_TRUE(resumed->RestoreOptimizerState(ck->contents.optimizer, 1, 1).ok());
+  const TensorMap state = *resumed->GatherOptimizerState();
+  double off_grid = 0;
+  for (const auto& [name, t] : m32->NamedParameters()) {
+    EXPECT_TRUE(at::equal(state.at(name + kMasterSuffix), t)) << name;
+    off_grid += (t - t.to(at::kBFloat16).to(at::kFloat)).abs().sum().item<double>();
+  }
+  EXPECT_GT(off_grid, 0) << "the weights were not bf16 values already";
 }
 
 }  // namespace
