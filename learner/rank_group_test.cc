@@ -21,7 +21,9 @@ namespace {
 using common::model::TensorMap;
 using common::model::Transformer;
 
-std::unique_ptr<Transformer> Model() { return *Transformer::RandomInit(testing::TinyModel(), 5); }
+std::unique_ptr<Transformer> Model(at::ScalarType dtype = at::kFloat) {
+  return *Transformer::RandomInit(testing::TinyModel(), 5, dtype);
+}
 
 // `groups` prompts x `samples` samples of `m`, rewards 1 for sample 0 and 0.5 for sample 2.
 std::vector<Group> Rollouts(const Transformer& m, int groups, int samples, uint64_t seed,
@@ -83,9 +85,9 @@ struct TwoRankRun {
   absl::Status follower = absl::UnknownError("not run");
 };
 
-// Rank 0 on this thread, rank 1 on another; both start from Model().
+// Rank 0 on this thread, rank 1 on another; both start from Model(dtype).
 TwoRankRun RunTwoRanks(const v1::TrainerConfig& tc, const std::vector<std::vector<Group>>& batches,
-                       const std::string& name) {
+                       const std::string& name, at::ScalarType dtype = at::kFloat) {
   const std::string dir = ::testing::TempDir() + "/rank_group_" + name;
   std::filesystem::remove_all(dir);
   RankGroup::Options o;
@@ -101,7 +103,7 @@ TwoRankRun RunTwoRanks(const v1::TrainerConfig& tc, const std::vector<std::vecto
       run.follower = g.status();
       return;
     }
-    auto m = Model();
+    auto m = Model(dtype);
     auto t = *Trainer::Create(*m, tc, v1::CreditConfig(), 1, 0, 1.0, {}, {}, g->get());
     run.rank1_state_numel = t->optimizer_state_numel();
     run.follower = t->FollowRank0();
@@ -110,7 +112,7 @@ TwoRankRun RunTwoRanks(const v1::TrainerConfig& tc, const std::vector<std::vecto
   absl::StatusOr<std::unique_ptr<RankGroup>> g = RankGroup::Create(o);
   EXPECT_TRUE(g.ok()) << g.status();
   if (g.ok()) {
-    auto m = Model();
+    auto m = Model(dtype);
     auto t = *Trainer::Create(*m, tc, v1::CreditConfig(), 1, 0, 1.0, {}, {}, g->get());
     run.rank0_state_numel = t->optimizer_state_numel();
     for (const std::vector<Group>& b : batches) {
@@ -171,6 +173,37 @@ TEST_P(TwoRanks, TrainTheWeightsOfOneRankOverThreeStepsWithHalfTheOptimizerState
 INSTANTIATE_TEST_SUITE_P(Aggregation, TwoRanks,
                          ::testing::Values(v1::LOSS_AGGREGATION_TOKEN_MEAN,
                                            v1::LOSS_AGGREGATION_SEQ_MEAN_TOKEN_MEAN));
+
+// bf16 (model.dtype) on two ranks: the fp32 masters and the moments are the bf16 trainer's
+// alone within 1e-5; each rank's bf16 weights are its masters rounded, and the same on both.
+// One sequence per micro-batch, so that both sides run the same bf16 forwards and backwards
+// (a bf16 weight gradient summed over other rows rounds differently); the micro-batches' sum
+// is fp32 on both (MasterWeights::AccumulateGrads).
+TEST(TwoRanksBf16, StepTheMastersOfOneBf16Trainer) {
+  at::set_num_threads(1);
+  v1::TrainerConfig tc = Config(v1::LOSS_AGGREGATION_TOKEN_MEAN);
+  tc.set_micro_batch_size(1);
+  auto gen = Model(at::kBFloat16);
+  std::vector<std::vector<Group>> batches;
+  for (int i = 0; i < 3; ++i) batches.push_back(Rollouts(*gen, 3, 3, 30 + i, 100 * (i + 1)));
+  auto alone_model = Model(at::kBFloat16);
+  auto alone = *Trainer::Create(*alone_model, tc, v1::CreditConfig(), 1, 0);
+  for (const std::vector<Group>& b : batches) ASSERT_TRUE(alone->Step(b).ok());
+  const TensorMap alone_state = *alone->GatherOptimizerState();
+  TwoRankRun run = RunTwoRanks(tc, batches, "bf16", at::kBFloat16);
+  ASSERT_TRUE(run.follower.ok()) << run.follower;
+  ASSERT_EQ(run.stats.size(), 3u);
+  EXPECT_LT(MaxAbsDiff(run.gathered_state, alone_state), 1e-5) << "masters and moments";
+  double moved = 0;
+  const TensorMap start = Model(at::kBFloat16)->NamedParameters();
+  for (const auto& [name, t] : run.rank0_params) {
+    EXPECT_EQ(t.scalar_type(), at::kBFloat16) << name;
+    EXPECT_TRUE(at::equal(t, run.gathered_state.at(name + ".master").to(at::kBFloat16))) << name;
+    EXPECT_TRUE(at::equal(t, run.rank1_params.at(name))) << name;
+    moved += (t.to(at::kFloat) - start.at(name).to(at::kFloat)).abs().sum().item<double>();
+  }
+  EXPECT_GT(moved, 0) << "it trained";
+}
 
 // A resumed run: rank 0 starts from a checkpoint (weights and AdamW state after one step, with
 // a KL reference copied from them), rank 1 from other weights entirely. Rank 0 hands rank 1 its

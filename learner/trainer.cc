@@ -848,6 +848,8 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
                          OffendingRollouts(std::vector<const Sequence*>(mbs.begin(), mbs.end())));
         }
         r.loss.backward();
+        // bf16: each micro-batch's gradients into the fp32 masters' (summed in fp32).
+        if (masters_) masters_->AccumulateGrads(model_);
         stats.loss += loss_value / chunks;
         weight_total += mb_tokens;
         stats.clip_fraction += r.clip_fraction * mb_tokens;
@@ -869,7 +871,6 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
           return;
         }
         if (flag.item<double>() > 0) return abandon("non_finite_loss", OffendingRollouts(chunk));
-        if (masters_) masters_->TakeGrads(model_);  // bf16 gradients to the fp32 masters
         at::Tensor flat = sharded_->FlatGrads();
         if (absl::Status s = ranks_->AllReduceSum(flat); !s.ok()) {
           inner = s;
@@ -900,7 +901,6 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
         continue;
       }
       // Global-norm clipping, then AdamW with linear warm-up (on the fp32 masters with bf16).
-      if (masters_) masters_->TakeGrads(model_);
       stats.grad_norm = optimizer_->GradNorm();
       if (!std::isfinite(stats.grad_norm)) {
         std::vector<const Sequence*> chunk;

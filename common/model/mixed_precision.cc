@@ -16,14 +16,15 @@ std::unique_ptr<MasterWeights> MasterWeights::From(const Transformer& compute) {
   return std::unique_ptr<MasterWeights>(new MasterWeights(std::move(masters)));
 }
 
-void MasterWeights::TakeGrads(Transformer& compute) const {
+void MasterWeights::AccumulateGrads(Transformer& compute) const {
   at::NoGradGuard no_grad;
   for (auto& [name, p] : compute.NamedParameters()) {
+    if (!p.grad().defined()) continue;
     at::Tensor master = masters_.at(name);
-    if (p.grad().defined()) {
-      master.mutable_grad() = p.grad().to(at::kFloat, false, /*copy=*/true);
+    if (master.grad().defined()) {
+      master.mutable_grad().add_(p.grad().to(at::kFloat));
     } else {
-      master.mutable_grad() = at::Tensor();
+      master.mutable_grad() = p.grad().to(at::kFloat, false, /*copy=*/true);
     }
     p.mutable_grad() = at::Tensor();
   }

@@ -1,7 +1,8 @@
 // Mixed precision for training: fp32 master weights beside a model that computes in bf16.
 //
-//   masters (fp32) ──CopyTo──▶ compute model (bf16): forward, backward ──TakeGrads──▶
-//   master grads (fp32) ─ clip, AdamW on the masters (fp32 moments) ─ CopyTo ─ …
+//   masters (fp32) ──CopyTo──▶ compute model (bf16): forward, backward ──AccumulateGrads──▶
+//   master grads (fp32; after each micro-batch, so that the sum over micro-batches is fp32)
+//   ─ clip, AdamW on the masters (fp32 moments) ─ CopyTo ─ …
 //
 // The compute model is the one every caller sees (Transformer, its dtype bf16); the masters are
 // fp32 copies of its parameters by Hugging Face name, on its device, and are what the optimiser
@@ -28,10 +29,12 @@ class MasterWeights {
   // these to AdamW / ShardedAdamW. Their storage is this object's.
   const TensorMap& parameters() const { return masters_; }
 
-  // master.grad = float32(compute.grad) for every parameter (a master whose compute parameter
-  // has no gradient gets none), then drops compute's gradients, so the next backward starts
-  // from zero. A master that already had a gradient is overwritten, not added to.
-  void TakeGrads(Transformer& compute) const;
+  // master.grad += float32(compute.grad) for every parameter that has a gradient (a master
+  // without one yet takes it as it is), then drops compute's gradients, so the next backward
+  // starts from zero: call it after every micro-batch's backward, and the gradients of a
+  // mini-batch add up in fp32 rather than in bf16. Clearing the masters' gradients is the
+  // optimiser's (AdamW::ZeroGrad).
+  void AccumulateGrads(Transformer& compute) const;
   // Drops compute's gradients (an abandoned step).
   static void DropGrads(Transformer& compute);
   // compute.param = round-to-nearest(master) for every parameter, no autograd.

@@ -81,7 +81,7 @@ TEST(MasterWeights, OneBf16StepEqualsTheFp32StepWithinBf16Tolerance) {
   AdamW plain(p.fp32->NamedParameters(), {});
   Loss(*p.bf16).backward();
   Loss(*p.fp32).backward();
-  masters->TakeGrads(*p.bf16);
+  masters->AccumulateGrads(*p.bf16);
   // The gradients: bf16 compute against fp32, per tensor, relative to its largest entry.
   double worst_grad = 0;
   for (const auto& [name, t] : p.fp32->NamedParameters()) {
@@ -92,7 +92,7 @@ TEST(MasterWeights, OneBf16StepEqualsTheFp32StepWithinBf16Tolerance) {
     worst_grad = std::max(worst_grad, (g16 - g32).abs().max().item<double>() / scale);
   }
   for (const auto& [name, t] : p.bf16->NamedParameters()) {
-    EXPECT_FALSE(t.grad().defined()) << name << ": TakeGrads leaves no compute gradient";
+    EXPECT_FALSE(t.grad().defined()) << name << ": AccumulateGrads leaves no compute gradient";
   }
   EXPECT_LT(worst_grad, 0.1) << "bf16 gradient error relative to the tensor's largest entry";
   const double lr = 1e-3;
@@ -123,6 +123,32 @@ TEST(MasterWeights, OneBf16StepEqualsTheFp32StepWithinBf16Tolerance) {
               worst_grad, sum_diff / n / lr, max_diff / lr);
 }
 
+// Micro-batches: each backward's bf16 gradients are added to the masters' in fp32, so the
+// mini-batch's gradient is the fp32 sum of the micro-batches' (what bf16 accumulation in the
+// compute model's .grad would round at every add).
+TEST(MasterWeights, AccumulateGradsSumsTheMicroBatchesInFp32) {
+  Pair p = MakePair();
+  auto masters = MasterWeights::From(*p.bf16);
+  std::vector<TensorMap> micro;
+  for (double scale : {1.0, 0.37, 2.5}) {
+    (Loss(*p.bf16) * scale).backward();
+    TensorMap g;
+    for (const auto& [name, t] : p.bf16->NamedParameters()) g[name] = t.grad().clone();
+    micro.push_back(g);
+    masters->AccumulateGrads(*p.bf16);
+  }
+  int64_t rounded_apart = 0;
+  for (const auto& [name, t] : p.bf16->NamedParameters()) {
+    EXPECT_FALSE(t.grad().defined()) << name;
+    const at::Tensor expected = micro[0].at(name).to(at::kFloat) + micro[1].at(name).to(at::kFloat) +
+                                micro[2].at(name).to(at::kFloat);
+    EXPECT_TRUE(at::equal(masters->parameters().at(name).grad(), expected)) << name;
+    const at::Tensor in_bf16 = micro[0].at(name) + micro[1].at(name) + micro[2].at(name);
+    rounded_apart += (in_bf16.to(at::kFloat) != expected).sum().item<int64_t>();
+  }
+  EXPECT_GT(rounded_apart, 0) << "summing in bf16 would have rounded some gradients";
+}
+
 TEST(MasterWeights, UpdatesBelowBf16ResolutionAccumulateInTheMasters) {
   // The RMSNorm weights start at 1, where a bf16 step is 2^-7 = 0.0078: ten AdamW steps of
   // lr 1e-4 (about 1e-4 each) move a bf16 parameter not at all and the masters by ~1e-3.
@@ -140,7 +166,7 @@ TEST(MasterWeights, UpdatesBelowBf16ResolutionAccumulateInTheMasters) {
   const std::string norm = "model.norm.weight";
   for (int step = 0; step < 10; ++step) {
     Loss(*p.bf16).backward();
-    masters->TakeGrads(*p.bf16);
+    masters->AccumulateGrads(*p.bf16);
     mixed.Step(1e-4);
     mixed.ZeroGrad();
     masters->CopyTo(*p.bf16);
