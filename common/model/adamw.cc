@@ -114,13 +114,27 @@ at::Tensor ShardedAdamW::FlatParams() const {
   return flat;
 }
 
+at::Tensor ShardedAdamW::ShardParams() const {
+  at::NoGradGuard no_grad;
+  at::Tensor shard = at::zeros({shard_}, FloatOn());
+  const int64_t end = begin_ + shard_;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const int64_t lo = std::max(begin_, offsets_[i]);
+    const int64_t hi = std::min(end, offsets_[i] + params_[i].numel());
+    if (lo >= hi) continue;
+    shard.narrow(0, lo - begin_, hi - lo)
+        .copy_(params_[i].detach().reshape({-1}).narrow(0, lo - offsets_[i], hi - lo));
+  }
+  return shard;
+}
+
 at::Tensor ShardedAdamW::Step(double lr, const at::Tensor& flat_grads) {
   at::NoGradGuard no_grad;
   ++steps_;
   const double b1 = options_.beta1, b2 = options_.beta2;
   const double c1 = 1 - std::pow(b1, steps_), c2 = 1 - std::pow(b2, steps_);
   const at::Tensor g = flat_grads.narrow(0, begin_, shard_).to(exp_avg_.device(), at::kFloat);
-  at::Tensor p = FlatParams().narrow(0, begin_, shard_).clone();
+  at::Tensor p = ShardParams();
   exp_avg_.mul_(b1).add_(g, 1 - b1);
   exp_avg_sq_.mul_(b2).addcmul_(g, g, 1 - b2);
   const at::Tensor update = (exp_avg_ / c1) / ((exp_avg_sq_ / c2).sqrt() + options_.eps);

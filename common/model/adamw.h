@@ -99,6 +99,8 @@ class ShardedAdamW {
 
  private:
   at::TensorOptions FloatOn() const;  // float on the parameters' device
+  // This rank's slice of FlatParams, float [S], without building the whole vector.
+  at::Tensor ShardParams() const;
 
   AdamW::Options options_;
   int64_t steps_ = 0;
