@@ -16,13 +16,14 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/model/adamw.h"
 #include "common/model/transformer.h"
 #include "rhythm/v1/checkpoint.pb.h"
 
 namespace rhythm::learner {
 
 // optimizer.safetensors: the fp32 master of parameter P (a bf16 run's) is "P" + kMasterSuffix.
-inline constexpr char kMasterSuffix[] = ".master";
+using common::model::kMasterSuffix;
 
 struct CheckpointContents {
   v1::LearnerCheckpoint state;

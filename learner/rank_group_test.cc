@@ -203,6 +203,83 @@ TEST(TwoRanksBf16, StepTheMastersOfOneBf16Trainer) {
     moved += (t.to(at::kFloat) - start.at(name).to(at::kFloat)).abs().sum().item<double>();
   }
   EXPECT_GT(moved, 0) << "it trained";
+  // The masters are sharded with the moments: 3 ceil(N / 2) floats per rank, not N + 2 ceil(N / 2).
+  int64_t n = 0;
+  for (const auto& [name, p] : alone_model->NamedParameters()) n += p.numel();
+  EXPECT_EQ(run.rank0_state_numel, 3 * ((n + 1) / 2));
+  EXPECT_EQ(run.rank1_state_numel, 3 * ((n + 1) / 2));
+}
+
+// A bf16 checkpoint (bf16 weights, fp32 masters and moments) resumed on two ranks, rank 1 from
+// other weights entirely: rank 0 hands out the masters, not their rounding, so the two train
+// the masters of one bf16 trainer resumed alone.
+TEST(TwoRanksBf16, ResumeHandsOutTheMastersNotTheirRounding) {
+  at::set_num_threads(1);
+  v1::TrainerConfig tc = Config(v1::LOSS_AGGREGATION_TOKEN_MEAN);
+  tc.set_micro_batch_size(1);
+  tc.set_lr(1e-3);
+  auto gen = Model(at::kBFloat16);
+  std::vector<std::vector<Group>> batches;
+  for (int i = 0; i < 3; ++i) batches.push_back(Rollouts(*gen, 3, 3, 40 + i, 100 * (i + 1)));
+  auto first_model = Model(at::kBFloat16);
+  auto first = *Trainer::Create(*first_model, tc, v1::CreditConfig(), 1, 0);
+  ASSERT_TRUE(first->Step(batches[0]).ok());
+  const TensorMap ck_params = Clone(first_model->NamedParameters());
+  const TensorMap ck_state = Clone(*first->GatherOptimizerState());
+  double off_grid = 0;
+  for (const auto& [name, p] : ck_params) {
+    off_grid += (ck_state.at(name + ".master") - p.to(at::kFloat)).abs().sum().item<double>();
+  }
+  ASSERT_GT(off_grid, 0) << "the masters are not the bf16 weights";
+  auto from_checkpoint = [&] {
+    auto m = Model(at::kBFloat16);
+    at::NoGradGuard no_grad;
+    for (auto& [name, p] : m->NamedParameters()) p.copy_(ck_params.at(name));
+    return m;
+  };
+  auto alone_model = from_checkpoint();
+  auto alone = *Trainer::Create(*alone_model, tc, v1::CreditConfig(), 1, 1);
+  ASSERT_TRUE(alone->RestoreOptimizerState(ck_state, 1, 1).ok());
+  for (int i = 1; i < 3; ++i) ASSERT_TRUE(alone->Step(batches[i]).ok());
+  const TensorMap alone_state = *alone->GatherOptimizerState();
+
+  const std::string dir = ::testing::TempDir() + "/rank_group_bf16_resume";
+  std::filesystem::remove_all(dir);
+  RankGroup::Options o;
+  o.world_size = 2;
+  o.run_dir = dir;
+  o.timeout = absl::Seconds(30);
+  absl::Status follower = absl::UnknownError("not run");
+  TensorMap rank1_params;
+  std::thread rank1([&] {
+    RankGroup::Options o1 = o;
+    o1.rank = 1;
+    auto g = RankGroup::Create(o1);
+    if (!g.ok()) {
+      follower = g.status();
+      return;
+    }
+    auto m = *Transformer::RandomInit(testing::TinyModel(), 99, at::kBFloat16);
+    auto t = *Trainer::Create(*m, tc, v1::CreditConfig(), 1, 0, 1.0, {}, {}, g->get());
+    follower = t->FollowRank0();
+    rank1_params = Clone(m->NamedParameters());
+  });
+  auto g = RankGroup::Create(o);
+  ASSERT_TRUE(g.ok()) << g.status();
+  auto m = from_checkpoint();
+  auto t = *Trainer::Create(*m, tc, v1::CreditConfig(), 1, 1, 1.0, {}, {}, g->get());
+  ASSERT_TRUE(t->RestoreOptimizerState(ck_state, 1, 1).ok());
+  for (int i = 1; i < 3; ++i) ASSERT_TRUE(t->Step(batches[i]).ok());
+  absl::StatusOr<TensorMap> state = t->GatherOptimizerState();
+  ASSERT_TRUE(state.ok()) << state.status();
+  t->StopRanks();
+  rank1.join();
+  ASSERT_TRUE(follower.ok()) << follower;
+  EXPECT_LT(MaxAbsDiff(*state, alone_state), 1e-5) << "masters and moments";
+  for (const auto& [name, p] : m->NamedParameters()) {
+    EXPECT_TRUE(at::equal(p, rank1_params.at(name))) << name;
+    EXPECT_TRUE(at::equal(p, state->at(name + ".master").to(at::kBFloat16))) << name;
+  }
 }
 
 // A resumed run: rank 0 starts from a checkpoint (weights and AdamW state after one step, with

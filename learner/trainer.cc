@@ -388,8 +388,11 @@ Trainer::Trainer(common::model::Transformer& model, const v1::TrainerConfig& tra
       ranks_(ranks) {
   const common::model::AdamW::Options o{trainer.adam_beta1(), trainer.adam_beta2(), 1e-8,
                                         trainer.weight_decay()};
-  // A bf16 model (model.dtype) computes; AdamW steps fp32 masters of its weights.
-  if (model.dtype() != at::kFloat) masters_ = common::model::MasterWeights::From(model);
+  // A bf16 model (model.dtype) computes; AdamW steps fp32 masters of its weights: here, or
+  // with ranks sharded in ShardedAdamW (each rank keeps the masters of its shard).
+  if (model.dtype() != at::kFloat && ranks_ == nullptr) {
+    masters_ = common::model::MasterWeights::From(model);
+  }
   const common::model::TensorMap params =
       masters_ ? masters_->parameters() : model.NamedParameters();
   if (ranks_ != nullptr) {
@@ -848,8 +851,9 @@ absl::Status Trainer::Update(std::vector<Sequence>& seqs, StepStats& stats) {
                          OffendingRollouts(std::vector<const Sequence*>(mbs.begin(), mbs.end())));
         }
         r.loss.backward();
-        // bf16: each micro-batch's gradients into the fp32 masters' (summed in fp32).
+        // Each micro-batch's gradients into the fp32 sum (bf16: the masters').
         if (masters_) masters_->AccumulateGrads(model_);
+        if (sharded()) sharded_->AccumulateGrads();
         stats.loss += loss_value / chunks;
         weight_total += mb_tokens;
         stats.clip_fraction += r.clip_fraction * mb_tokens;
@@ -1021,8 +1025,12 @@ absl::StatusOr<common::model::TensorMap> Trainer::GatherShards() {
   const common::model::TensorMap local = sharded_->LocalState();
   RHYTHM_ASSIGN_OR_RETURN(at::Tensor m, ranks_->GatherToRank0(local.at("exp_avg")));
   RHYTHM_ASSIGN_OR_RETURN(at::Tensor v, ranks_->GatherToRank0(local.at("exp_avg_sq")));
+  at::Tensor master;
+  if (local.count("master") > 0) {
+    RHYTHM_ASSIGN_OR_RETURN(master, ranks_->GatherToRank0(local.at("master")));
+  }
   if (ranks_->rank() != 0) return common::model::TensorMap{};
-  return sharded_->NamedState(m.cpu(), v.cpu());
+  return sharded_->NamedState(m.cpu(), v.cpu(), master.defined() ? master.cpu() : master);
 }
 
 absl::Status Trainer::Command(int command, int64_t payload) {
@@ -1037,8 +1045,19 @@ absl::Status Trainer::SyncRanks() {
   RHYTHM_RETURN_IF_ERROR(Command(static_cast<int>(RankCommand::kSync), with_state ? 1 : 0));
   at::Tensor meta = at::tensor({version_, sharded_->steps()}, at::kLong);
   RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(meta));
+  // The weights: with bf16 parameters the fp32 masters, a restored state's when it has them
+  // (rank 0 holds only its shard of the masters it trains).
   at::Tensor params = sharded_->FlatParams();
+  if (sharded_->keeps_masters() && with_state) {
+    absl::StatusOr<at::Tensor> masters = sharded_->FlattenMasters(pending_state_);
+    if (masters.ok()) {
+      params = *masters;
+    } else if (masters.status().code() != absl::StatusCode::kNotFound) {
+      return masters.status();
+    }
+  }
   RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(params));
+  sharded_->SetParams(params);
   RHYTHM_RETURN_IF_ERROR(BroadcastReference());
   if (with_state) {
     RHYTHM_ASSIGN_OR_RETURN(auto flat, sharded_->FlattenNamed(pending_state_));
@@ -1069,8 +1088,7 @@ absl::Status Trainer::ReceiveSync(bool with_state) {
   const int64_t steps = meta[1].item<int64_t>();
   at::Tensor params = sharded_->FlatParams();
   RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(params));
-  sharded_->SetParams(params);
-  if (masters_) masters_->CopyTo(model_);
+  sharded_->SetParams(params);  // with bf16 parameters: rounded, and this rank's master shard
   RHYTHM_RETURN_IF_ERROR(BroadcastReference());
   common::model::TensorMap local = sharded_->LocalState();
   if (with_state) {
@@ -1078,11 +1096,13 @@ absl::Status Trainer::ReceiveSync(bool with_state) {
     RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(m));
     RHYTHM_RETURN_IF_ERROR(ranks_->Broadcast(v));
     const int64_t b = sharded_->shard_begin(), n = sharded_->shard_size();
-    local = {{"exp_avg", m.narrow(0, b, n)}, {"exp_avg_sq", v.narrow(0, b, n)}};
+    local["exp_avg"] = m.narrow(0, b, n);
+    local["exp_avg_sq"] = v.narrow(0, b, n);
   } else {
-    local = {{"exp_avg", at::zeros_like(local["exp_avg"])},
-             {"exp_avg_sq", at::zeros_like(local["exp_avg_sq"])}};
+    local["exp_avg"] = at::zeros_like(local["exp_avg"]);
+    local["exp_avg_sq"] = at::zeros_like(local["exp_avg_sq"]);
   }
+  // (local["master"], with bf16 parameters, is the shard SetParams just took.)
   return sharded_->RestoreLocal(local, steps);
 }
 

@@ -127,7 +127,8 @@ class Trainer {
   absl::Status RestoreOptimizerState(const common::model::TensorMap& state, int64_t optimizer_steps,
                                      int64_t version);
   // Elements of AdamW state this process holds (exp_avg + exp_avg_sq): 2 N for N parameters
-  // alone, 2 ceil(N / world) per rank.
+  // alone, 2 ceil(N / world) per rank; with ranks and a bf16 model also the fp32 master shard,
+  // 3 ceil(N / world) (alone, a bf16 model's N masters are not counted here).
   int64_t optimizer_state_numel() const;
 
   // Rank 0, with ranks: a heartbeat command when none was sent for the heartbeat interval

@@ -89,19 +89,28 @@ ShardedAdamW::ShardedAdamW(const TensorMap& params, const AdamW::Options& option
   begin_ = static_cast<int64_t>(rank) * shard_;
   exp_avg_ = at::zeros({shard_}, FloatOn());
   exp_avg_sq_ = at::zeros({shard_}, FloatOn());
+  if (!params_.empty() && params_[0].scalar_type() != at::kFloat) master_ = ShardParams();
 }
 
 at::TensorOptions ShardedAdamW::FloatOn() const {
   return params_.empty() ? at::TensorOptions(at::kFloat) : params_[0].options().dtype(at::kFloat);
 }
 
-at::Tensor ShardedAdamW::FlatGrads() const {
+void ShardedAdamW::AccumulateGrads() {
   at::NoGradGuard no_grad;
-  at::Tensor flat = at::zeros({world_ * shard_}, FloatOn());
+  if (!grad_acc_.defined()) grad_acc_ = at::zeros({world_ * shard_}, FloatOn());
   for (size_t i = 0; i < params_.size(); ++i) {
-    const at::Tensor& g = params_[i].grad();
-    if (g.defined()) flat.narrow(0, offsets_[i], g.numel()).copy_(g.reshape({-1}));
+    at::Tensor& p = params_[i];
+    if (!p.grad().defined()) continue;
+    grad_acc_.narrow(0, offsets_[i], p.numel()).add_(p.grad().reshape({-1}).to(at::kFloat));
+    p.mutable_grad() = at::Tensor();
   }
+}
+
+at::Tensor ShardedAdamW::FlatGrads() {
+  AccumulateGrads();
+  at::Tensor flat = std::move(grad_acc_);
+  grad_acc_ = at::Tensor();
   return flat;
 }
 
@@ -134,13 +143,13 @@ at::Tensor ShardedAdamW::Step(double lr, const at::Tensor& flat_grads) {
   const double b1 = options_.beta1, b2 = options_.beta2;
   const double c1 = 1 - std::pow(b1, steps_), c2 = 1 - std::pow(b2, steps_);
   const at::Tensor g = flat_grads.narrow(0, begin_, shard_).to(exp_avg_.device(), at::kFloat);
-  at::Tensor p = ShardParams();
+  at::Tensor p = keeps_masters() ? master_ : ShardParams();
   exp_avg_.mul_(b1).add_(g, 1 - b1);
   exp_avg_sq_.mul_(b2).addcmul_(g, g, 1 - b2);
   const at::Tensor update = (exp_avg_ / c1) / ((exp_avg_sq_ / c2).sqrt() + options_.eps);
   if (options_.weight_decay > 0) p.mul_(1 - lr * options_.weight_decay);
   p.sub_(lr * update);
-  return p;
+  return keeps_masters() ? p.clone() : p;
 }
 
 void ShardedAdamW::SetParams(const at::Tensor& flat) {
@@ -149,32 +158,39 @@ void ShardedAdamW::SetParams(const at::Tensor& flat) {
     at::Tensor& p = params_[i];
     p.copy_(flat.narrow(0, offsets_[i], p.numel()).view(p.sizes()));
   }
+  if (keeps_masters()) master_.copy_(flat.narrow(0, begin_, shard_));
 }
 
 void ShardedAdamW::ZeroGrad() {
   for (at::Tensor& p : params_) p.mutable_grad() = at::Tensor();
+  grad_acc_ = at::Tensor();
 }
 
 TensorMap ShardedAdamW::LocalState() const {
-  return {{"exp_avg", exp_avg_}, {"exp_avg_sq", exp_avg_sq_}};
+  TensorMap out{{"exp_avg", exp_avg_}, {"exp_avg_sq", exp_avg_sq_}};
+  if (keeps_masters()) out["master"] = master_;
+  return out;
 }
 
 absl::Status ShardedAdamW::RestoreLocal(const TensorMap& state, int64_t steps) {
-  for (auto [name, dst] :
-       {std::pair{"exp_avg", &exp_avg_}, std::pair{"exp_avg_sq", &exp_avg_sq_}}) {
+  std::vector<std::pair<const char*, at::Tensor*>> parts = {{"exp_avg", &exp_avg_},
+                                                            {"exp_avg_sq", &exp_avg_sq_}};
+  if (keeps_masters()) parts.push_back({"master", &master_});
+  for (auto [name, dst] : parts) {  // all checked before any is taken
     auto it = state.find(name);
     if (it == state.end() || it->second.sizes() != dst->sizes()) {
       return absl::InvalidArgumentError(
           absl::StrCat("optimizer shard: missing or misshapen '", name, "'"));
     }
-    dst->copy_(it->second);
   }
+  for (auto [name, dst] : parts) dst->copy_(state.at(name));
   steps_ = steps;
   return absl::OkStatus();
 }
 
 TensorMap ShardedAdamW::NamedState(const at::Tensor& flat_exp_avg,
-                                   const at::Tensor& flat_exp_avg_sq) const {
+                                   const at::Tensor& flat_exp_avg_sq,
+                                   const at::Tensor& flat_master) const {
   TensorMap out;
   for (size_t i = 0; i < names_.size(); ++i) {
     const at::IntArrayRef shape = params_[i].sizes();
@@ -182,8 +198,27 @@ TensorMap ShardedAdamW::NamedState(const at::Tensor& flat_exp_avg,
     out[names_[i] + ".exp_avg"] = flat_exp_avg.narrow(0, offsets_[i], n).reshape(shape).clone();
     out[names_[i] + ".exp_avg_sq"] =
         flat_exp_avg_sq.narrow(0, offsets_[i], n).reshape(shape).clone();
+    if (flat_master.defined()) {
+      out[names_[i] + kMasterSuffix] = flat_master.narrow(0, offsets_[i], n).reshape(shape).clone();
+    }
   }
   return out;
+}
+
+absl::StatusOr<at::Tensor> ShardedAdamW::FlattenMasters(const TensorMap& state) const {
+  if (names_.empty() || state.count(names_[0] + kMasterSuffix) == 0) {
+    return absl::NotFoundError("optimizer state: no fp32 masters");
+  }
+  at::Tensor flat = at::zeros({world_ * shard_}, FloatOn());
+  for (size_t i = 0; i < names_.size(); ++i) {
+    auto it = state.find(names_[i] + kMasterSuffix);
+    if (it == state.end() || it->second.sizes() != params_[i].sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat("optimizer state: missing or misshapen '",
+                                                     names_[i], kMasterSuffix, "'"));
+    }
+    flat.narrow(0, offsets_[i], params_[i].numel()).copy_(it->second.reshape({-1}));
+  }
+  return flat;
 }
 
 absl::StatusOr<std::pair<at::Tensor, at::Tensor>> ShardedAdamW::FlattenNamed(
@@ -206,8 +241,15 @@ absl::StatusOr<std::pair<at::Tensor, at::Tensor>> ShardedAdamW::FlattenNamed(
 absl::Status ShardedAdamW::RestoreNamed(const TensorMap& state, int64_t steps) {
   absl::StatusOr<std::pair<at::Tensor, at::Tensor>> flat = FlattenNamed(state);
   if (!flat.ok()) return flat.status();
+  at::Tensor masters;
+  if (keeps_masters()) {
+    absl::StatusOr<at::Tensor> m = FlattenMasters(state);
+    if (!m.ok() && m.status().code() != absl::StatusCode::kNotFound) return m.status();
+    masters = m.ok() ? m->narrow(0, begin_, shard_) : ShardParams();
+  }
   exp_avg_.copy_(flat->first.narrow(0, begin_, shard_));
   exp_avg_sq_.copy_(flat->second.narrow(0, begin_, shard_));
+  if (keeps_masters()) master_.copy_(masters);
   steps_ = steps;
   return absl::OkStatus();
 }
