@@ -130,10 +130,13 @@ absl::Status Actor::BuildProducer() {
   RHYTHM_ASSIGN_OR_RETURN(const c10::Device device,
                           common::ResolveDevice(options_.config.runtime().device()));
   // (A fresh tiny model's weights do not matter here: the learner's replace them.)
-  RHYTHM_ASSIGN_OR_RETURN(
-      common::model::ModelAndTokenizer loaded,
-      common::model::LoadModelAndTokenizer(c.model().path(), c.model().tiny(), 0, device,
-                                           c.model().dtype()));
+  // The dtype: the actor's own actor.dtype when set, else the learner's model.dtype.
+  const v1::DType dtype = options_.config.actor().dtype() != v1::DTYPE_UNSPECIFIED
+                              ? options_.config.actor().dtype()
+                              : c.model().dtype();
+  RHYTHM_ASSIGN_OR_RETURN(common::model::ModelAndTokenizer loaded,
+                          common::model::LoadModelAndTokenizer(c.model().path(), c.model().tiny(),
+                                                               0, device, dtype));
   model_ = std::move(loaded.model);
   tokenizer_ = std::move(loaded.tokenizer);
   RHYTHM_ASSIGN_OR_RETURN(task_, common::tasks::CreateTask(c.task(), c.runtime().seed()));

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <random>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "actor/actor.h"
 #include "actor/learner_channel.h"
@@ -29,6 +30,15 @@ void OnSignal(int) {
 std::string RandomRunId() {
   std::random_device rd;
   return absl::StrCat(absl::Hex(static_cast<uint64_t>(rd()) << 32 | rd(), absl::kZeroPad16));
+}
+
+// model.dtype (the learner's, which the actor follows by default) and actor.dtype.
+absl::Status ValidDTypes(const rhythm::v1::RhythmConfig& config) {
+  if (absl::Status d = rhythm::common::model::ModelDType(config.model().dtype()).status();
+      !d.ok()) {
+    return d;
+  }
+  return rhythm::common::model::ModelDType(config.actor().dtype(), "actor.dtype").status();
 }
 
 }  // namespace
@@ -60,11 +70,11 @@ int main(int argc, char** argv) {
         config.actor().learner_address().empty()
             ? absl::InvalidArgumentError(
                   "actor.learner_address is empty: set the learner's host:port")
-            : common::model::ModelDType(config.model().dtype()).status();
+            : ValidDTypes(config);
     return common::FinishConfigCheck("rhythm-actor", config, valid,
                                      "learner " + config.actor().learner_address());
   }
-  if (absl::Status d = common::model::ModelDType(config.model().dtype()).status(); !d.ok()) {
+  if (absl::Status d = ValidDTypes(config); !d.ok()) {
     std::cerr << "rhythm-actor: " << d.message() << "\n";
     return 2;
   }

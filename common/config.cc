@@ -248,7 +248,9 @@ absl::Status SetScalar(const FieldDescriptor* f, const YAML::Node& node, absl::s
       std::vector<std::string> names;
       for (int i = 0; i < e->value_count(); ++i) {
         const EnumValueDescriptor* v = e->value(i);
-        if (v->number() == 0) continue;  // *_UNSPECIFIED is never a valid choice.
+        // *_UNSPECIFIED is a valid choice only where it is the field's default (actor.dtype:
+        // "the learner's"), so that a dump of the defaults reads back.
+        if (v->number() == 0 && f->default_value_enum() != v) continue;
         const std::string short_name = EnumShortName(v);
         names.push_back(short_name);
         if (lower == short_name || text == v->name()) {

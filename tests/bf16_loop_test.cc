@@ -103,6 +103,35 @@ TEST(Bf16Loop, LearnerAndActorTrainInBf16AndExportTheLogprobMismatch) {
   EXPECT_NE(CheckBf16Checkpoint(run), first) << "the resumed run wrote a checkpoint of its own";
 }
 
+// actor.dtype = bf16 for an fp32 learner (bf16 inference, fp32 training): the two forwards now
+// differ, and the learner measures by how much, in the real loop.
+TEST(Bf16Loop, Bf16ActorsForAnFp32LearnerShowTheMismatch) {
+  const std::string run = ::testing::TempDir() + "/bf16_actor_fp32_learner";
+  std::filesystem::remove_all(run);
+  const int port = FreePort();
+  Proc learner, actor;
+  StartLearner(learner, run, port, false, run + ".learner.log",
+               {"--set", "trainer.max_staleness=0"});
+  StartActor(actor, port, "actor-bf16", run + ".actor.log", {"--set", "actor.dtype=dtype_bf16"});
+  ASSERT_TRUE(WaitFor([&] {
+    return Metric(learner.metrics_port, "rhythm_learner_policy_version") >= 3 &&
+           Metric(learner.metrics_port, "rhythm_learner_logprob_mismatch_tokens_total") > 0 &&
+           Metric(learner.metrics_port, "rhythm_learner_logprob_mismatch_max") > 0;
+  }, 240)) << "see " << run << ".learner.log";
+  const double mean = Metric(learner.metrics_port, "rhythm_learner_logprob_mismatch_mean");
+  const double max = Metric(learner.metrics_port, "rhythm_learner_logprob_mismatch_max");
+  const double stddev = Metric(learner.metrics_port, "rhythm_learner_tis_weight_stddev");
+  std::printf("bf16 actor, fp32 learner: logprob mismatch mean %.4g max %.4g nats; TIS weight "
+              "stddev %.4g\n", mean, max, stddev);
+  EXPECT_GT(mean, 0);
+  EXPECT_LE(mean, max);
+  EXPECT_LT(max, 0.5) << "nats: rounding, not another policy";
+  EXPECT_GT(stddev, 0);
+  ActorReport r = StopActor(actor);
+  EXPECT_GT(r.acked, 0);
+  EXPECT_EQ(learner.p.Stop(SIGTERM, 60), 0);
+}
+
 TEST(Bf16Loop, Fp16IsRefusedNamingTheKey) {
   for (const char* binary : {"rhythm-learner", "rhythm-actor"}) {
     ProcessResult r = RunProcess({BinaryPath(binary), "--set", "model.dtype=dtype_fp16", "--set",
@@ -113,6 +142,12 @@ TEST(Bf16Loop, Fp16IsRefusedNamingTheKey) {
               std::string::npos)
         << binary << ": " << r.err;
   }
+  ProcessResult r = RunProcess({BinaryPath("rhythm-actor"), "--set", "actor.dtype=dtype_fp16",
+                                "--set", "actor.learner_address=127.0.0.1:1"},
+                               60);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("actor.dtype = DTYPE_FP16: not supported (fp32, bf16)"), std::string::npos)
+      << r.err;
 }
 
 }  // namespace

@@ -9,7 +9,7 @@
 
 namespace rhythm::common::model {
 
-absl::StatusOr<at::ScalarType> ModelDType(v1::DType dtype) {
+absl::StatusOr<at::ScalarType> ModelDType(v1::DType dtype, absl::string_view key) {
   switch (dtype) {
     case v1::DTYPE_UNSPECIFIED:
     case v1::DTYPE_FP32:
@@ -17,7 +17,7 @@ absl::StatusOr<at::ScalarType> ModelDType(v1::DType dtype) {
     case v1::DTYPE_BF16:
       return at::kBFloat16;
     default:
-      return absl::InvalidArgumentError(absl::StrCat("model.dtype = ", v1::DType_Name(dtype),
+      return absl::InvalidArgumentError(absl::StrCat(key, " = ", v1::DType_Name(dtype),
                                                      ": not supported (fp32, bf16)"));
   }
 }

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/model/transformer.h"
 #include "common/tokenizer/tokenizer.h"
 #include "rhythm/v1/config.pb.h"
@@ -20,10 +21,11 @@ struct ModelAndTokenizer {
   std::unique_ptr<Tokenizer> tokenizer;
 };
 
-// model.dtype as a tensor type: fp32 (and unspecified) kFloat, bf16 kBFloat16. fp16 is
-// INVALID_ARGUMENT "model.dtype = DTYPE_FP16: not supported (fp32, bf16)": its 5-bit exponent
-// needs loss scaling, which the trainer does not do.
-absl::StatusOr<at::ScalarType> ModelDType(v1::DType dtype);
+// model.dtype (or the setting `key` names, e.g. actor.dtype) as a tensor type: fp32 (and
+// unspecified) kFloat, bf16 kBFloat16. fp16 is INVALID_ARGUMENT "model.dtype = DTYPE_FP16: not
+// supported (fp32, bf16)": its 5-bit exponent needs loss scaling, which the trainer does not do.
+absl::StatusOr<at::ScalarType> ModelDType(v1::DType dtype,
+                                          absl::string_view key = "model.dtype");
 
 // `dir` non-empty: LoadHfModel(dir) and LoadTokenizer(dir), whose errors name the file. Empty:
 // Transformer::RandomInit of FromTinyConfig(tiny) on CharTokenizer::CreateDefault(), from `seed`
