@@ -78,6 +78,36 @@ v1::TrainerConfig Config(v1::LossAggregation aggregation) {
   return tc;
 }
 
+// Rank 1 of a two-rank group (run dir `name`) on a thread of its own, from weights that are not
+// rank 0's (seed 99): it follows rank 0 until rank 0 stops the ranks; `params` are then its
+// weights. Rank 0 joins with rank0_options.
+struct FollowerRank {
+  FollowerRank(const std::string& name, const v1::TrainerConfig& tc, at::ScalarType dtype) {
+    const std::string dir = ::testing::TempDir() + "/" + name;
+    std::filesystem::remove_all(dir);
+    rank0_options.world_size = 2;
+    rank0_options.run_dir = dir;
+    rank0_options.timeout = absl::Seconds(30);
+    thread = std::thread([this, tc, dtype] {
+      RankGroup::Options o1 = rank0_options;
+      o1.rank = 1;
+      auto g = RankGroup::Create(o1);
+      if (!g.ok()) {
+        status = g.status();
+        return;
+      }
+      auto m = *Transformer::RandomInit(testing::TinyModel(), 99, dtype);
+      auto t = *Trainer::Create(*m, tc, v1::CreditConfig(), 1, 0, 1.0, {}, {}, g->get());
+      status = t->FollowRank0();
+      params = Clone(m->NamedParameters());
+    });
+  }
+  RankGroup::Options rank0_options;
+  absl::Status status = absl::UnknownError("not run");
+  TensorMap params;
+  std::thread thread;
+};
+
 struct TwoRankRun {
   TensorMap rank0_params, rank1_params, gathered_state;
   int64_t rank0_state_numel = 0, rank1_state_numel = 0;
@@ -243,28 +273,8 @@ TEST(TwoRanksBf16, ResumeHandsOutTheMastersNotTheirRounding) {
   for (int i = 1; i < 3; ++i) ASSERT_TRUE(alone->Step(batches[i]).ok());
   const TensorMap alone_state = *alone->GatherOptimizerState();
 
-  const std::string dir = ::testing::TempDir() + "/rank_group_bf16_resume";
-  std::filesystem::remove_all(dir);
-  RankGroup::Options o;
-  o.world_size = 2;
-  o.run_dir = dir;
-  o.timeout = absl::Seconds(30);
-  absl::Status follower = absl::UnknownError("not run");
-  TensorMap rank1_params;
-  std::thread rank1([&] {
-    RankGroup::Options o1 = o;
-    o1.rank = 1;
-    auto g = RankGroup::Create(o1);
-    if (!g.ok()) {
-      follower = g.status();
-      return;
-    }
-    auto m = *Transformer::RandomInit(testing::TinyModel(), 99, at::kBFloat16);
-    auto t = *Trainer::Create(*m, tc, v1::CreditConfig(), 1, 0, 1.0, {}, {}, g->get());
-    follower = t->FollowRank0();
-    rank1_params = Clone(m->NamedParameters());
-  });
-  auto g = RankGroup::Create(o);
+  FollowerRank rank1("rank_group_bf16_resume", tc, at::kBFloat16);
+  auto g = RankGroup::Create(rank1.rank0_options);
   ASSERT_TRUE(g.ok()) << g.status();
   auto m = from_checkpoint();
   auto t = *Trainer::Create(*m, tc, v1::CreditConfig(), 1, 1, 1.0, {}, {}, g->get());
@@ -273,11 +283,11 @@ TEST(TwoRanksBf16, ResumeHandsOutTheMastersNotTheirRounding) {
   absl::StatusOr<TensorMap> state = t->GatherOptimizerState();
   ASSERT_TRUE(state.ok()) << state.status();
   t->StopRanks();
-  rank1.join();
-  ASSERT_TRUE(follower.ok()) << follower;
+  rank1.thread.join();
+  ASSERT_TRUE(rank1.status.ok()) << rank1.status;
   EXPECT_LT(MaxAbsDiff(*state, alone_state), 1e-5) << "masters and moments";
   for (const auto& [name, p] : m->NamedParameters()) {
-    EXPECT_TRUE(at::equal(p, rank1_params.at(name))) << name;
+    EXPECT_TRUE(at::equal(p, rank1.params.at(name))) << name;
     EXPECT_TRUE(at::equal(p, state->at(name + ".master").to(at::kBFloat16))) << name;
   }
 }
@@ -316,28 +326,8 @@ TEST(TwoRanksResume, RankZeroHandsTheOtherRankItsWeightsReferenceAndStateShard) 
     alone_ref_kl.push_back(s->ref_kl);
   }
   // Resumed on two ranks.
-  const std::string dir = ::testing::TempDir() + "/rank_group_resume";
-  std::filesystem::remove_all(dir);
-  RankGroup::Options o;
-  o.world_size = 2;
-  o.run_dir = dir;
-  o.timeout = absl::Seconds(30);
-  absl::Status follower = absl::UnknownError("not run");
-  TensorMap rank1_params;
-  std::thread rank1([&] {
-    RankGroup::Options o1 = o;
-    o1.rank = 1;
-    auto g = RankGroup::Create(o1);
-    if (!g.ok()) {
-      follower = g.status();
-      return;
-    }
-    auto m = *Transformer::RandomInit(testing::TinyModel(), 99);  // not the checkpoint
-    auto t = *Trainer::Create(*m, tc, v1::CreditConfig(), 1, 0, 1.0, {}, {}, g->get());
-    follower = t->FollowRank0();
-    rank1_params = Clone(m->NamedParameters());
-  });
-  auto g = RankGroup::Create(o);
+  FollowerRank rank1("rank_group_resume", tc, at::kFloat);
+  auto g = RankGroup::Create(rank1.rank0_options);
   ASSERT_TRUE(g.ok()) << g.status();
   auto m = from_checkpoint(5);
   auto t = *Trainer::Create(*m, tc, v1::CreditConfig(), 1, 1, 1.0, {}, {}, g->get());
@@ -348,17 +338,19 @@ TEST(TwoRanksResume, RankZeroHandsTheOtherRankItsWeightsReferenceAndStateShard) 
     EXPECT_EQ(s->version, i + 1);
     // The reference's log-probs were shared with the pi_old pass's: the same KL as alone (0
     // at the first step, where the weights are still the reference's).
-    if (i == 2) EXPECT_GT(s->ref_kl, 0);
+    if (i == 2) {
+      EXPECT_GT(s->ref_kl, 0);
+    }
     EXPECT_NEAR(s->ref_kl, alone_ref_kl[static_cast<size_t>(i - 1)], 1e-7) << "step " << i;
   }
   absl::StatusOr<TensorMap> state = t->GatherOptimizerState();
   ASSERT_TRUE(state.ok()) << state.status();
   t->StopRanks();
-  rank1.join();
-  ASSERT_TRUE(follower.ok()) << follower;
+  rank1.thread.join();
+  ASSERT_TRUE(rank1.status.ok()) << rank1.status;
   EXPECT_EQ(t->optimizer_steps(), alone->optimizer_steps());  // 1 + 2 steps x 2 mini-batches
   EXPECT_LT(MaxAbsDiff(m->NamedParameters(), alone_model->NamedParameters()), 1e-5);
-  EXPECT_LT(MaxAbsDiff(rank1_params, alone_model->NamedParameters()), 1e-5);
+  EXPECT_LT(MaxAbsDiff(rank1.params, alone_model->NamedParameters()), 1e-5);
   EXPECT_LT(MaxAbsDiff(*state, alone->OptimizerState()), 1e-5);
 }
 
