@@ -28,14 +28,9 @@ std::unique_ptr<Transformer> Model(at::ScalarType dtype = at::kFloat) {
 // `groups` prompts x `samples` samples of `m`, rewards 1 for sample 0 and 0.5 for sample 2.
 std::vector<Group> Rollouts(const Transformer& m, int groups, int samples, uint64_t seed,
                             uint64_t first_id) {
-  common::rollout::GenerationOptions o;
-  o.samples_per_prompt = samples;
-  o.max_new_tokens = 6;
-  o.seed = seed;
-  o.taps = false;
-  o.stop_token_ids = {15};
-  std::vector<Group> batch =
-      testing::EngineBatch(m, testing::SimplePrompts(groups), o, 0, first_id);
+  std::vector<Group> batch = testing::EngineBatch(m, testing::SimplePrompts(groups),
+                                                  testing::PlainGeneration(samples, 6, seed), 0,
+                                                  first_id);
   for (Group& g : batch) {
     for (v1::Rollout& r : g) {
       r.mutable_verifier()->set_reward(r.sample_index() == 0   ? 1.0

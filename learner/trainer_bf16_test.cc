@@ -31,13 +31,8 @@ std::pair<std::unique_ptr<Transformer>, std::unique_ptr<Transformer>> Models(uin
 }
 
 std::vector<Group> Rollouts(const Transformer& m, int64_t version, uint64_t seed) {
-  common::rollout::GenerationOptions o;
-  o.samples_per_prompt = 2;
-  o.max_new_tokens = 8;
-  o.seed = seed;
-  o.taps = false;
-  o.stop_token_ids = {15};
-  std::vector<Group> batch = testing::EngineBatch(m, testing::SimplePrompts(3), o, version, 1);
+  std::vector<Group> batch = testing::EngineBatch(m, testing::SimplePrompts(3),
+                                                  testing::PlainGeneration(2, 8, seed), version, 1);
   for (Group& g : batch) {
     for (v1::Rollout& r : g) r.mutable_verifier()->set_reward(r.sample_index() == 0 ? 1.0 : 0.0);
   }

@@ -21,14 +21,8 @@ std::unique_ptr<Transformer> Model(uint64_t seed) {
 
 // `groups` prompts x 2 samples of `m`, rollout ids from `first_id`, rewards 1 and 0.
 std::vector<Group> Rollouts(const Transformer& m, int groups, uint64_t seed, uint64_t first_id) {
-  common::rollout::GenerationOptions o;
-  o.samples_per_prompt = 2;
-  o.max_new_tokens = 6;
-  o.seed = seed;
-  o.taps = false;
-  o.stop_token_ids = {15};
-  std::vector<Group> batch =
-      testing::EngineBatch(m, testing::SimplePrompts(groups), o, 0, first_id);
+  std::vector<Group> batch = testing::EngineBatch(m, testing::SimplePrompts(groups),
+                                                  testing::PlainGeneration(2, 6, seed), 0, first_id);
   for (Group& g : batch) {
     for (v1::Rollout& r : g) r.mutable_verifier()->set_reward(r.sample_index() == 0 ? 1.0 : 0.0);
   }

@@ -30,13 +30,8 @@ std::unique_ptr<Transformer> Model(uint64_t seed, int64_t hidden = 32) {
 std::vector<Group> Rollouts(const Transformer& m, int groups, int g, uint64_t seed,
                             common::rollout::SamplingOptions sampling = {},
                             int max_new_tokens = 8) {
-  common::rollout::GenerationOptions o;
+  common::rollout::GenerationOptions o = testing::PlainGeneration(g, max_new_tokens, seed);
   o.sampling = sampling;
-  o.samples_per_prompt = g;
-  o.max_new_tokens = max_new_tokens;
-  o.seed = seed;
-  o.taps = false;
-  o.stop_token_ids = {15};
   return testing::EngineBatch(m, testing::SimplePrompts(groups), o);
 }
 
@@ -142,7 +137,9 @@ TEST(TrainerKl, DefaultReferenceIsTheStartingWeightsAndTheLossTermHoldsThePolicy
       SpreadRewards(batch);
       absl::StatusOr<StepStats> s = trainer->Step(batch);
       ASSERT_TRUE(s.ok()) << s.status();
-      if (step == 0) EXPECT_NEAR(s->ref_kl, 0.0, 1e-6) << "the reference is the start";
+      if (step == 0) {
+        EXPECT_NEAR(s->ref_kl, 0.0, 1e-6) << "the reference is the start";
+      }
     }
     // KL(pi || start) on fresh data, by hand.
     std::vector<Group> probe = Rollouts(*start, 3, 4, 99);
