@@ -1012,7 +1012,8 @@ absl::StatusOr<common::model::TensorMap> Trainer::GatherOptimizerState() {
     RHYTHM_ASSIGN_OR_RETURN(state, GatherShards());
     if (ranks_->rank() != 0) return state;
   }
-  // The fp32 masters (every rank holds all of them): the bf16 model beside them is rounded.
+  // Alone, a bf16 model's fp32 masters (the model beside them is their rounding); with ranks
+  // GatherShards gathered them with the moments.
   if (masters_) {
     for (const auto& [name, t] : masters_->parameters()) {
       state[name + kMasterSuffix] = t.detach().to(at::kCPU, false, /*copy=*/true);

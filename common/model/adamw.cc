@@ -199,43 +199,41 @@ TensorMap ShardedAdamW::NamedState(const at::Tensor& flat_exp_avg,
     out[names_[i] + ".exp_avg_sq"] =
         flat_exp_avg_sq.narrow(0, offsets_[i], n).reshape(shape).clone();
     if (flat_master.defined()) {
-      out[names_[i] + kMasterSuffix] = flat_master.narrow(0, offsets_[i], n).reshape(shape).clone();
+      out[names_[i] + kMasterSuffix] =
+          flat_master.narrow(0, offsets_[i], n).reshape(shape).clone();
     }
   }
   return out;
 }
 
-absl::StatusOr<at::Tensor> ShardedAdamW::FlattenMasters(const TensorMap& state) const {
-  if (names_.empty() || state.count(names_[0] + kMasterSuffix) == 0) {
-    return absl::NotFoundError("optimizer state: no fp32 masters");
-  }
+absl::StatusOr<at::Tensor> ShardedAdamW::FlattenSuffix(const TensorMap& state,
+                                                      const char* suffix) const {
   at::Tensor flat = at::zeros({world_ * shard_}, FloatOn());
   for (size_t i = 0; i < names_.size(); ++i) {
-    auto it = state.find(names_[i] + kMasterSuffix);
+    auto it = state.find(names_[i] + suffix);
     if (it == state.end() || it->second.sizes() != params_[i].sizes()) {
-      return absl::InvalidArgumentError(absl::StrCat("optimizer state: missing or misshapen '",
-                                                     names_[i], kMasterSuffix, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("optimizer state: missing or misshapen '", names_[i], suffix, "'"));
     }
     flat.narrow(0, offsets_[i], params_[i].numel()).copy_(it->second.reshape({-1}));
   }
   return flat;
 }
 
+absl::StatusOr<at::Tensor> ShardedAdamW::FlattenMasters(const TensorMap& state) const {
+  if (names_.empty() || state.count(names_[0] + kMasterSuffix) == 0) {
+    return absl::NotFoundError("optimizer state: no fp32 masters");
+  }
+  return FlattenSuffix(state, kMasterSuffix);
+}
+
 absl::StatusOr<std::pair<at::Tensor, at::Tensor>> ShardedAdamW::FlattenNamed(
     const TensorMap& state) const {
-  at::Tensor m = at::zeros({world_ * shard_}, FloatOn());
-  at::Tensor v = at::zeros({world_ * shard_}, FloatOn());
-  for (size_t i = 0; i < names_.size(); ++i) {
-    for (auto [suffix, dst] : {std::pair{".exp_avg", &m}, std::pair{".exp_avg_sq", &v}}) {
-      auto it = state.find(names_[i] + suffix);
-      if (it == state.end() || it->second.sizes() != params_[i].sizes()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("optimizer state: missing or misshapen '", names_[i], suffix, "'"));
-      }
-      dst->narrow(0, offsets_[i], params_[i].numel()).copy_(it->second.reshape({-1}));
-    }
-  }
-  return std::pair{m, v};
+  absl::StatusOr<at::Tensor> m = FlattenSuffix(state, ".exp_avg");
+  if (!m.ok()) return m.status();
+  absl::StatusOr<at::Tensor> v = FlattenSuffix(state, ".exp_avg_sq");
+  if (!v.ok()) return v.status();
+  return std::pair{*m, *v};
 }
 
 absl::Status ShardedAdamW::RestoreNamed(const TensorMap& state, int64_t steps) {

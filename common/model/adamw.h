@@ -127,6 +127,9 @@ class ShardedAdamW {
   at::TensorOptions FloatOn() const;  // float on the parameters' device
   // This rank's slice of FlatParams, float [S], without building the whole vector.
   at::Tensor ShardParams() const;
+  // A named state's "<param>" + suffix entries laid end to end, float [world * S];
+  // INVALID_ARGUMENT naming the first that is missing or misshapen.
+  absl::StatusOr<at::Tensor> FlattenSuffix(const TensorMap& state, const char* suffix) const;
 
   AdamW::Options options_;
   int64_t steps_ = 0;
